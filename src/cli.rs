@@ -1,0 +1,229 @@
+//! The command line: `serve`, `check` and `sign`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::secret::Secret;
+use crate::server::{Gateway, run};
+use crate::verify::{Algorithm, sign};
+
+/// A gateway that verifies WooCommerce webhook deliveries and forwards them to the services that act on them.
+#[derive(Parser, Debug)]
+#[command(name = "hookgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate a configuration file and resolve its secrets (never printing one), then summarise it.
+    Check(ConfigArg),
+    /// Print the X-WC-Webhook-Signature WooCommerce would send for the body read on standard input.
+    Sign(SignArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("secret_source").required(true).args(["secret_env", "secret_file", "secret"])))]
+struct SignArgs {
+    /// The hash WooCommerce signs with (its woocommerce_webhook_hash_algorithm filter).
+    #[arg(long, default_value = "sha256", value_parser = parse_algorithm)]
+    algorithm: Algorithm,
+    /// Read the secret from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+    /// Read the secret from this file (one trailing newline removed).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// The secret itself (it shows in the shell history and process list: prefer the other two).
+    #[arg(long, value_name = "SECRET")]
+    secret: Option<String>,
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    text.parse()
+}
+
+/// Parses the command line and runs it; the process's exit code says how it went.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args.config),
+        Command::Check(args) => check(&args.config),
+        Command::Sign(args) => sign_stdin(&args),
+    }
+}
+
+fn load(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            eprint!("{error}");
+            None
+        }
+    }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    init_logging();
+    let Some(config) = load(path) else { return ExitCode::from(2) };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("cannot listen on {listen} (listen: in {}): {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+        tracing::info!(
+            listen = %bound,
+            sources = config.sources.len(),
+            routes = config.routes.len(),
+            mode = ?config.delivery.mode,
+            "hookgate is serving"
+        );
+        let gateway = Arc::new(Gateway::new(config));
+        match run(listener, gateway, stop_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("the server failed: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM (what Kubernetes and systemd send to stop a process).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop requested: finishing requests in flight");
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(config) = load(path) else { return ExitCode::from(2) };
+    println!("{}: OK", path.display());
+    println!("listen: {}", config.listen);
+    println!("delivery mode: {:?}", config.delivery.mode);
+    println!("sources:");
+    for source in &config.sources {
+        let ids = match &source.webhook_ids {
+            Some(ids) => format!(", webhook ids {ids:?}"),
+            None => String::new(),
+        };
+        println!(
+            "  {} at {} ({}, {} secret{}: {}; {} key{} tried{ids})",
+            source.name,
+            source.path,
+            source.verifier.algorithm(),
+            source.secrets.len(),
+            if source.secrets.len() == 1 { "" } else { "s" },
+            source.secret_origins.join(", "),
+            source.verifier.key_count(),
+            if source.verifier.key_count() == 1 { "" } else { "s" },
+        );
+    }
+    println!("routes:");
+    for route in &config.routes {
+        let topics: Vec<&str> = route.topics.iter().map(|t| t.as_str()).collect();
+        println!(
+            "  {}: {} from {} -> {} (timeout {})",
+            route.name,
+            topics.join(", "),
+            route.source.as_deref().unwrap_or("every source"),
+            route.upstream,
+            humantime::format_duration(route.timeout),
+        );
+    }
+    println!("unrouted deliveries: {:?}", config.unrouted);
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn sign_stdin(args: &SignArgs) -> ExitCode {
+    let secret = match read_secret(args) {
+        Ok(secret) => secret,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("cannot read the body from standard input: {error}");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", sign(args.algorithm, &secret, &body));
+    ExitCode::SUCCESS
+}
+
+fn read_secret(args: &SignArgs) -> Result<Secret, String> {
+    let secret = if let Some(var) = &args.secret_env {
+        let value = std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
+        Secret::new(value.into_encoded_bytes())
+    } else if let Some(path) = &args.secret_file {
+        let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+        crate::config::strip_one_newline(&mut bytes);
+        Secret::new(bytes)
+    } else {
+        Secret::new(args.secret.clone().unwrap_or_default().into_bytes())
+    };
+    if secret.is_empty() {
+        return Err("the secret is empty: WooCommerce never signs with an empty secret".into());
+    }
+    Ok(secret)
+}

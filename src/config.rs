@@ -1,0 +1,596 @@
+//! Configuration: the YAML file is parsed into raw serde shapes, then validated once into runtime values
+//! (resolved secrets, keyed verifiers, compiled topic patterns, parsed URLs). Validation either succeeds
+//! whole or reports every problem it found, each with its file, line and column and how to fix it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::route::TopicPattern;
+use crate::secret::Secret;
+use crate::verify::{Algorithm, Verifier};
+
+/// WooCommerce delivers only to ports 80, 443 and 8080 unless the site adds a filter.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// 1 MiB holds the largest orders seen in practice (hundreds of line items take about 400 KB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// The bound on `max_body_bytes`: memory per request must stay small whatever the configuration says.
+pub const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Time allowed for a client to send its request line and headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a client to send its whole body once its headers arrived.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// WooCommerce's own delivery timeout is 60 s; an upstream must answer well inside it.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// WooCommerce waits 60 s for an answer; a longer upstream timeout only means WooCommerce gives up first.
+pub const WOOCOMMERCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A validated configuration: everything in it has been checked, so the code that uses it never re-checks.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was loaded from, for messages.
+    pub file: PathBuf,
+    /// Where the webhook listener binds.
+    pub listen: SocketAddr,
+    /// Bounds on each request.
+    pub limits: Limits,
+    /// One per WooCommerce store, in file order.
+    pub sources: Vec<Arc<Source>>,
+    /// Routes in file order: in proxy mode the first that matches wins.
+    pub routes: Vec<Route>,
+    /// What happens to a verified delivery that no route matches.
+    pub unrouted: Unrouted,
+    /// How verified deliveries reach their upstreams.
+    pub delivery: Delivery,
+    /// Things that are allowed but probably not meant (a route that can never match, say).
+    pub warnings: Vec<String>,
+    source_by_path: HashMap<String, usize>,
+}
+
+/// Bounds on each request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A larger body is answered 413.
+    pub max_body_bytes: u64,
+    /// Time to receive the request line and headers.
+    pub header_timeout: Duration,
+    /// Time to receive the body.
+    pub body_timeout: Duration,
+}
+
+/// One WooCommerce store: the path it delivers to and the secrets it signs with.
+#[derive(Debug)]
+pub struct Source {
+    /// The source's name, used in routes, logs and forwarded headers.
+    pub name: String,
+    /// The path of the Delivery URL.
+    pub path: String,
+    /// Checks signatures against every configured secret.
+    pub verifier: Verifier,
+    /// Where each secret came from, for summaries (never the secret itself).
+    pub secret_origins: Vec<String>,
+    /// The resolved secrets, in the order configured (for `diagnose`).
+    pub secrets: Vec<Secret>,
+    /// When set, only these `X-WC-Webhook-ID` values are accepted.
+    pub webhook_ids: Option<BTreeSet<u64>>,
+}
+
+/// A rule sending deliveries of some topics to one upstream.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name, used in logs and forwarded headers.
+    pub name: String,
+    /// When set, only deliveries from this source take the route.
+    pub source: Option<String>,
+    /// The topics taken, as exact topics or globs.
+    pub topics: Vec<TopicPattern>,
+    /// Where the delivery is POSTed.
+    pub upstream: http::Uri,
+    /// How long the upstream has to answer in full.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// True when a delivery from `source` with `topic` takes this route.
+    pub fn matches(&self, source: &str, topic: &str) -> bool {
+        self.source.as_deref().is_none_or(|s| s == source) && self.topics.iter().any(|p| p.matches(topic))
+    }
+}
+
+/// What happens to a verified delivery that no route matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unrouted {
+    /// Answer 200 and forward nothing: WooCommerce keeps the webhook active.
+    Accept,
+    /// Answer 404, so the mistake shows in WooCommerce's webhook log.
+    Reject,
+}
+
+/// How verified deliveries reach their upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Forward synchronously to the first matching route and relay its answer to WooCommerce.
+    Proxy,
+}
+
+/// The `delivery` section.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The delivery mode.
+    pub mode: DeliveryMode,
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths inside it are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Validates configuration text as if read from `path`.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax(path, &e))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut check = Checker { file: path, text, base_dir, problems: Vec::new() };
+        let config = check.config(raw);
+        match config {
+            Some(config) if check.problems.is_empty() => Ok(config),
+            _ => Err(ConfigError { file: path.to_path_buf(), problems: check.problems }),
+        }
+    }
+
+    /// The source whose Delivery URL has this path.
+    pub fn source_for_path(&self, path: &str) -> Option<&Arc<Source>> {
+        self.source_by_path.get(path).map(|&i| &self.sources[i])
+    }
+
+    /// In proxy mode: the first route, in file order, that takes this delivery.
+    pub fn first_route(&self, source: &str, topic: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(source, topic))
+    }
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file that was read.
+    pub file: PathBuf,
+    /// One entry per problem, each already rendered with its position and a fix.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn unreadable(path: &Path, error: &std::io::Error) -> ConfigError {
+        ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![format!(
+                "{}: cannot read the configuration file: {error}; check the path given to --config or HOOKGATE_CONFIG",
+                path.display()
+            )],
+        }
+    }
+
+    fn syntax(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
+        let rendered = error.to_string();
+        let file = path.display().to_string();
+        let problem = match error.location() {
+            Some(at) => {
+                // serde-saphyr renders "error: line L column C: message" and then a snippet of the file.
+                let mut lines = rendered.lines();
+                let first = lines.next().unwrap_or_default();
+                let message =
+                    first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
+                let snippet: Vec<String> = lines.map(|l| l.replace("<input>", &file)).collect();
+                format!("{file}:{}:{}: {message}\n{}", at.line(), at.column(), snippet.join("\n"))
+            }
+            None => format!("{file}: {rendered}"),
+        };
+        ConfigError { file: path.to_path_buf(), problems: vec![problem] }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(f, "{} has {count} problem{}:", self.file.display(), if count == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            writeln!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- Raw shapes, exactly as written in YAML ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    limits: RawLimits,
+    sources: Spanned<Vec<RawSource>>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    unrouted: Option<Unrouted>,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<Spanned<u64>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    algorithm: Option<Algorithm>,
+    secrets: Spanned<Vec<Spanned<RawSecret>>>,
+    webhook_ids: Option<Spanned<Vec<u64>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum RawSecret {
+    Env(String),
+    File(String),
+    Value(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    source: Option<Spanned<String>>,
+    topics: Spanned<Vec<Spanned<String>>>,
+    upstream: Spanned<String>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    mode: Option<DeliveryMode>,
+}
+
+// ---- Validation ----
+
+/// Collects problems while turning raw shapes into runtime values.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base_dir: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Checker<'_> {
+    /// Records a problem at a position, rendered with a snippet of the file like serde-saphyr's own errors.
+    fn problem<T>(&mut self, at: &Spanned<T>, message: impl fmt::Display) {
+        let (line, column) = (at.referenced.line(), at.referenced.column());
+        let file = self.file.display();
+        let mut rendered = format!("{file}:{line}:{column}: {message}\n --> {file}:{line}:{column}\n  |");
+        let line_index = usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1);
+        let first = line_index.saturating_sub(2);
+        for (index, text) in self.text.lines().enumerate().skip(first).take(line_index + 1 - first) {
+            rendered.push_str(&format!("\n{:>3} | {text}", index + 1));
+        }
+        let pad = " ".repeat(usize::try_from(column).unwrap_or(1).saturating_sub(1));
+        rendered.push_str(&format!("\n    | {pad}^ here"));
+        self.problems.push(rendered);
+    }
+
+    fn duration(&mut self, value: Option<&Spanned<String>>, default: Duration, key: &str) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.value.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(value, format!("{key} must be longer than zero: write a duration such as \"10s\""));
+                default
+            }
+            Err(e) => {
+                self.problem(
+                    value,
+                    format!("{key}: {:?} is not a duration ({e}): write a number and a unit, such as \"10s\", \"5m\" or \"1h\"", value.value),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+            Some(spanned) => spanned.value.parse().unwrap_or_else(|e| {
+                self.problem(
+                    spanned,
+                    format!(
+                        "listen: {:?} is not an address ({e}): write IP:PORT, such as \"0.0.0.0:8080\"",
+                        spanned.value
+                    ),
+                );
+                DEFAULT_LISTEN.parse().expect("the default listen address parses")
+            }),
+        };
+        let limits = self.limits(&raw.limits);
+        if raw.sources.value.is_empty() {
+            self.problem(&raw.sources, "sources is empty: add one source per WooCommerce store (name, path, secrets)");
+        }
+        let mut sources = Vec::new();
+        let mut source_by_path = HashMap::new();
+        let mut first_name_line: HashMap<String, u64> = HashMap::new();
+        for raw_source in &raw.sources.value {
+            if let Some(line) = first_name_line.get(&raw_source.name.value) {
+                self.problem(
+                    &raw_source.name,
+                    format!(
+                        "source name {:?} is already used on line {line}: give each source its own name",
+                        raw_source.name.value
+                    ),
+                );
+            } else {
+                first_name_line.insert(raw_source.name.value.clone(), raw_source.name.referenced.line());
+            }
+            if let Some(source) = self.source(raw_source) {
+                if let Some(&other) = source_by_path.get(&source.path) {
+                    let other: &Arc<Source> = &sources[other];
+                    self.problem(
+                        &raw_source.path,
+                        format!(
+                            "path {:?} is already the path of source {:?}: each store needs its own Delivery URL path",
+                            source.path, other.name
+                        ),
+                    );
+                } else {
+                    source_by_path.insert(source.path.clone(), sources.len());
+                }
+                sources.push(Arc::new(source));
+            }
+        }
+        let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
+        let mut routes: Vec<Route> = Vec::new();
+        let mut route_lines: HashMap<String, u64> = HashMap::new();
+        let mut warnings = Vec::new();
+        for raw_route in &raw.routes {
+            if let Some(line) = route_lines.get(&raw_route.name.value) {
+                self.problem(
+                    &raw_route.name,
+                    format!(
+                        "route name {:?} is already used on line {line}: give each route its own name",
+                        raw_route.name.value
+                    ),
+                );
+            } else {
+                route_lines.insert(raw_route.name.value.clone(), raw_route.name.referenced.line());
+            }
+            if let Some(route) = self.route(raw_route, &source_names) {
+                if route.timeout > WOOCOMMERCE_TIMEOUT {
+                    warnings.push(format!(
+                        "{}:{}: route {:?} has a timeout above WooCommerce's own 60 s: in proxy mode WooCommerce gives up first and counts a failure",
+                        self.file.display(),
+                        raw_route.name.referenced.line(),
+                        route.name
+                    ));
+                }
+                if let Some(earlier) = routes.iter().find(|earlier| hides(earlier, &route)) {
+                    warnings.push(format!(
+                        "{}:{}: route {:?} is never used in proxy mode: route {:?} (line {}) comes first and takes every delivery it would take",
+                        self.file.display(),
+                        raw_route.name.referenced.line(),
+                        route.name,
+                        earlier.name,
+                        route_lines.get(&earlier.name).copied().unwrap_or_default(),
+                    ));
+                }
+                routes.push(route);
+            }
+        }
+        let delivery = Delivery { mode: raw.delivery.mode.unwrap_or(DeliveryMode::Proxy) };
+        Some(Config {
+            file: self.file.to_path_buf(),
+            listen,
+            limits,
+            sources,
+            routes,
+            unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
+            delivery,
+            warnings,
+            source_by_path,
+        })
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let max_body_bytes = match &raw.max_body_bytes {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(spanned) if spanned.value == 0 || spanned.value > MAX_MAX_BODY_BYTES => {
+                self.problem(spanned, format!("limits.max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES} (64 MiB); the default, {DEFAULT_MAX_BODY_BYTES}, fits WooCommerce's largest orders"));
+                DEFAULT_MAX_BODY_BYTES
+            }
+            Some(spanned) => spanned.value,
+        };
+        Limits {
+            max_body_bytes,
+            header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
+            body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
+        }
+    }
+
+    fn source(&mut self, raw: &RawSource) -> Option<Source> {
+        let before = self.problems.len();
+        let name = raw.name.value.clone();
+        if !is_plain_name(&name) {
+            self.problem(&raw.name, format!("source name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.': it appears in logs, metrics and headers"));
+        }
+        let path = raw.path.value.clone();
+        if !path.starts_with('/')
+            || path.contains(['?', '#'])
+            || path.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.problem(&raw.path, format!("path {path:?} must start with '/' and hold no query, fragment or space: write the path part of the Delivery URL, such as /webhooks/main-store"));
+        }
+        if raw.secrets.value.is_empty() {
+            self.problem(&raw.secrets, format!("source {name:?} has no secrets: add at least one (env:, file: or value:), the webhook's secret from WooCommerce"));
+        }
+        let mut secrets = Vec::new();
+        let mut secret_origins = Vec::new();
+        for raw_secret in &raw.secrets.value {
+            if let Some((secret, origin)) = self.secret(raw_secret, &name) {
+                secrets.push(secret);
+                secret_origins.push(origin);
+            }
+        }
+        let webhook_ids = raw.webhook_ids.as_ref().map(|ids| {
+            if ids.value.is_empty() {
+                self.problem(ids, "webhook_ids is empty, which would refuse every delivery: list the allowed X-WC-Webhook-ID values, or remove the key");
+            }
+            ids.value.iter().copied().collect()
+        });
+        if self.problems.len() > before {
+            return None;
+        }
+        let algorithm = raw.algorithm.unwrap_or(Algorithm::Sha256);
+        Some(Source { verifier: Verifier::new(algorithm, &secrets), name, path, secret_origins, secrets, webhook_ids })
+    }
+
+    fn secret(&mut self, raw: &Spanned<RawSecret>, source: &str) -> Option<(Secret, String)> {
+        let (secret, origin) = match &raw.value {
+            RawSecret::Env(var) => match std::env::var_os(var) {
+                None => {
+                    self.problem(raw, format!("environment variable {var} is not set (secret of source {source:?}): export it, or use file: or value:"));
+                    return None;
+                }
+                Some(value) => (Secret::new(value.into_encoded_bytes()), format!("env {var}")),
+            },
+            RawSecret::File(file) => {
+                let path = self.base_dir.join(file);
+                match std::fs::read(&path) {
+                    Err(e) => {
+                        self.problem(raw, format!("cannot read secret file {} ({e}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions", path.display()));
+                        return None;
+                    }
+                    Ok(mut bytes) => {
+                        strip_one_newline(&mut bytes);
+                        (Secret::new(bytes), format!("file {}", path.display()))
+                    }
+                }
+            }
+            RawSecret::Value(value) => {
+                (Secret::new(value.as_bytes().to_vec()), "value (literal in the config file)".to_owned())
+            }
+        };
+        if secret.is_empty() {
+            self.problem(raw, format!("the {origin} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"));
+            return None;
+        }
+        Some((secret, origin))
+    }
+
+    fn route(&mut self, raw: &RawRoute, sources: &[&str]) -> Option<Route> {
+        let before = self.problems.len();
+        let name = raw.name.value.clone();
+        if !is_plain_name(&name) {
+            self.problem(&raw.name, format!("route name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.': it appears in logs, metrics and headers"));
+        }
+        if let Some(source) = &raw.source
+            && !sources.contains(&source.value.as_str())
+        {
+            self.problem(source, format!("route {name:?} names source {:?}, which is not defined: use one of {sources:?}, or remove source: to take every source", source.value));
+        }
+        if raw.topics.value.is_empty() {
+            self.problem(
+                &raw.topics,
+                format!(
+                    "route {name:?} has no topics: list topics such as \"order.created\" or globs such as \"order.*\""
+                ),
+            );
+        }
+        let mut topics = Vec::new();
+        for topic in &raw.topics.value {
+            match TopicPattern::parse(&topic.value) {
+                Ok(pattern) => topics.push(pattern),
+                Err(message) => self.problem(topic, message),
+            }
+        }
+        let upstream = match parse_upstream(&raw.upstream.value) {
+            Ok(uri) => Some(uri),
+            Err(message) => {
+                self.problem(&raw.upstream, message);
+                None
+            }
+        };
+        let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT, "timeout");
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Route { name, source: raw.source.as_ref().map(|s| s.value.clone()), topics, upstream: upstream?, timeout })
+    }
+}
+
+/// True when `earlier` takes every delivery `later` would take, so `later` never wins in proxy mode.
+fn hides(earlier: &Route, later: &Route) -> bool {
+    let sources_covered = match (&earlier.source, &later.source) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+    };
+    sources_covered && later.topics.iter().all(|t| earlier.topics.iter().any(|e| e.covers(t)))
+}
+
+/// Removes one trailing newline (`\n` or `\r\n`) from a secret read from a file: files written by `echo`
+/// or an editor end with one, and it is not part of the secret.
+pub fn strip_one_newline(bytes: &mut Vec<u8>) {
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.len() - 1);
+    }
+}
+
+/// Names appear in logs, metric labels and headers, so they are kept plain.
+fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// An upstream URL: absolute, http or https, with a host, and no credentials in it.
+fn parse_upstream(text: &str) -> Result<http::Uri, String> {
+    if text.contains('@') {
+        // Never echo the URL here: what stands before '@' is a password.
+        return Err(
+            "upstream holds credentials (user:password@): hookgate does not send them; protect the service another way"
+                .into(),
+        );
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("upstream {text:?} is not a URL ({e}): write it in full, such as \"http://127.0.0.1:3000/woocommerce/orders\""))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("upstream {text:?} must start with http:// or https://")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!(
+            "upstream {text:?} has no host: write it in full, such as \"http://127.0.0.1:3000/woocommerce/orders\""
+        ));
+    };
+    if authority.host().is_empty() {
+        return Err(format!("upstream {text:?} has no host"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests;

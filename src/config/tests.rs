@@ -1,0 +1,196 @@
+use super::*;
+
+const FILE: &str = "test.yaml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new(FILE))
+}
+
+/// The one problem a text has, asserting there is exactly one.
+fn only_problem(text: &str) -> String {
+    let error = parse(text).expect_err("the config should be refused");
+    assert_eq!(error.problems.len(), 1, "{error}");
+    error.problems[0].clone()
+}
+
+const MINIMAL: &str = "\
+sources:
+  - name: shop
+    path: /hooks/shop
+    secrets:
+      - value: s3cret
+routes:
+  - name: orders
+    topics: [\"order.*\"]
+    upstream: http://127.0.0.1:3000/orders
+";
+
+#[test]
+fn the_example_config_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.delivery.mode, DeliveryMode::Proxy);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn defaults_apply_to_a_minimal_config() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(config.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.limits.header_timeout, DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(config.limits.body_timeout, DEFAULT_BODY_TIMEOUT);
+    assert_eq!(config.routes[0].timeout, DEFAULT_ROUTE_TIMEOUT);
+    assert_eq!(config.unrouted, Unrouted::Accept);
+    assert_eq!(config.sources[0].verifier.algorithm(), Algorithm::Sha256);
+    assert!(config.source_for_path("/hooks/shop").is_some());
+    assert!(config.source_for_path("/hooks/shop/").is_none());
+}
+
+#[test]
+fn an_unknown_key_names_its_line_and_the_keys_allowed() {
+    let problem =
+        only_problem(&MINIMAL.replace("    path: /hooks/shop\n", "    path: /hooks/shop\n    algoritm: sha1\n"));
+    assert!(problem.starts_with("test.yaml:4:5: unknown field `algoritm`"), "{problem}");
+    assert!(problem.contains("algorithm"), "{problem}");
+}
+
+#[test]
+fn a_route_naming_an_unknown_source_is_refused_with_its_line() {
+    let problem = only_problem(&MINIMAL.replace("    topics:", "    source: shopp\n    topics:"));
+    assert!(problem.starts_with("test.yaml:8:13: route \"orders\" names source \"shopp\""), "{problem}");
+    assert!(problem.contains("[\"shop\"]"), "{problem}");
+    assert!(problem.contains("  8 |     source: shopp"), "the snippet shows the line: {problem}");
+}
+
+#[test]
+fn duplicate_names_and_paths_are_refused() {
+    let text = format!("{MINIMAL}  - name: orders\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:3001/\n")
+        .replace("routes:", "  - name: shop\n    path: /hooks/shop\n    secrets:\n      - value: other\nroutes:");
+    let error = parse(&text).unwrap_err();
+    let all = error.problems.join("\n");
+    assert_eq!(error.problems.len(), 3, "{all}");
+    assert!(all.contains("test.yaml:6:11: source name \"shop\" is already used on line 2"), "{all}");
+    assert!(all.contains("test.yaml:7:11: path \"/hooks/shop\" is already the path of source \"shop\""), "{all}");
+    assert!(all.contains("test.yaml:14:11: route name \"orders\" is already used on line 11"), "{all}");
+}
+
+#[test]
+fn an_empty_secret_list_is_refused() {
+    let problem = only_problem(&MINIMAL.replace("    secrets:\n      - value: s3cret\n", "    secrets: []\n"));
+    assert!(problem.starts_with("test.yaml:4:14: source \"shop\" has no secrets"), "{problem}");
+}
+
+#[test]
+fn a_missing_secrets_key_is_refused() {
+    let problem = only_problem(&MINIMAL.replace("    secrets:\n      - value: s3cret\n", ""));
+    assert!(problem.contains("missing field `secrets`"), "{problem}");
+    assert!(problem.starts_with("test.yaml:3:5: missing field `secrets`"), "{problem}");
+}
+
+#[test]
+fn an_unset_variable_and_an_unreadable_file_are_refused() {
+    let text = MINIMAL.replace(
+        "      - value: s3cret\n",
+        "      - env: HOOKGATE_TEST_SURELY_UNSET_VARIABLE\n      - file: /nonexistent/hookgate/secret\n",
+    );
+    let error = parse(&text).unwrap_err();
+    let all = error.problems.join("\n");
+    assert_eq!(error.problems.len(), 2, "{all}");
+    assert!(
+        all.contains("test.yaml:5:9: environment variable HOOKGATE_TEST_SURELY_UNSET_VARIABLE is not set"),
+        "{all}"
+    );
+    assert!(all.contains("test.yaml:6:9: cannot read secret file /nonexistent/hookgate/secret"), "{all}");
+}
+
+#[test]
+fn a_secret_file_loses_one_trailing_newline_and_is_found_beside_the_config() {
+    let dir = std::env::temp_dir().join(format!("hookgate-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "from-file\n").unwrap();
+    let text = MINIMAL.replace("      - value: s3cret\n", "      - file: secret\n");
+    let config = Config::from_yaml(&text, &dir.join("hookgate.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.sources[0].secrets[0].expose(), b"from-file");
+    std::fs::write(dir.join("secret"), "two\n\n").unwrap();
+    let config = Config::from_yaml(&text, &dir.join("hookgate.yaml")).unwrap();
+    assert_eq!(config.sources[0].secrets[0].expose(), b"two\n");
+    std::fs::write(dir.join("secret"), "\n").unwrap();
+    let error = Config::from_yaml(&text, &dir.join("hookgate.yaml")).unwrap_err();
+    assert!(error.problems[0].contains("is empty"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_urls_globs_and_durations_are_refused_with_their_lines() {
+    let text = MINIMAL
+        .replace("[\"order.*\"]", "[\"order.*\", \"order created\"]")
+        .replace("http://127.0.0.1:3000/orders", "ftp://127.0.0.1/orders\n    timeout: 10 parsecs");
+    let error = parse(&text).unwrap_err();
+    let all = error.problems.join("\n");
+    assert_eq!(error.problems.len(), 3, "{all}");
+    assert!(all.contains("test.yaml:8:25: topic pattern \"order created\" holds ' '"), "{all}");
+    assert!(
+        all.contains("test.yaml:9:15: upstream \"ftp://127.0.0.1/orders\" must start with http:// or https://"),
+        "{all}"
+    );
+    assert!(all.contains("test.yaml:10:14: timeout: \"10 parsecs\" is not a duration"), "{all}");
+}
+
+#[test]
+fn an_upstream_with_credentials_is_refused_without_echoing_them() {
+    let problem = only_problem(&MINIMAL.replace("http://127.0.0.1", "http://user:hunter2@127.0.0.1"));
+    assert!(problem.starts_with("test.yaml:9:15: upstream holds credentials"), "{problem}");
+    assert!(!problem.lines().next().unwrap().contains("hunter2"), "{problem}");
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_file_line_and_column() {
+    let problem = only_problem("sources: [\n");
+    assert!(problem.starts_with("test.yaml:1:10: "), "{problem}");
+    assert!(problem.contains("--> test.yaml:1:10"), "{problem}");
+}
+
+#[test]
+fn a_wrong_value_type_names_its_line() {
+    let problem = only_problem(&format!("limits:\n  max_body_bytes: lots\n{MINIMAL}"));
+    assert!(problem.starts_with("test.yaml:2:19: "), "{problem}");
+    let problem = only_problem(&format!("limits:\n  max_body_bytes: 0\n{MINIMAL}"));
+    assert!(problem.starts_with("test.yaml:2:19: limits.max_body_bytes must be between 1 and"), "{problem}");
+    let problem = only_problem(&format!("delivery:\n  mode: fast\n{MINIMAL}"));
+    assert!(problem.starts_with("test.yaml:2:9: unknown variant `fast`"), "{problem}");
+}
+
+#[test]
+fn check_warns_about_a_route_hidden_by_an_earlier_one() {
+    let text = format!(
+        "{MINIMAL}  - name: created\n    source: shop\n    topics: [\"order.created\"]\n    upstream: http://127.0.0.1:3001/\n  - name: coupons\n    topics: [\"coupon.*\"]\n    upstream: http://127.0.0.1:3002/\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("route \"created\" is never used in proxy mode: route \"orders\" (line 7)"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn first_route_is_the_first_match_in_file_order() {
+    let text = MINIMAL.replace("[\"order.*\"]", "[\"order.created\"]")
+        + "  - name: rest\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:3001/\n";
+    let config = parse(&text).unwrap();
+    assert_eq!(config.first_route("shop", "order.created").unwrap().name, "orders");
+    assert_eq!(config.first_route("shop", "order.updated").unwrap().name, "rest");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "listen: nowhere\nsources:\n  - name: a b\n    path: hooks\n    secrets: []\nroutes:\n  - name: r\n    source: x\n    topics: []\n    upstream: nope\n";
+    let error = parse(text).unwrap_err();
+    assert_eq!(error.problems.len(), 7, "{error}");
+    let shown = error.to_string();
+    assert!(shown.starts_with("test.yaml has 7 problems:"), "{shown}");
+}

@@ -1,0 +1,186 @@
+//! The upstream client: POSTs a verified delivery, byte for byte, to a route's upstream over a pooled,
+//! kept-alive connection, and brings back the whole answer within the route's timeout.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::answer::UpstreamError;
+use crate::config::Route;
+use crate::verify::VerifiedDelivery;
+
+/// An upstream's answer is relayed to WooCommerce, which only logs it: 1 MiB is far more than any receiver
+/// sends, and keeps memory per request bounded.
+pub const MAX_UPSTREAM_ANSWER_BYTES: usize = 1024 * 1024;
+/// Idle upstream connections are kept this long for the next delivery.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The name of the header saying which source a delivery came from.
+pub static X_HOOKGATE_SOURCE: HeaderName = HeaderName::from_static("x-hookgate-source");
+/// The name of the header saying which route a delivery took.
+pub static X_HOOKGATE_ROUTE: HeaderName = HeaderName::from_static("x-hookgate-route");
+
+/// An upstream's complete answer.
+#[derive(Debug)]
+pub struct UpstreamAnswer {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// Its headers, hop-by-hop ones removed.
+    pub headers: HeaderMap,
+    /// Its body, whole.
+    pub body: Bytes,
+}
+
+/// The pooled HTTP/HTTPS client shared by every route.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Forwarder::new()
+    }
+}
+
+impl Forwarder {
+    /// A client that speaks HTTP/1.1 to http upstreams and HTTP/1.1 or HTTP/2 (by ALPN) to https ones,
+    /// verifying certificates against the bundled Mozilla roots.
+    pub fn new() -> Forwarder {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .timer(TokioTimer::new())
+            .build(https);
+        Forwarder { client }
+    }
+
+    /// POSTs the delivery to the route's upstream and returns its whole answer, all within the route's
+    /// timeout. The body is the received buffer itself, not a copy.
+    pub async fn send(
+        &self,
+        route: &Route,
+        source: &str,
+        delivery: &VerifiedDelivery,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let mut request = Request::new(Full::new(delivery.body().clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = route.upstream.clone();
+        let headers = request.headers_mut();
+        headers.reserve(delivery.headers().len() + 2);
+        for (name, value) in delivery.headers() {
+            headers.append(name, value.clone());
+        }
+        headers.insert(X_HOOKGATE_SOURCE.clone(), header_value(source));
+        headers.insert(X_HOOKGATE_ROUTE.clone(), header_value(&route.name));
+        match tokio::time::timeout(route.timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<UpstreamAnswer, UpstreamError> {
+        let response = self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(error_chain(&e))
+            } else {
+                UpstreamError::Failed(error_chain(&e))
+            }
+        })?;
+        let (parts, mut body) = response.into_parts();
+        let mut collected = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| UpstreamError::Failed(error_chain(&e)))?;
+            if let Ok(data) = frame.into_data() {
+                if collected.len() + data.len() > MAX_UPSTREAM_ANSWER_BYTES {
+                    return Err(UpstreamError::AnswerTooLarge { limit: MAX_UPSTREAM_ANSWER_BYTES });
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        // The body is relayed whole: its length is set anew.
+        headers.remove(header::CONTENT_LENGTH);
+        Ok(UpstreamAnswer { status: parts.status, headers, body: collected.freeze() })
+    }
+}
+
+/// Names and values in the config are plain ASCII (validated), so this cannot fail in practice.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The error and its causes on one line, for logs (an upstream error never holds a secret).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110, section 7.6.1),
+/// including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}

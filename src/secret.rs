@@ -1,0 +1,138 @@
+//! Webhook secrets: kept out of logs, zeroed when dropped, and decoded the way WooCommerce decodes them.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A webhook secret's bytes. Its `Debug` and `Display` print a redaction, and the bytes are zeroed on drop,
+/// so a secret cannot end up in a log line or an error message by accident.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps the bytes of a secret.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    /// The raw bytes, for keying an HMAC. Never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when the secret holds no byte at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key WooCommerce signs with when this secret is stored: `wp_specialchars_decode($secret, ENT_QUOTES)`.
+    /// `None` when decoding changes nothing, so callers need not try the same key twice.
+    pub fn entity_decoded(&self) -> Option<Secret> {
+        wp_specialchars_decode(&self.0).map(Secret::new)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// WordPress's `wp_specialchars_decode($text, ENT_QUOTES)`, which WooCommerce applies to a stored secret
+/// before it keys the HMAC.
+///
+/// WordPress first normalises numeric spellings (`&#39;`, `&#0039;`, `&#x27;`, ...) and then decodes in a
+/// single `strtr` pass, so `&amp;lt;` becomes `&lt;`, not `<`. Only these entities are decoded:
+/// `&amp; &lt; &gt; &quot;` and the numeric forms of `' " < > &` listed in WordPress's source; any other
+/// entity is left as written. Returns `None` when the text holds nothing to decode.
+pub fn wp_specialchars_decode(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.contains(&b'&') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'&'
+            && let Some((decoded, consumed)) = decode_entity(rest)
+        {
+            out.push(decoded);
+            rest = &rest[consumed..];
+            changed = true;
+            continue;
+        }
+        out.push(first);
+        rest = tail;
+    }
+    changed.then_some(out)
+}
+
+/// Decodes one entity at the start of `text` (which starts with `&`): the byte it stands for and how many
+/// bytes it spans.
+fn decode_entity(text: &[u8]) -> Option<(u8, usize)> {
+    const NAMED: [(&[u8], u8); 4] = [(b"&amp;", b'&'), (b"&lt;", b'<'), (b"&gt;", b'>'), (b"&quot;", b'"')];
+    for (name, byte) in NAMED {
+        if text.starts_with(name) {
+            return Some((byte, name.len()));
+        }
+    }
+    let numeric = text.strip_prefix(b"&#")?;
+    let (hex, digits_start) = match numeric.first() {
+        Some(b'x' | b'X') => (true, 3),
+        _ => (false, 2),
+    };
+    let after_marker = &text[digits_start..];
+    let zeros = after_marker.iter().take_while(|&&b| b == b'0').count();
+    let significant = &after_marker[zeros..];
+    // WordPress's patterns: decimal &#0*39; &#0*34; &#0*60; &#0*62; &#0*38; and hex &#x0*27; &#x0*22; &#x0*26;.
+    let table: &[(&[u8], u8)] = if hex {
+        &[(b"27;", b'\''), (b"22;", b'"'), (b"26;", b'&')]
+    } else {
+        &[(b"39;", b'\''), (b"34;", b'"'), (b"60;", b'<'), (b"62;", b'>'), (b"38;", b'&')]
+    };
+    table
+        .iter()
+        .find(|(digits, _)| significant.starts_with(digits))
+        .map(|(digits, byte)| (*byte, digits_start + zeros + digits.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(text: &str) -> String {
+        String::from_utf8(wp_specialchars_decode(text.as_bytes()).unwrap_or_else(|| text.as_bytes().to_vec())).unwrap()
+    }
+
+    #[test]
+    fn decodes_the_entities_wordpress_decodes() {
+        assert_eq!(decode("abc&amp;def&quot;ghi"), "abc&def\"ghi");
+        assert_eq!(decode("&lt;&gt;&#039;&#39;&#x27;&#X27;&#0000039;"), "<>'''''");
+        assert_eq!(decode("&#34;&#x22;&#60;&#62;&#38;&#x26;"), "\"\"<>&&");
+    }
+
+    #[test]
+    fn decodes_in_one_pass_like_strtr() {
+        assert_eq!(decode("&amp;lt;"), "&lt;");
+        assert_eq!(decode("&amp;amp;"), "&amp;");
+    }
+
+    #[test]
+    fn leaves_other_entities_and_stray_ampersands_alone() {
+        assert_eq!(decode("&nbsp;&#x3c;&#3c;&apos;a&b&"), "&nbsp;&#x3c;&#3c;&apos;a&b&");
+        assert!(wp_specialchars_decode(b"no entity & here").is_none());
+        assert!(wp_specialchars_decode(b"plain").is_none());
+    }
+
+    #[test]
+    fn never_prints_the_secret() {
+        let secret = Secret::new(b"hunter2".to_vec());
+        assert!(!format!("{secret:?} {secret}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,375 @@
+//! The webhook listener: accepts connections, takes each request through the steps of the contract
+//! (source, method, size, ping, signature, allow-list, topic, route), and hands verified deliveries to the
+//! configured delivery mode.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::answer::{Body, Outcome, Rejection, json};
+use crate::config::{Config, DeliveryMode, Source, Unrouted};
+use crate::forward::Forwarder;
+use crate::verify::{
+    Signature, UnverifiedDelivery, VerifiedDelivery, X_WC_WEBHOOK_DELIVERY_ID, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE,
+};
+
+/// Prefix of every header WooCommerce sends about a delivery; all of them are forwarded.
+const WOOCOMMERCE_HEADER_PREFIX: &str = "x-wc-webhook-";
+
+/// WooCommerce's ping body is `webhook_id=<id>`; an unsigned request with a larger body cannot be one,
+/// so it is refused without reading more than this.
+pub const MAX_PING_BODY_BYTES: u64 = 64;
+/// Time given to connections in flight to finish once a stop is asked for.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// hyper's read buffer bound; it also bounds the request line and header block a client can send.
+const MAX_HEADER_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Everything a request needs: the configuration and the upstream client.
+pub struct Gateway {
+    config: Arc<Config>,
+    forwarder: Forwarder,
+    scheme: &'static str,
+}
+
+impl Gateway {
+    /// A gateway serving `config` over plain HTTP.
+    pub fn new(config: Config) -> Gateway {
+        Gateway { config: Arc::new(config), forwarder: Forwarder::new(), scheme: "http" }
+    }
+
+    /// The configuration requests are served with.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
+    }
+
+    /// Answers one request. Every path ends in an answer and one log line.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let config = self.config();
+        let mut log = RequestLog::new(&request);
+        let response = match self.answer(&config, request, peer, &mut log).await {
+            Ok(response) => response,
+            Err(rejection) => {
+                log.outcome = rejection.outcome();
+                rejection.answer()
+            }
+        };
+        log.emit(response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn answer(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, Rejection> {
+        let source = config.source_for_path(request.uri().path()).ok_or(Rejection::NotFound)?;
+        log.source = Some(Arc::clone(source));
+        if request.method() != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let (parts, body) = request.into_parts();
+        let declared_length = declared_length(&parts.headers)?;
+        if declared_length.is_some_and(|n| n > config.limits.max_body_bytes) {
+            return Err(Rejection::TooLarge);
+        }
+
+        let mut signatures = parts.headers.get_all(&X_WC_WEBHOOK_SIGNATURE).iter();
+        let Some(signature_header) = signatures.next() else {
+            return answer_unsigned(config, source, body, declared_length, log).await;
+        };
+        if signatures.next().is_some() {
+            // Two signatures are refused, never "either one".
+            return Err(Rejection::InvalidSignature);
+        }
+        let signature = Signature::from_header(signature_header.as_bytes(), source.verifier.algorithm())
+            .map_err(|_| Rejection::InvalidSignature)?;
+        if let Some(allowed) = &source.webhook_ids
+            && !log.webhook_id.is_some_and(|id| allowed.contains(&id))
+        {
+            return Err(Rejection::ForbiddenWebhook);
+        }
+
+        let headers = forwarded_headers(&parts.headers, peer, self.scheme);
+        let body = read_body(body, config.limits.max_body_bytes, declared_length, config.limits.body_timeout).await?;
+        log.bytes = body.len();
+        let delivery = source
+            .verifier
+            .verify(UnverifiedDelivery { body, headers }, &signature)
+            .ok_or(Rejection::InvalidSignature)?;
+        // Checked only now, so that an unsigned caller learns nothing about what else is expected.
+        let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
+        log.topic = Some(topic.to_owned());
+        match config.delivery.mode {
+            DeliveryMode::Proxy => self.proxy(config, source, delivery, log).await,
+        }
+    }
+
+    /// Proxy mode: the first matching route gets the delivery now, and its answer is WooCommerce's answer.
+    async fn proxy(
+        &self,
+        config: &Config,
+        source: &Source,
+        delivery: VerifiedDelivery,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, Rejection> {
+        let topic = delivery.topic().unwrap_or_default();
+        let Some(route) = config.first_route(&source.name, topic) else {
+            return match config.unrouted {
+                Unrouted::Accept => {
+                    log.outcome = Outcome::Unrouted;
+                    Ok(json(http::StatusCode::OK, r#"{"status":"unrouted"}"#))
+                }
+                Unrouted::Reject => Err(Rejection::Unrouted),
+            };
+        };
+        log.outcome = Outcome::Accepted;
+        log.route = Some(route.name.clone());
+        match self.forwarder.send(route, &source.name, &delivery).await {
+            Ok(answer) => {
+                let mut response = Response::new(http_body_util::Full::new(answer.body));
+                *response.status_mut() = answer.status;
+                *response.headers_mut() = answer.headers;
+                Ok(response)
+            }
+            Err(error) => {
+                tracing::warn!(route = %route.name, error = %error, "upstream failed");
+                Ok(error.answer())
+            }
+        }
+    }
+}
+
+/// An unsigned request is only acceptable as WooCommerce's ping: `webhook_id=<digits>`, answered 200 at
+/// once (a ping that fails makes WooCommerce refuse to activate the webhook) and forwarded nowhere.
+async fn answer_unsigned(
+    config: &Config,
+    source: &Source,
+    body: Incoming,
+    declared_length: Option<u64>,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, Rejection> {
+    if declared_length.is_some_and(|n| n > MAX_PING_BODY_BYTES) {
+        return Err(Rejection::MissingSignature);
+    }
+    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, config.limits.body_timeout).await {
+        Ok(body) => body,
+        Err(Rejection::TooLarge) => return Err(Rejection::MissingSignature),
+        Err(other) => return Err(other),
+    };
+    log.bytes = body.len();
+    let id = ping_webhook_id(&body).ok_or(Rejection::MissingSignature)?;
+    log.webhook_id = Some(id);
+    if source.webhook_ids.as_ref().is_some_and(|allowed| !allowed.contains(&id)) {
+        return Err(Rejection::ForbiddenWebhook);
+    }
+    log.outcome = Outcome::Ping;
+    Ok(json(http::StatusCode::OK, r#"{"status":"pong"}"#))
+}
+
+/// The id in a ping body: exactly `webhook_id=` and 1 to 19 digits (every such number fits in a u64).
+pub fn ping_webhook_id(body: &[u8]) -> Option<u64> {
+    let digits = body.strip_prefix(b"webhook_id=")?;
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The body's declared length. hyper has already refused a malformed or conflicting `Content-Length`.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value.to_str().ok().and_then(|v| v.parse().ok()).map(Some).ok_or(Rejection::BodyUnreadable),
+    }
+}
+
+/// Reads the whole body into one buffer, refusing it once it passes `limit` bytes (a chunked body stops
+/// being read there) or when it does not arrive within `timeout`.
+async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    declared_length: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, Rejection> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let capacity = declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit);
+    let read = async {
+        let mut buffer = BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Rejection::BodyUnreadable)?;
+            if let Ok(data) = frame.into_data() {
+                if buffer.len() + data.len() > limit {
+                    return Err(Rejection::TooLarge);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| Rejection::BodyTimeout)?
+}
+
+/// The headers sent upstream: what WooCommerce sent about the delivery (`Content-Type`, `User-Agent`, every
+/// `X-WC-Webhook-*`) and the usual `X-Forwarded-*`. Everything else, hop-by-hop headers included, stays here.
+fn forwarded_headers(incoming: &HeaderMap, peer: SocketAddr, scheme: &'static str) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(16);
+    for (name, value) in incoming {
+        if name == header::CONTENT_TYPE
+            || name == header::USER_AGENT
+            || name.as_str().starts_with(WOOCOMMERCE_HEADER_PREFIX)
+        {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    if let Some(host) = incoming.get(header::HOST) {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    headers
+}
+
+/// What is known of a request so far, logged as one line when it is answered. Only validated values are
+/// kept: never the body, never a secret, never raw header bytes.
+struct RequestLog {
+    source: Option<Arc<Source>>,
+    topic: Option<String>,
+    route: Option<String>,
+    webhook_id: Option<u64>,
+    delivery_id: Option<String>,
+    outcome: Outcome,
+    bytes: usize,
+}
+
+impl RequestLog {
+    fn new(request: &Request<Incoming>) -> RequestLog {
+        let headers = request.headers();
+        let webhook_id = single_header(headers, &X_WC_WEBHOOK_ID).and_then(|v| v.to_str().ok()?.parse().ok());
+        // A delivery id is 32 hex characters; anything else is not echoed into the log.
+        let delivery_id = single_header(headers, &X_WC_WEBHOOK_DELIVERY_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .map(str::to_owned);
+        RequestLog {
+            source: None,
+            topic: None,
+            route: None,
+            webhook_id,
+            delivery_id,
+            outcome: Outcome::BadRequest,
+            bytes: 0,
+        }
+    }
+
+    fn emit(&self, status: u16, duration: Duration) {
+        tracing::info!(
+            source = self.source.as_ref().map_or("-", |s| s.name.as_str()),
+            topic = self.topic.as_deref().unwrap_or("-"),
+            route = self.route.as_deref().unwrap_or("-"),
+            webhook_id = self.webhook_id,
+            delivery_id = self.delivery_id.as_deref().unwrap_or("-"),
+            outcome = self.outcome.as_str(),
+            status,
+            bytes = self.bytes,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// A header's value when it is present exactly once.
+pub fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
+}
+
+/// Serves webhook requests on `listener` until `shutdown` completes, then lets requests in flight finish
+/// within [`DEFAULT_SHUTDOWN_GRACE`].
+pub async fn run(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = gateway.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEADER_BUFFER_BYTES)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Running out of file descriptors must not end the server: wait and go on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = Arc::clone(&gateway);
+        let service = service_fn(move |request| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_bodies() {
+        assert_eq!(ping_webhook_id(b"webhook_id=535"), Some(535));
+        assert_eq!(ping_webhook_id(b"webhook_id=9999999999999999999"), Some(9_999_999_999_999_999_999));
+        assert_eq!(ping_webhook_id(b"webhook_id=99999999999999999999"), None);
+        assert_eq!(ping_webhook_id(b"webhook_id="), None);
+        assert_eq!(ping_webhook_id(b"webhook_id=12&x=1"), None);
+        assert_eq!(ping_webhook_id(b"webhook_id=-1"), None);
+        assert_eq!(ping_webhook_id(b"id=1"), None);
+    }
+}
