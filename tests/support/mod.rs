@@ -1,0 +1,348 @@
+//! What the integration tests share: a real hookgate on a real port, a recording upstream, the
+//! WooCommerce fixtures, and a raw HTTP/1.x client that shows exactly what went over the wire.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use hookgate::config::Config;
+use hookgate::server::{Gateway, run};
+
+/// The secret most fixtures are signed with.
+pub const FIXTURE_SECRET: &str = "k3Y9pQ2wXr7Lm4Tz8Vb1Nc6Hd0Sf5Gj";
+
+/// A hookgate serving on 127.0.0.1 with an ephemeral port; stopped when dropped.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Starts hookgate on `config_yaml`, which is validated exactly as a file would be.
+    pub async fn start(config_yaml: &str) -> TestGateway {
+        let config = Config::from_yaml(config_yaml, Path::new("test-config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let gateway = Arc::new(Gateway::new(config));
+        let task = tokio::spawn(run(listener, gateway, async {
+            let _ = stopped.await;
+        }));
+        TestGateway { addr, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Asks for a graceful stop and waits for the server to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How the recording upstream answers.
+#[derive(Clone)]
+pub struct UpstreamAnswer {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static str,
+    pub delay: Duration,
+}
+
+impl Default for UpstreamAnswer {
+    fn default() -> Self {
+        UpstreamAnswer { status: StatusCode::OK, headers: vec![], body: r#"{"ok":true}"#, delay: Duration::ZERO }
+    }
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request it gets.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl Upstream {
+    /// Starts an upstream answering 200 `{"ok":true}`.
+    pub async fn start() -> Upstream {
+        Upstream::answering(UpstreamAnswer::default()).await
+    }
+
+    /// Starts an upstream that answers every request with `answer`.
+    pub async fn answering(answer: UpstreamAnswer) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let (received_in, connections_in) = (Arc::clone(&received), Arc::clone(&connections));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                *connections_in.lock().unwrap() += 1;
+                let received = Arc::clone(&received_in);
+                let answer = answer.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let received = Arc::clone(&received);
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        received.lock().unwrap().push(Received {
+                            method: parts.method.to_string(),
+                            path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                            headers: parts.headers,
+                            body,
+                        });
+                        tokio::time::sleep(answer.delay).await;
+                        let mut response = Response::new(Full::new(Bytes::from_static(answer.body.as_bytes())));
+                        *response.status_mut() = answer.status;
+                        for (name, value) in &answer.headers {
+                            response.headers_mut().append(*name, value.parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Upstream { addr, received, connections }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the upstream accepted.
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+
+    /// The upstream's URL with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// A delivery from `tests/fixtures/woocommerce/`.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub name: String,
+    pub body: Vec<u8>,
+    pub meta: serde_json::Value,
+}
+
+impl Fixture {
+    /// Loads `NAME.json` and `NAME.body`.
+    pub fn load(name: &str) -> Fixture {
+        let dir = fixtures_dir();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+        let body = std::fs::read(dir.join(format!("{name}.body"))).unwrap();
+        Fixture { name: name.to_owned(), body, meta }
+    }
+
+    /// Every fixture, by name.
+    pub fn all() -> Vec<Fixture> {
+        let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".json").map(str::to_owned))
+            .collect();
+        names.sort();
+        names.iter().map(|n| Fixture::load(n)).collect()
+    }
+
+    /// The headers WooCommerce sent, in its order.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.meta["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// A string field of the `.json` file.
+    pub fn field(&self, key: &str) -> &str {
+        self.meta[key].as_str().unwrap_or_else(|| panic!("{} has no string {key}", self.name))
+    }
+
+    /// A raw HTTP/1.0 request exactly as WooCommerce sends it (`Connection: close`), to `path`.
+    pub fn request(&self, path: &str) -> Vec<u8> {
+        let mut headers: Vec<(String, String)> = vec![("Host".into(), "hooks.example.com".into())];
+        headers.extend(self.headers());
+        headers.push(("Connection".into(), "close".into()));
+        raw_request("POST", path, "HTTP/1.0", &headers, &self.body)
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/woocommerce")
+}
+
+/// Builds a request with a `Content-Length` matching the body.
+pub fn raw_request(method: &str, path: &str, version: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut request = format!("{method} {path} {version}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// An answer read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one answer.
+pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await
+}
+
+/// Reads one final answer (skipping `100 Continue`) from a stream: by `Content-Length`, or to the end.
+pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
+    let read = async {
+        let mut buffer = Vec::new();
+        loop {
+            let head_end = loop {
+                if let Some(end) = find(&buffer, b"\r\n\r\n") {
+                    break end;
+                }
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed before an answer: {:?}", String::from_utf8_lossy(&buffer));
+                buffer.extend_from_slice(&chunk[..n]);
+            };
+            let head = String::from_utf8(buffer[..head_end].to_vec()).unwrap();
+            buffer.drain(..head_end + 4);
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap();
+            let mut parts = status_line.splitn(3, ' ');
+            let version = parts.next().unwrap().to_owned();
+            let status: u16 = parts.next().unwrap().parse().unwrap();
+            let headers: Vec<(String, String)> = lines
+                .map(|l| {
+                    let (n, v) = l.split_once(':').unwrap();
+                    (n.trim().to_owned(), v.trim().to_owned())
+                })
+                .collect();
+            if status == 100 {
+                continue;
+            }
+            let length = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse::<usize>().unwrap());
+            match length {
+                Some(length) => {
+                    while buffer.len() < length {
+                        let mut chunk = [0u8; 8192];
+                        let n = stream.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "connection closed inside a body");
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    buffer.truncate(length);
+                }
+                None => {
+                    stream.read_to_end(&mut buffer).await.unwrap();
+                }
+            }
+            return RawResponse { status, version, headers, body: buffer };
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("no answer within 30 s")
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A config with two sources over the fixtures' secrets and one route per upstream given, plus `extra`
+/// appended at the top level.
+pub fn fixture_config(routes: &str, extra: &str) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+limits:
+  max_body_bytes: 1048576
+  header_timeout: 5s
+  body_timeout: 5s
+sources:
+  - name: main
+    path: /hooks/main
+    algorithm: sha256
+    secrets:
+      - value: "an-older-secret-tried-first"
+      - value: "{FIXTURE_SECRET}"
+      - value: 'abc&amp;def&quot;ghi'
+      - value: '<Sr%VVRNC1Ad]1`MAah.ay@)04R7AU^&aV~e&ln]JzmcqTYAiU'
+  - name: legacy
+    path: /hooks/legacy
+    algorithm: sha1
+    secrets:
+      - value: "{FIXTURE_SECRET}"
+    webhook_ids: [537]
+routes:
+{routes}
+{extra}
+"#
+    )
+}
