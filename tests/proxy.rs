@@ -16,7 +16,9 @@ async fn gateway_with(upstream: &Upstream) -> TestGateway {
     TestGateway::start(&fixture_config(&routes, "")).await
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+type Headers = Vec<(String, String)>;
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
     pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
 }
 
@@ -227,7 +229,7 @@ async fn missing_or_malformed_signatures_get_401_and_reach_no_upstream() {
     let gateway = gateway_with(&upstream).await;
     let fixture = Fixture::load("order-created");
     let good = fixture.field("signature").to_owned();
-    let cases: Vec<(String, Vec<(String, String)>, &str)> = vec![
+    let cases: Vec<(String, Headers, &str)> = vec![
         (
             "no signature".into(),
             fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", None)]),
