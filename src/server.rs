@@ -284,16 +284,17 @@ impl RequestLog {
     }
 
     fn emit(&self, status: u16, duration: Duration) {
+        // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.
         tracing::info!(
-            source = self.source.as_ref().map_or("-", |s| s.name.as_str()),
-            topic = self.topic.as_deref().unwrap_or("-"),
-            route = self.route.as_deref().unwrap_or("-"),
+            source = %self.source.as_ref().map_or("-", |s| s.name.as_str()),
+            topic = %self.topic.as_deref().unwrap_or("-"),
+            route = %self.route.as_deref().unwrap_or("-"),
             webhook_id = self.webhook_id,
-            delivery_id = self.delivery_id.as_deref().unwrap_or("-"),
-            outcome = self.outcome.as_str(),
+            delivery_id = %self.delivery_id.as_deref().unwrap_or("-"),
+            outcome = %self.outcome.as_str(),
             status,
             bytes = self.bytes,
-            duration_ms = duration.as_secs_f64() * 1000.0,
+            duration_ms = (duration.as_secs_f64() * 1e6).round() / 1e3,
             "request"
         );
     }

@@ -522,3 +522,26 @@ async fn answers_made_by_the_gateway_never_mention_a_secret() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn http_2_with_prior_knowledge_is_served() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let upstream = Upstream::start().await;
+    let gateway = gateway_with(&upstream).await;
+    let fixture = Fixture::load("order-created");
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut request = http::Request::post(format!("http://{}/hooks/main", gateway.addr));
+    for (name, value) in fixture.headers() {
+        request = request.header(name, value);
+    }
+    let response =
+        client.request(request.body(Full::new(bytes::Bytes::from(fixture.body.clone()))).unwrap()).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes().as_ref(), br#"{"ok":true}"#);
+    assert_eq!(upstream.received()[0].body, fixture.body);
+    gateway.stop().await;
+}

@@ -1,0 +1,212 @@
+//! The `hookgate` binary itself: `check`, `sign` and `serve`, run as a user would run them.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hookgate");
+
+fn hookgate(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(args).env_remove("HOOKGATE_CONFIG").env_remove("RUST_LOG");
+    command
+}
+
+fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // A command that refuses its arguments exits without reading: a broken pipe is expected then.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")
+}
+
+#[test]
+fn check_summarises_the_example_without_printing_its_secret() {
+    let output = hookgate(&["check", "--config", example().to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("demo-store at /webhooks/demo-store (sha256, 1 secret: value"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "fulfillment: order.created, order.updated from demo-store -> http://127.0.0.1:3000/woocommerce/orders"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("demo-secret-change-me"), "{stdout}");
+}
+
+#[test]
+fn check_takes_the_config_from_hookgate_config() {
+    let output = hookgate(&["check"]).env("HOOKGATE_CONFIG", example()).output().unwrap();
+    assert!(output.status.success());
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column_and_fails() {
+    let dir = temp_dir("check-bad");
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "sources:\n  - name: shop\n    path: /hooks/shop\n    secrets:\n      - env: HOOKGATE_CLI_TEST_UNSET\nroutes:\n  - name: r\n    source: nope\n    topics: [\"order.*\"]\n    upstream: http://127.0.0.1:1/\n",
+    )
+    .unwrap();
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let shown = file.display();
+    assert!(
+        stderr.contains(&format!("{shown}:5:9: environment variable HOOKGATE_CLI_TEST_UNSET is not set")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{shown}:8:13: route \"r\" names source \"nope\"")), "{stderr}");
+    // Set the variable and only the route's problem is left; its secret never shows.
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()])
+        .env("HOOKGATE_CLI_TEST_UNSET", "value-that-must-not-show")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(all.contains("has 1 problem:"), "{all}");
+    assert!(!all.contains("value-that-must-not-show"), "{all}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_fails_clearly_on_a_missing_file_and_warns_about_hidden_routes() {
+    let output = hookgate(&["check", "--config", "/nonexistent/hookgate.yaml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("/nonexistent/hookgate.yaml: cannot read the configuration file")
+    );
+
+    let dir = temp_dir("check-hidden");
+    let file = dir.join("hidden.yaml");
+    std::fs::write(
+        &file,
+        "sources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes:\n  - name: all\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:1/\n  - name: orders\n    topics: [\"order.created\"]\n    upstream: http://127.0.0.1:2/\n",
+    )
+    .unwrap();
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("warning: ") && stdout.contains("route \"orders\" is never used in proxy mode"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sign_prints_what_woocommerce_sends_from_every_secret_source() {
+    let dir = temp_dir("sign");
+    for fixture in Fixture::all().into_iter().filter(|f| f.field("expect") == "accepted") {
+        let (secret, algorithm, expected) =
+            (fixture.field("secret"), fixture.field("algorithm"), fixture.field("signature"));
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        let forms: [Vec<&str>; 3] = [
+            vec!["--secret", secret],
+            vec!["--secret-env", "HOOKGATE_SIGN_TEST_SECRET"],
+            vec!["--secret-file", secret_file.to_str().unwrap()],
+        ];
+        for form in forms {
+            let mut args = vec!["sign", "--algorithm", algorithm];
+            args.extend(&form);
+            let mut command = hookgate(&args);
+            command.env("HOOKGATE_SIGN_TEST_SECRET", secret);
+            let output = run_with_stdin(command, &fixture.body);
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert_eq!(String::from_utf8(output.stdout).unwrap().trim_end(), expected, "{} {form:?}", fixture.name);
+        }
+    }
+    // Without a secret, or with an unset variable, it refuses.
+    let output = run_with_stdin(hookgate(&["sign"]), b"{}");
+    assert!(!output.status.success());
+    let output = run_with_stdin(hookgate(&["sign", "--secret-env", "HOOKGATE_SIGN_TEST_UNSET"]), b"{}");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HOOKGATE_SIGN_TEST_UNSET is not set"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The real binary serves a ping and a signed delivery, logs one line per request without the secret or
+/// the body, and stops with exit code 0 on SIGTERM.
+#[tokio::test]
+async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
+    let upstream = Upstream::start().await;
+    let dir = temp_dir("serve");
+    let config = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("demo-secret-change-me", FIXTURE_SECRET)
+        .replace("http://127.0.0.1:3000/woocommerce/orders", &upstream.url("/orders"));
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = hookgate(&["serve", "--config", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_in, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_in.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = lines.recv_timeout(Duration::from_secs(20)).expect("hookgate did not say it was serving");
+        log.push(line.clone());
+        if let Some(rest) = line.split("listen=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    let ping = send_raw(addr, &Fixture::load("ping").request("/webhooks/demo-store")).await;
+    assert_eq!(ping.status, 200);
+    let delivery = send_raw(addr, &Fixture::load("order-created").request("/webhooks/demo-store")).await;
+    assert_eq!(delivery.status, 200, "{}", delivery.text());
+    assert_eq!(upstream.received().len(), 1);
+    assert_eq!(upstream.received()[0].body, Fixture::load("order-created").body);
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    let delivery_line = log
+        .lines()
+        .find(|l| l.contains("outcome=\"accepted\"") || l.contains("outcome=accepted"))
+        .unwrap_or_else(|| panic!("{log}"));
+    for field in [
+        "source=demo-store",
+        "topic=order.created",
+        "webhook_id=535",
+        "delivery_id=55ad626f0d76f210c25578142d82c1a9",
+        "status=200",
+        "bytes=3393",
+        "route=fulfillment",
+    ] {
+        assert!(delivery_line.contains(field), "{field} missing from {delivery_line}");
+    }
+    assert!(log.contains("outcome=ping") || log.contains("outcome=\"ping\""), "{log}");
+    assert!(!log.contains(FIXTURE_SECRET), "the secret never reaches the log");
+    assert!(!log.contains("billing"), "the body never reaches the log");
+    std::fs::remove_dir_all(dir).unwrap();
+}
