@@ -1,9 +1,14 @@
 //! Every answer the gateway makes itself, and the one place where each failure becomes an HTTP status.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+
+/// A full spool drains as deliveries succeed; a minute is a fair first guess for a client that honours it.
+const SPOOL_FULL_RETRY_AFTER: &str = "60";
+/// A failing spool (a disk error) may recover quickly.
+const SPOOL_UNAVAILABLE_RETRY_AFTER: &str = "5";
 
 /// The body type of every answer: gateway answers and relayed upstream answers are both whole buffers.
 pub type Body = Full<Bytes>;
@@ -11,8 +16,12 @@ pub type Body = Full<Bytes>;
 /// What became of a request, as logged and (later) counted. The labels are a fixed set, never request input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Verified and handed to its upstream (whatever the upstream answered).
+    /// Verified and handed to its upstream (whatever the upstream answered): proxy mode.
     Accepted,
+    /// Verified and stored durably for delivery: queue mode.
+    Queued,
+    /// Verified, but a repeat of a delivery stored within the dedupe window.
+    Duplicate,
     /// WooCommerce's unsigned ping, answered 200.
     Ping,
     /// No signature header on a request that is not a ping.
@@ -31,6 +40,8 @@ pub enum Outcome {
     MethodNotAllowed,
     /// A path that no source has.
     NotFound,
+    /// Refused for lack of room (a full spool) or of a working spool: 503.
+    Overloaded,
 }
 
 impl Outcome {
@@ -38,6 +49,8 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Accepted => "accepted",
+            Outcome::Queued => "queued",
+            Outcome::Duplicate => "duplicate",
             Outcome::Ping => "ping",
             Outcome::MissingSignature => "missing_signature",
             Outcome::InvalidSignature => "invalid_signature",
@@ -47,6 +60,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::NotFound => "not_found",
+            Outcome::Overloaded => "overloaded",
         }
     }
 }
@@ -74,6 +88,10 @@ pub enum Rejection {
     BodyUnreadable,
     #[error("no route takes this topic")]
     Unrouted,
+    #[error("the spool is at max_spool_bytes")]
+    SpoolFull,
+    #[error("the spool cannot store the delivery")]
+    SpoolUnavailable,
 }
 
 impl Rejection {
@@ -88,6 +106,7 @@ impl Rejection {
             Rejection::ForbiddenWebhook => Outcome::ForbiddenWebhook,
             Rejection::MissingTopic | Rejection::BodyTimeout | Rejection::BodyUnreadable => Outcome::BadRequest,
             Rejection::Unrouted => Outcome::Unrouted,
+            Rejection::SpoolFull | Rejection::SpoolUnavailable => Outcome::Overloaded,
         }
     }
 
@@ -104,11 +123,19 @@ impl Rejection {
             Rejection::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, r#"{"error":"body_timeout"}"#),
             Rejection::BodyUnreadable => (StatusCode::BAD_REQUEST, r#"{"error":"body_unreadable"}"#),
             Rejection::Unrouted => (StatusCode::NOT_FOUND, r#"{"error":"unrouted"}"#),
+            Rejection::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_full"}"#),
+            Rejection::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_unavailable"}"#),
         };
         let mut response = json(status, body);
         match self {
             Rejection::MethodNotAllowed => {
                 response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            Rejection::SpoolFull => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(SPOOL_FULL_RETRY_AFTER));
+            }
+            Rejection::SpoolUnavailable => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(SPOOL_UNAVAILABLE_RETRY_AFTER));
             }
             // The body may be left unread (or half read): close rather than read the rest to reuse the connection.
             Rejection::TooLarge | Rejection::BodyTimeout | Rejection::BodyUnreadable => {
@@ -144,6 +171,15 @@ impl UpstreamError {
             }
         }
     }
+}
+
+/// `{"status":"<status>","id":"<id>"}`: the answer to a delivery stored (or found already stored) in the
+/// spool. The id is a UUID, so it needs no escaping.
+pub fn status_with_id(status: &'static str, id: &str) -> Response<Body> {
+    let body = format!(r#"{{"status":"{status}","id":"{id}"}}"#);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// A small JSON answer made by the gateway itself.

@@ -108,7 +108,13 @@ fn serve(path: &Path) -> ExitCode {
             mode = ?config.delivery.mode,
             "hookgate is serving"
         );
-        let gateway = Arc::new(Gateway::new(config));
+        let gateway = match Gateway::new(config) {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => {
+                eprintln!("cannot open the spool (delivery.spool_path in {}): {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
         match run(listener, gateway, stop_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");

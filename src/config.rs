@@ -30,6 +30,24 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WooCommerce waits 60 s for an answer; a longer upstream timeout only means WooCommerce gives up first.
 pub const WOOCOMMERCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where the spool lives unless configured (relative to the config file's folder).
+pub const DEFAULT_SPOOL_PATH: &str = "./data/hookgate.db";
+/// The first retry waits up to this long (full jitter).
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Retries never wait longer than this, so a recovered upstream is found within minutes.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// Three days covers a weekend outage; after that the delivery becomes a dead letter for an operator.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(72 * 3600);
+/// Attempts in flight at once per route: enough to drain a backlog, few enough not to flood a recovering service.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// The spool may use this much disk before new deliveries are answered 503.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Delivered entries are kept this long for `hookgate spool show` and replays, then pruned.
+pub const DEFAULT_KEEP_DELIVERED: Duration = Duration::from_secs(24 * 3600);
+/// WooCommerce's duplicate deliveries arrive within seconds; ten minutes catches them with room to spare.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Resource topics repeat only by accident; `action.*` topics repeat legitimately, so they are left out.
+pub const DEFAULT_DEDUPE_TOPICS: [&str; 4] = ["order.*", "product.*", "customer.*", "coupon.*"];
 
 /// A validated configuration: everything in it has been checked, so the code that uses it never re-checks.
 #[derive(Debug)]
@@ -48,6 +66,8 @@ pub struct Config {
     pub unrouted: Unrouted,
     /// How verified deliveries reach their upstreams.
     pub delivery: Delivery,
+    /// Suppression of repeated deliveries (queue mode).
+    pub dedupe: Dedupe,
     /// Things that are allowed but probably not meant (a route that can never match, say).
     pub warnings: Vec<String>,
     source_by_path: HashMap<String, usize>,
@@ -82,7 +102,7 @@ pub struct Source {
 }
 
 /// A rule sending deliveries of some topics to one upstream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// The route's name, used in logs and forwarded headers.
     pub name: String,
@@ -117,6 +137,8 @@ pub enum Unrouted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryMode {
+    /// Store the delivery durably, answer 200, then deliver it to every matching route with retries.
+    Queue,
     /// Forward synchronously to the first matching route and relay its answer to WooCommerce.
     Proxy,
 }
@@ -126,6 +148,43 @@ pub enum DeliveryMode {
 pub struct Delivery {
     /// The delivery mode.
     pub mode: DeliveryMode,
+    /// The SQLite file of the queue.
+    pub spool_path: PathBuf,
+    /// How failed attempts are retried.
+    pub retry: Retry,
+    /// Attempts in flight at once, per route.
+    pub max_in_flight: usize,
+    /// Past this many bytes in the spool, new deliveries get 503.
+    pub max_spool_bytes: u64,
+    /// How long delivered entries are kept before they are pruned.
+    pub keep_delivered: Duration,
+}
+
+/// Backoff between attempts: exponential with full jitter, bounded, and a time after which to give up.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The bound of the first wait.
+    pub initial_backoff: Duration,
+    /// The bound no wait exceeds.
+    pub max_backoff: Duration,
+    /// After this long pending, a delivery becomes a dead letter.
+    pub give_up_after: Duration,
+}
+
+/// Suppression of deliveries that repeat an earlier one (same source, topic and body bytes).
+#[derive(Debug, Clone)]
+pub struct Dedupe {
+    /// How long a delivery is remembered; zero turns suppression off.
+    pub window: Duration,
+    /// The topics it applies to.
+    pub topics: Vec<TopicPattern>,
+}
+
+impl Dedupe {
+    /// True when deliveries of this topic are checked for repeats.
+    pub fn applies_to(&self, topic: &str) -> bool {
+        !self.window.is_zero() && self.topics.iter().any(|p| p.matches(topic))
+    }
 }
 
 impl Config {
@@ -155,6 +214,16 @@ impl Config {
     /// In proxy mode: the first route, in file order, that takes this delivery.
     pub fn first_route(&self, source: &str, topic: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(source, topic))
+    }
+
+    /// In queue mode: every route that takes this delivery (fan-out).
+    pub fn matching_routes<'a>(&'a self, source: &'a str, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
+        self.routes.iter().filter(move |r| r.matches(source, topic))
+    }
+
+    /// The route with this name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
     }
 }
 
@@ -224,6 +293,8 @@ struct RawConfig {
     unrouted: Option<Unrouted>,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    dedupe: RawDedupe,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,6 +337,27 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
     mode: Option<DeliveryMode>,
+    spool_path: Option<Spanned<String>>,
+    #[serde(default)]
+    retry: RawRetry,
+    max_in_flight: Option<Spanned<usize>>,
+    max_spool_bytes: Option<Spanned<u64>>,
+    keep_delivered: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+    give_up_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDedupe {
+    window: Option<Spanned<String>>,
+    topics: Option<Vec<Spanned<String>>>,
 }
 
 // ---- Validation ----
@@ -295,9 +387,19 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, value: Option<&Spanned<String>>, default: Duration, key: &str) -> Duration {
+        self.duration_or_zero(value, default, key, false)
+    }
+
+    fn duration_or_zero(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+        key: &str,
+        zero_allowed: bool,
+    ) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.value.trim()) {
-            Ok(d) if !d.is_zero() => d,
+            Ok(d) if zero_allowed || !d.is_zero() => d,
             Ok(_) => {
                 self.problem(value, format!("{key} must be longer than zero: write a duration such as \"10s\""));
                 default
@@ -362,6 +464,7 @@ impl Checker<'_> {
             }
         }
         let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
+        let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
         let mut routes: Vec<Route> = Vec::new();
         let mut route_lines: HashMap<String, u64> = HashMap::new();
         let mut warnings = Vec::new();
@@ -386,7 +489,9 @@ impl Checker<'_> {
                         route.name
                     ));
                 }
-                if let Some(earlier) = routes.iter().find(|earlier| hides(earlier, &route)) {
+                if mode == DeliveryMode::Proxy
+                    && let Some(earlier) = routes.iter().find(|earlier| hides(earlier, &route))
+                {
                     warnings.push(format!(
                         "{}:{}: route {:?} is never used in proxy mode: route {:?} (line {}) comes first and takes every delivery it would take",
                         self.file.display(),
@@ -399,7 +504,8 @@ impl Checker<'_> {
                 routes.push(route);
             }
         }
-        let delivery = Delivery { mode: raw.delivery.mode.unwrap_or(DeliveryMode::Proxy) };
+        let delivery = self.delivery(&raw.delivery);
+        let dedupe = self.dedupe(&raw.dedupe);
         Some(Config {
             file: self.file.to_path_buf(),
             listen,
@@ -408,6 +514,7 @@ impl Checker<'_> {
             routes,
             unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
             delivery,
+            dedupe,
             warnings,
             source_by_path,
         })
@@ -427,6 +534,86 @@ impl Checker<'_> {
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
         }
+    }
+
+    fn delivery(&mut self, raw: &RawDelivery) -> Delivery {
+        let spool_path = match &raw.spool_path {
+            Some(path) if path.value.trim().is_empty() => {
+                self.problem(path, "delivery.spool_path is empty: write a file path such as ./data/hookgate.db");
+                PathBuf::from(DEFAULT_SPOOL_PATH)
+            }
+            Some(path) => self.base_dir.join(&path.value),
+            None => self.base_dir.join(DEFAULT_SPOOL_PATH),
+        };
+        let retry = Retry {
+            initial_backoff: self.duration(
+                raw.retry.initial_backoff.as_ref(),
+                DEFAULT_INITIAL_BACKOFF,
+                "delivery.retry.initial_backoff",
+            ),
+            max_backoff: self.duration(
+                raw.retry.max_backoff.as_ref(),
+                DEFAULT_MAX_BACKOFF,
+                "delivery.retry.max_backoff",
+            ),
+            give_up_after: self.duration(
+                raw.retry.give_up_after.as_ref(),
+                DEFAULT_GIVE_UP_AFTER,
+                "delivery.retry.give_up_after",
+            ),
+        };
+        if retry.max_backoff < retry.initial_backoff
+            && let Some(at) = raw.retry.max_backoff.as_ref()
+        {
+            self.problem(at, "delivery.retry.max_backoff is shorter than initial_backoff: make it at least as long");
+        }
+        let max_in_flight = match &raw.max_in_flight {
+            None => DEFAULT_MAX_IN_FLIGHT,
+            Some(n) if n.value == 0 || n.value > 1024 => {
+                self.problem(n, "delivery.max_in_flight must be between 1 and 1024");
+                DEFAULT_MAX_IN_FLIGHT
+            }
+            Some(n) => n.value,
+        };
+        let max_spool_bytes = match &raw.max_spool_bytes {
+            None => DEFAULT_MAX_SPOOL_BYTES,
+            Some(n) if n.value < 64 * 1024 => {
+                self.problem(
+                    n,
+                    "delivery.max_spool_bytes must be at least 65536: the empty spool alone takes tens of KiB",
+                );
+                DEFAULT_MAX_SPOOL_BYTES
+            }
+            Some(n) => n.value,
+        };
+        let keep_delivered =
+            self.duration_or_zero(raw.keep_delivered.as_ref(), DEFAULT_KEEP_DELIVERED, "delivery.keep_delivered", true);
+        Delivery {
+            mode: raw.mode.unwrap_or(DeliveryMode::Queue),
+            spool_path,
+            retry,
+            max_in_flight,
+            max_spool_bytes,
+            keep_delivered,
+        }
+    }
+
+    fn dedupe(&mut self, raw: &RawDedupe) -> Dedupe {
+        let window = self.duration_or_zero(raw.window.as_ref(), DEFAULT_DEDUPE_WINDOW, "dedupe.window", true);
+        let topics = match &raw.topics {
+            None => DEFAULT_DEDUPE_TOPICS.iter().map(|t| TopicPattern::parse(t).expect("the defaults parse")).collect(),
+            Some(topics) => topics
+                .iter()
+                .filter_map(|t| match TopicPattern::parse(&t.value) {
+                    Ok(pattern) => Some(pattern),
+                    Err(message) => {
+                        self.problem(t, message);
+                        None
+                    }
+                })
+                .collect(),
+        };
+        Dedupe { window, topics }
     }
 
     fn source(&mut self, raw: &RawSource) -> Option<Source> {

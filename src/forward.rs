@@ -79,23 +79,40 @@ impl Forwarder {
         source: &str,
         delivery: &VerifiedDelivery,
     ) -> Result<UpstreamAnswer, UpstreamError> {
-        let mut request = Request::new(Full::new(delivery.body().clone()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = route.upstream.clone();
-        let headers = request.headers_mut();
-        headers.reserve(delivery.headers().len() + 2);
+        let mut headers = HeaderMap::with_capacity(delivery.headers().len() + 2);
         for (name, value) in delivery.headers() {
             headers.append(name, value.clone());
         }
+        self.post(route, source, headers, delivery.body().clone(), AnswerBody::Whole).await
+    }
+
+    /// POSTs `body` with `headers` (plus `X-Hookgate-Source` and `X-Hookgate-Route`) to the route's upstream,
+    /// within the route's timeout.
+    pub async fn post(
+        &self,
+        route: &Route,
+        source: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        answer_body: AnswerBody,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
         headers.insert(X_HOOKGATE_SOURCE.clone(), header_value(source));
         headers.insert(X_HOOKGATE_ROUTE.clone(), header_value(&route.name));
-        match tokio::time::timeout(route.timeout, self.exchange(request)).await {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = route.upstream.clone();
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(route.timeout, self.exchange(request, answer_body)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         }
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<UpstreamAnswer, UpstreamError> {
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+        answer_body: AnswerBody,
+    ) -> Result<UpstreamAnswer, UpstreamError> {
         let response = self.client.request(request).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(error_chain(&e))
@@ -108,10 +125,16 @@ impl Forwarder {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| UpstreamError::Failed(error_chain(&e)))?;
             if let Ok(data) = frame.into_data() {
-                if collected.len() + data.len() > MAX_UPSTREAM_ANSWER_BYTES {
-                    return Err(UpstreamError::AnswerTooLarge { limit: MAX_UPSTREAM_ANSWER_BYTES });
+                match answer_body {
+                    AnswerBody::Whole if collected.len() + data.len() > MAX_UPSTREAM_ANSWER_BYTES => {
+                        return Err(UpstreamError::AnswerTooLarge { limit: MAX_UPSTREAM_ANSWER_BYTES });
+                    }
+                    AnswerBody::Start(keep) if collected.len() + data.len() >= keep => {
+                        collected.extend_from_slice(&data[..keep - collected.len()]);
+                        break;
+                    }
+                    _ => collected.extend_from_slice(&data),
                 }
-                collected.extend_from_slice(&data);
             }
         }
         let mut headers = parts.headers;
@@ -120,6 +143,15 @@ impl Forwarder {
         headers.remove(header::CONTENT_LENGTH);
         Ok(UpstreamAnswer { status: parts.status, headers, body: collected.freeze() })
     }
+}
+
+/// How much of an upstream's answer to read.
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerBody {
+    /// All of it, to relay it (refused past [`MAX_UPSTREAM_ANSWER_BYTES`]).
+    Whole,
+    /// Only its first bytes, to record why an attempt failed.
+    Start(usize),
 }
 
 /// Names and values in the config are plain ASCII (validated), so this cannot fail in practice.

@@ -14,4 +14,5 @@ pub mod forward;
 pub mod route;
 pub mod secret;
 pub mod server;
+pub mod spool;
 pub mod verify;

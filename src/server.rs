@@ -19,9 +19,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::answer::{Body, Outcome, Rejection, json};
+use crate::answer::{Body, Outcome, Rejection, json, status_with_id};
 use crate::config::{Config, DeliveryMode, Source, Unrouted};
 use crate::forward::Forwarder;
+use crate::spool::dispatch::Dispatcher;
+use crate::spool::{NewEvent, Spool, SpoolError, Stored, dedupe_key, encode_headers, now_ms, resource_key};
 use crate::verify::{
     Signature, UnverifiedDelivery, VerifiedDelivery, X_WC_WEBHOOK_DELIVERY_ID, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE,
 };
@@ -37,17 +39,47 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// hyper's read buffer bound; it also bounds the request line and header block a client can send.
 const MAX_HEADER_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Everything a request needs: the configuration and the upstream client.
+/// Everything a request needs: the configuration, the upstream client and, in queue mode, the spool.
 pub struct Gateway {
     config: Arc<Config>,
     forwarder: Forwarder,
     scheme: &'static str,
+    queue: Option<Queue>,
+}
+
+/// Queue mode's parts: the spool and the dispatcher delivering from it.
+struct Queue {
+    spool: Arc<Spool>,
+    dispatcher: std::sync::Mutex<Option<Dispatcher>>,
 }
 
 impl Gateway {
-    /// A gateway serving `config` over plain HTTP.
-    pub fn new(config: Config) -> Gateway {
-        Gateway { config: Arc::new(config), forwarder: Forwarder::new(), scheme: "http" }
+    /// A gateway serving `config` over plain HTTP. In queue mode this opens (creating or migrating) the spool
+    /// and starts delivering what it holds, so it must run inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Gateway, SpoolError> {
+        let config = Arc::new(config);
+        let forwarder = Forwarder::new();
+        let queue = match config.delivery.mode {
+            DeliveryMode::Proxy => None,
+            DeliveryMode::Queue => {
+                let spool = Arc::new(Spool::open(&config.delivery.spool_path)?);
+                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&config), forwarder.clone());
+                Some(Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) })
+            }
+        };
+        Ok(Gateway { config, forwarder, scheme: "http", queue })
+    }
+
+    /// Stops delivering (attempts in flight get the grace period) and closes the spool. Everything not
+    /// delivered stays pending for the next start.
+    pub async fn shutdown(&self) {
+        if let Some(queue) = &self.queue {
+            let dispatcher = queue.dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(dispatcher) = dispatcher {
+                dispatcher.stop(DEFAULT_SHUTDOWN_GRACE).await;
+            }
+            queue.spool.close().await;
+        }
     }
 
     /// The configuration requests are served with.
@@ -115,8 +147,68 @@ impl Gateway {
         // Checked only now, so that an unsigned caller learns nothing about what else is expected.
         let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
         log.topic = Some(topic.to_owned());
-        match config.delivery.mode {
-            DeliveryMode::Proxy => self.proxy(config, source, delivery, log).await,
+        match &self.queue {
+            None => self.proxy(config, source, delivery, log).await,
+            Some(queue) => self.enqueue(config, &queue.spool, source, delivery, log).await,
+        }
+    }
+
+    /// Queue mode: store the delivery with one pending entry per matching route (fan-out), and answer 200
+    /// only once that is committed to disk.
+    async fn enqueue(
+        &self,
+        config: &Config,
+        spool: &Spool,
+        source: &Source,
+        delivery: VerifiedDelivery,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, Rejection> {
+        let topic = delivery.topic().unwrap_or_default();
+        let routes: Vec<String> = config.matching_routes(&source.name, topic).map(|r| r.name.clone()).collect();
+        if routes.is_empty() {
+            return unrouted(config, log);
+        }
+        log.route = Some(routes.join(","));
+        let body = delivery.body();
+        if spool.used_bytes().saturating_add(body.len() as u64) > config.delivery.max_spool_bytes {
+            tracing::warn!(
+                spool_bytes = spool.used_bytes(),
+                max_spool_bytes = config.delivery.max_spool_bytes,
+                "spool full: refusing a delivery with 503"
+            );
+            return Err(Rejection::SpoolFull);
+        }
+        let received_at = now_ms();
+        let dedupe = config.dedupe.applies_to(topic).then(|| {
+            let window = i64::try_from(config.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+            (dedupe_key(&source.name, topic, body), received_at.saturating_sub(window))
+        });
+        let event = NewEvent {
+            public_id: uuid::Uuid::now_v7().to_string(),
+            received_at,
+            source: source.name.clone(),
+            topic: topic.to_owned(),
+            resource_key: resource_key(&source.name, topic, body),
+            headers: encode_headers(delivery.headers()),
+            body: body.clone(),
+            routes,
+            dedupe,
+        };
+        match spool.insert(event).await {
+            Ok(Stored::Queued { public_id }) => {
+                log.outcome = Outcome::Queued;
+                log.event_id = Some(public_id.clone());
+                Ok(status_with_id("queued", &public_id))
+            }
+            Ok(Stored::Duplicate { public_id }) => {
+                log.outcome = Outcome::Duplicate;
+                log.event_id = Some(public_id.clone());
+                Ok(status_with_id("duplicate", &public_id))
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot store a delivery: answering 503");
+                Err(Rejection::SpoolUnavailable)
+            }
         }
     }
 
@@ -130,13 +222,7 @@ impl Gateway {
     ) -> Result<Response<Body>, Rejection> {
         let topic = delivery.topic().unwrap_or_default();
         let Some(route) = config.first_route(&source.name, topic) else {
-            return match config.unrouted {
-                Unrouted::Accept => {
-                    log.outcome = Outcome::Unrouted;
-                    Ok(json(http::StatusCode::OK, r#"{"status":"unrouted"}"#))
-                }
-                Unrouted::Reject => Err(Rejection::Unrouted),
-            };
+            return unrouted(config, log);
         };
         log.outcome = Outcome::Accepted;
         log.route = Some(route.name.clone());
@@ -152,6 +238,17 @@ impl Gateway {
                 Ok(error.answer())
             }
         }
+    }
+}
+
+/// A verified delivery that no route takes: `unrouted` decides.
+fn unrouted(config: &Config, log: &mut RequestLog) -> Result<Response<Body>, Rejection> {
+    match config.unrouted {
+        Unrouted::Accept => {
+            log.outcome = Outcome::Unrouted;
+            Ok(json(http::StatusCode::OK, r#"{"status":"unrouted"}"#))
+        }
+        Unrouted::Reject => Err(Rejection::Unrouted),
     }
 }
 
@@ -259,6 +356,7 @@ struct RequestLog {
     route: Option<String>,
     webhook_id: Option<u64>,
     delivery_id: Option<String>,
+    event_id: Option<String>,
     outcome: Outcome,
     bytes: usize,
 }
@@ -278,6 +376,7 @@ impl RequestLog {
             route: None,
             webhook_id,
             delivery_id,
+            event_id: None,
             outcome: Outcome::BadRequest,
             bytes: 0,
         }
@@ -291,6 +390,7 @@ impl RequestLog {
             route = %self.route.as_deref().unwrap_or("-"),
             webhook_id = self.webhook_id,
             delivery_id = %self.delivery_id.as_deref().unwrap_or("-"),
+            event_id = %self.event_id.as_deref().unwrap_or("-"),
             outcome = %self.outcome.as_str(),
             status,
             bytes = self.bytes,
@@ -356,6 +456,7 @@ pub async fn run(
     if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
+    gateway.shutdown().await;
     Ok(())
 }
 

@@ -98,7 +98,7 @@ fn check_fails_clearly_on_a_missing_file_and_warns_about_hidden_routes() {
     let file = dir.join("hidden.yaml");
     std::fs::write(
         &file,
-        "sources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes:\n  - name: all\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:1/\n  - name: orders\n    topics: [\"order.created\"]\n    upstream: http://127.0.0.1:2/\n",
+        "sources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes:\n  - name: all\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:1/\n  - name: orders\n    topics: [\"order.created\"]\n    upstream: http://127.0.0.1:2/\ndelivery:\n  mode: proxy\n",
     )
     .unwrap();
     let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();

@@ -50,6 +50,27 @@ fn defaults_apply_to_a_minimal_config() {
 }
 
 #[test]
+fn queue_mode_is_the_default_with_its_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.delivery.mode, DeliveryMode::Queue);
+    assert_eq!(config.delivery.spool_path, Path::new("./data/hookgate.db"));
+    assert_eq!(config.delivery.retry.initial_backoff, DEFAULT_INITIAL_BACKOFF);
+    assert_eq!(config.delivery.retry.max_backoff, DEFAULT_MAX_BACKOFF);
+    assert_eq!(config.delivery.retry.give_up_after, DEFAULT_GIVE_UP_AFTER);
+    assert_eq!(config.delivery.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    assert_eq!(config.delivery.max_spool_bytes, DEFAULT_MAX_SPOOL_BYTES);
+    assert_eq!(config.delivery.keep_delivered, DEFAULT_KEEP_DELIVERED);
+    assert_eq!(config.dedupe.window, DEFAULT_DEDUPE_WINDOW);
+    assert!(config.dedupe.applies_to("order.created"));
+    assert!(!config.dedupe.applies_to("action.woocommerce_add_to_cart"));
+    let off = parse(&format!("{MINIMAL}dedupe:\n  window: 0s\n")).unwrap();
+    assert!(!off.dedupe.applies_to("order.created"), "a zero window turns dedupe off");
+    let problem =
+        only_problem(&format!("{MINIMAL}delivery:\n  retry:\n    initial_backoff: 10s\n    max_backoff: 1s\n"));
+    assert!(problem.starts_with("test.yaml:13:18: delivery.retry.max_backoff is shorter"), "{problem}");
+}
+
+#[test]
 fn an_unknown_key_names_its_line_and_the_keys_allowed() {
     let problem =
         only_problem(&MINIMAL.replace("    path: /hooks/shop\n", "    path: /hooks/shop\n    algoritm: sha1\n"));
@@ -168,7 +189,9 @@ fn check_warns_about_a_route_hidden_by_an_earlier_one() {
     let text = format!(
         "{MINIMAL}  - name: created\n    source: shop\n    topics: [\"order.created\"]\n    upstream: http://127.0.0.1:3001/\n  - name: coupons\n    topics: [\"coupon.*\"]\n    upstream: http://127.0.0.1:3002/\n"
     );
-    let config = parse(&text).unwrap();
+    // In queue mode every matching route receives the delivery: nothing is hidden.
+    assert!(parse(&text).unwrap().warnings.is_empty());
+    let config = parse(&format!("{text}delivery:\n  mode: proxy\n")).unwrap();
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     assert!(
         config.warnings[0].contains("route \"created\" is never used in proxy mode: route \"orders\" (line 7)"),

@@ -40,7 +40,7 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let gateway = Arc::new(Gateway::new(config));
+        let gateway = Arc::new(Gateway::new(config).unwrap_or_else(|e| panic!("{e}")));
         let task = tokio::spawn(run(listener, gateway, async {
             let _ = stopped.await;
         }));
@@ -316,9 +316,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A config with two sources over the fixtures' secrets and one route per upstream given, plus `extra`
-/// appended at the top level.
+/// A config with two sources over the fixtures' secrets and the routes given, plus `extra` appended at the
+/// top level. Proxy mode unless `extra` has a `delivery:` section.
 pub fn fixture_config(routes: &str, extra: &str) -> String {
+    let extra =
+        if extra.contains("delivery:") { extra.to_owned() } else { format!("{extra}\ndelivery:\n  mode: proxy\n") };
     format!(
         r#"listen: "127.0.0.1:0"
 limits:

@@ -1,0 +1,320 @@
+//! Delivers what the spool holds: for each route, the pending deliveries whose time has come, up to
+//! `max_in_flight` at once, one at a time per resource, retried with backoff until delivered or dead.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
+use crate::answer::UpstreamError;
+use crate::config::{Config, Retry, Route};
+use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
+
+/// The event's id, the same on every attempt, so a receiver can drop a repeat.
+pub static X_HOOKGATE_EVENT_ID: HeaderName = HeaderName::from_static("x-hookgate-event-id");
+/// Which attempt this is, from 1.
+pub static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-attempt");
+
+/// The spool is looked at this often even when nothing woke the dispatcher, so replays made with
+/// `hookgate spool replay` from another process are picked up within a second.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Delivered entries and old dedupe records are pruned this often.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// The start of a failed answer kept with a dead letter or retry, for the operator.
+const RECORDED_ANSWER_BYTES: usize = 512;
+
+/// The running dispatcher; stopping it lets attempts in flight end within a grace period.
+pub struct Dispatcher {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dispatcher {
+    /// Starts delivering the spool's pending entries along `config`'s routes.
+    pub fn start(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder) -> Dispatcher {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(dispatch(spool, config, forwarder, stopped));
+        Dispatcher { stop, task }
+    }
+
+    /// Starts no new attempt, waits up to `grace` for those in flight, then abandons the rest: they stay
+    /// pending in the spool and are sent again at the next start.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
+    }
+}
+
+async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, mut stopped: watch::Receiver<bool>) {
+    let unknown = spool.read(store::stats).await.unwrap_or_default();
+    for stats in unknown.iter().filter(|s| s.pending > 0 && config.route(&s.route).is_none()) {
+        tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
+    }
+    let mut in_flight: HashMap<String, HashSet<i64>> = HashMap::new();
+    let (done, mut finished) = mpsc::unbounded_channel::<(String, i64)>();
+    let mut attempts = JoinSet::new();
+    let mut last_prune: Option<Instant> = None;
+    let retry = config.delivery.retry;
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        while let Ok((route, id)) = finished.try_recv() {
+            in_flight.entry(route).or_default().remove(&id);
+        }
+        while attempts.try_join_next().is_some() {}
+        for route in &config.routes {
+            let busy = in_flight.entry(route.name.clone()).or_default();
+            let free = config.delivery.max_in_flight.saturating_sub(busy.len());
+            if free == 0 {
+                continue;
+            }
+            match spool.due(route.name.clone(), free, busy.clone()).await {
+                Ok(due) => {
+                    for entry in due {
+                        busy.insert(entry.delivery_id);
+                        let attempt =
+                            attempt(forwarder.clone(), Arc::clone(&spool), route.clone(), entry, retry, done.clone());
+                        attempts.spawn(attempt);
+                    }
+                }
+                Err(error) => tracing::error!(route = %route.name, %error, "cannot read due deliveries"),
+            }
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+            last_prune = Some(Instant::now());
+            let keep = i64::try_from(config.delivery.keep_delivered.as_millis()).unwrap_or(i64::MAX);
+            let window = i64::try_from(config.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+            match spool.prune(keep, window).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned delivered entries"),
+                Err(error) => tracing::warn!(%error, "pruning the spool failed"),
+            }
+        }
+        let wait = match spool.read(store::next_due_at).await {
+            Ok(Some(at)) if at > now_ms() => {
+                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL_INTERVAL)
+            }
+            // Something is due that could not start (its route is busy, or an earlier delivery about the same
+            // resource is in flight): a finished attempt wakes us.
+            _ => POLL_INTERVAL,
+        };
+        tokio::select! {
+            () = spool.wake.notified() => {}
+            Some((route, id)) = finished.recv() => { in_flight.entry(route).or_default().remove(&id); }
+            () = tokio::time::sleep(wait) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    let grace = crate::server::DEFAULT_SHUTDOWN_GRACE;
+    let in_progress = attempts.len();
+    if in_progress > 0 {
+        tracing::info!(attempts = in_progress, "waiting for delivery attempts in flight");
+    }
+    let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(attempts = attempts.len(), "attempts still in flight after the grace period stay pending");
+        attempts.abort_all();
+    }
+}
+
+/// One attempt: send, classify the answer, record it (committed) and say it is done.
+async fn attempt(
+    forwarder: Forwarder,
+    spool: Arc<Spool>,
+    route: Route,
+    due: Due,
+    retry: Retry,
+    done: mpsc::UnboundedSender<(String, i64)>,
+) {
+    let number = due.attempts + 1;
+    let mut headers = decode_headers(&due.headers);
+    if let Ok(id) = HeaderValue::from_str(&due.public_id) {
+        headers.insert(X_HOOKGATE_EVENT_ID.clone(), id);
+    }
+    headers.insert(X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(number));
+    let started = Instant::now();
+    let answer = forwarder.post(&route, &due.source, headers, due.body, AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
+    let now = now_ms();
+    let result = classify(answer, number, due.pending_since, now, &retry, fastrand::f64());
+    let (result_label, status) = match &result {
+        Attempted::Delivered { status } => ("delivered", Some(*status)),
+        Attempted::Retry { status, .. } => ("retry", *status),
+        Attempted::Dead { status, .. } => ("dead", *status),
+    };
+    match &result {
+        Attempted::Dead { error, .. } => {
+            tracing::warn!(route = %route.name, event_id = %due.public_id, attempt = number, %error, "dead letter")
+        }
+        Attempted::Retry { error, next_attempt_at, .. } => tracing::info!(
+            route = %route.name, event_id = %due.public_id, attempt = number, %error,
+            retry_in_ms = next_attempt_at - now, "attempt failed; will retry"
+        ),
+        Attempted::Delivered { .. } => {}
+    }
+    tracing::info!(
+        route = %route.name,
+        event_id = %due.public_id,
+        attempt = number,
+        result = result_label,
+        status,
+        duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        "delivery attempt"
+    );
+    if let Err(error) = spool.record(due.delivery_id, result).await {
+        // Not recorded: it is still pending in the spool and will be sent again.
+        tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
+    }
+    let _ = done.send((route.name, due.delivery_id));
+}
+
+/// Turns an attempt's outcome into what the spool records. 2xx is delivered; 408, 429, 5xx and transport
+/// failures are retried; any other status (3xx, other 4xx) cannot be fixed by retrying and is a dead letter
+/// at once. A retry that would fall past `give_up_after` makes a dead letter instead. `random` is in [0, 1).
+pub fn classify(
+    answer: Result<UpstreamAnswer, UpstreamError>,
+    attempt: u32,
+    pending_since: i64,
+    now: i64,
+    retry: &Retry,
+    random: f64,
+) -> Attempted {
+    let (status, error, answer_start, retry_after) = match answer {
+        Ok(answer) if answer.status.is_success() => return Attempted::Delivered { status: answer.status.as_u16() },
+        Ok(answer) => {
+            let status = answer.status;
+            let retryable = status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status.is_server_error();
+            let error = format!("the upstream answered {status}");
+            if !retryable {
+                return Attempted::Dead { status: Some(status.as_u16()), error, answer: answer.body.to_vec() };
+            }
+            let retry_after = retry_after(&answer);
+            (Some(status.as_u16()), error, answer.body.to_vec(), retry_after)
+        }
+        Err(error) => (None, error.to_string(), Vec::new(), None),
+    };
+    let delay = retry_after.map_or_else(|| backoff(retry, attempt, random), |hint| hint.min(retry.max_backoff));
+    let next_attempt_at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let give_up_at = pending_since.saturating_add(i64::try_from(retry.give_up_after.as_millis()).unwrap_or(i64::MAX));
+    if next_attempt_at > give_up_at {
+        let error = format!(
+            "gave up after {attempt} attempts (give_up_after {}): {error}",
+            humantime::format_duration(retry.give_up_after)
+        );
+        return Attempted::Dead { status, error, answer: answer_start };
+    }
+    Attempted::Retry { next_attempt_at, status, error, answer: answer_start }
+}
+
+/// Exponential backoff with full jitter: a uniform wait in [0, min(max_backoff, initial_backoff × 2^(attempt−1))].
+pub fn backoff(retry: &Retry, attempt: u32, random: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(40);
+    let ceiling = retry.initial_backoff.saturating_mul(1u32 << doublings.min(31)).min(retry.max_backoff);
+    ceiling.mul_f64(random.clamp(0.0, 1.0))
+}
+
+/// `Retry-After` in seconds on a 429 or 503 (an HTTP date is not honoured: backoff applies then).
+fn retry_after(answer: &UpstreamAnswer) -> Option<Duration> {
+    if answer.status != StatusCode::TOO_MANY_REQUESTS && answer.status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = answer.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderMap;
+
+    const RETRY: Retry = Retry {
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(300),
+        give_up_after: Duration::from_secs(72 * 3600),
+    };
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Result<UpstreamAnswer, UpstreamError> {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        Ok(UpstreamAnswer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: Bytes::from_static(b"nope"),
+        })
+    }
+
+    #[test]
+    fn backoff_stays_within_its_bounds() {
+        for attempt in 1..=64 {
+            let ceiling = Duration::from_secs(1u64 << (attempt - 1).min(20)).min(RETRY.max_backoff);
+            assert_eq!(backoff(&RETRY, attempt, 0.0), Duration::ZERO);
+            assert_eq!(backoff(&RETRY, attempt, 1.0), ceiling, "attempt {attempt}");
+            let middle = backoff(&RETRY, attempt, 0.5);
+            assert!(middle <= ceiling && middle >= ceiling / 2 - Duration::from_millis(1), "attempt {attempt}");
+        }
+        assert_eq!(backoff(&RETRY, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(&RETRY, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(&RETRY, 10, 1.0), Duration::from_secs(300), "capped at max_backoff");
+        assert_eq!(backoff(&RETRY, u32::MAX, 1.0), Duration::from_secs(300), "no overflow");
+    }
+
+    #[test]
+    fn success_retry_and_dead_letter_statuses() {
+        assert_eq!(classify(answer(200, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Delivered { status: 200 });
+        assert_eq!(classify(answer(204, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Delivered { status: 204 });
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(matches!(classify(answer(status, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Retry { .. }), "{status}");
+        }
+        for status in [301, 302, 400, 401, 403, 404, 410, 422] {
+            match classify(answer(status, &[]), 1, 0, 0, &RETRY, 0.5) {
+                Attempted::Dead { status: Some(s), answer, .. } => {
+                    assert_eq!(s, status);
+                    assert_eq!(answer, b"nope");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        let timeout = classify(Err(UpstreamError::Timeout), 1, 0, 0, &RETRY, 0.5);
+        assert!(matches!(timeout, Attempted::Retry { status: None, .. }));
+        let refused = classify(Err(UpstreamError::Connect("refused".into())), 1, 0, 0, &RETRY, 0.5);
+        assert!(matches!(refused, Attempted::Retry { status: None, .. }));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_max_backoff() {
+        let at = |r: Attempted| match r {
+            Attempted::Retry { next_attempt_at, .. } => next_attempt_at,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(classify(answer(429, &[("retry-after", "7")]), 1, 0, 1000, &RETRY, 0.0)), 8000);
+        assert_eq!(at(classify(answer(503, &[("retry-after", "7")]), 1, 0, 1000, &RETRY, 0.0)), 8000);
+        assert_eq!(at(classify(answer(429, &[("retry-after", "86400")]), 1, 0, 0, &RETRY, 0.0)), 300_000);
+        // A date is not honoured: the jittered backoff (here 0) applies.
+        assert_eq!(
+            at(classify(answer(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), 1, 0, 0, &RETRY, 0.0)),
+            0
+        );
+    }
+
+    #[test]
+    fn retries_end_in_a_dead_letter_after_give_up_after() {
+        let give_up = i64::try_from(RETRY.give_up_after.as_millis()).unwrap();
+        let late = classify(answer(503, &[]), 30, 0, give_up - 1000, &RETRY, 1.0);
+        match late {
+            Attempted::Dead { status: Some(503), error, .. } => {
+                assert!(error.starts_with("gave up after 30 attempts"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify(answer(503, &[]), 30, 0, give_up - 400_000, &RETRY, 1.0), Attempted::Retry { .. }));
+    }
+}

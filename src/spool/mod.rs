@@ -1,0 +1,324 @@
+//! The durable queue behind `delivery.mode: queue`: an SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer thread owns the write connection and commits every operation waiting for it in a single
+//! transaction (group commit), so many concurrent deliveries share one fsync; a delivery is answered 200 only
+//! after the transaction holding it has committed. [`dispatch`] delivers what is pending.
+
+pub mod dispatch;
+pub mod store;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use store::{Attempted, Due, NewEvent, Stored};
+
+/// Operations waiting for the writer are committed together, up to this many in one transaction.
+const MAX_BATCH: usize = 512;
+/// Requests queue for the writer up to this depth; past it they wait (backpressure, not unbounded memory).
+const WRITER_QUEUE_DEPTH: usize = 4096;
+
+/// Why the spool could not do what was asked. Any of these makes a delivery answer 503: never a 200 that
+/// promises what was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("{0}")]
+    Open(String),
+    #[error("spool database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the spool writer has stopped")]
+    WriterGone,
+}
+
+/// The current time in unix milliseconds, the spool's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The dedupe key of a delivery: SHA-256 over source, topic and body, with lengths so no two differ only
+/// in where one field ends.
+pub fn dedupe_key(source: &str, topic: &str, body: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in [source.as_bytes(), topic.as_bytes()] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.update(body);
+    hash.finalize().into()
+}
+
+/// What orders deliveries: the source, the topic's resource and the payload's `id` (`main/order:727`).
+/// `None` when the payload has no id (action topics, error payloads): such deliveries are not ordered.
+/// A `legacy_v3` payload wraps the resource (`{"order":{"id":727,...}}`); its inner id is used.
+pub fn resource_key(source: &str, topic: &str, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    struct Top {
+        id: Option<Id>,
+    }
+    let resource = topic.split('.').next().filter(|r| !r.is_empty() && *r != "action")?;
+    let id = match serde_json::from_slice::<Top>(body) {
+        Ok(Top { id: Some(id) }) => id,
+        _ => {
+            let wrapped: std::collections::HashMap<String, Top> = serde_json::from_slice(body).ok()?;
+            let mut ids = wrapped.into_values().filter_map(|t| t.id);
+            let id = ids.next()?;
+            if ids.next().is_some() {
+                return None;
+            }
+            id
+        }
+    };
+    Some(match id {
+        Id::Number(n) => format!("{source}/{resource}:{n}"),
+        Id::Text(t) => format!("{source}/{resource}:{t}"),
+    })
+}
+
+enum WriteOp {
+    Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
+    Record(i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
+    Prune {
+        keep_delivered_ms: i64,
+        dedupe_window_ms: i64,
+        reply: oneshot::Sender<Result<usize, SpoolError>>,
+    },
+    /// Commit what came before, then end the writer.
+    Stop,
+}
+
+/// A handle on an open spool, shared by the request handlers and the dispatcher.
+pub struct Spool {
+    path: PathBuf,
+    ops: mpsc::Sender<WriteOp>,
+    reader: Arc<Mutex<Connection>>,
+    used_bytes: Arc<AtomicU64>,
+    /// Woken when something may have become due: a new delivery, a finished attempt.
+    pub(crate) wake: Arc<Notify>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Spool {
+    /// Opens (creating and migrating) the spool at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Spool, SpoolError> {
+        let writer_conn = store::open(path)?;
+        let reader = store::open(path)?;
+        let used_bytes = Arc::new(AtomicU64::new(store::used_bytes(&writer_conn)?));
+        let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
+        let wake = Arc::new(Notify::new());
+        let writer = {
+            let used_bytes = Arc::clone(&used_bytes);
+            let wake = Arc::clone(&wake);
+            std::thread::Builder::new()
+                .name("hookgate-spool-writer".into())
+                .spawn(move || write_loop(writer_conn, receiver, &used_bytes, &wake))
+                .map_err(|e| SpoolError::Open(format!("cannot start the spool writer: {e}")))?
+        };
+        Ok(Spool {
+            path: path.to_path_buf(),
+            ops,
+            reader: Arc::new(Mutex::new(reader)),
+            used_bytes,
+            wake,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The spool file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the spool's live data takes, as of the last commit.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stores a delivery; returns once the transaction holding it has committed (durable on disk).
+    pub async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops.send(WriteOp::Insert(Box::new(event), reply)).await.map_err(|_| SpoolError::WriterGone)?;
+        answer.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Records an attempt's result; returns once committed.
+    pub async fn record(&self, delivery_id: i64, result: Attempted) -> Result<(), SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops.send(WriteOp::Record(delivery_id, result, reply)).await.map_err(|_| SpoolError::WriterGone)?;
+        answer.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Prunes delivered entries and old dedupe records (see [`store::prune`]).
+    pub async fn prune(&self, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops
+            .send(WriteOp::Prune { keep_delivered_ms, dedupe_window_ms, reply })
+            .await
+            .map_err(|_| SpoolError::WriterGone)?;
+        answer.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Runs a read on the reader connection, off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
+    ) -> Result<T, SpoolError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            read(&conn)
+        })
+        .await
+        .map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Pending deliveries of `route` due now (see [`store::due`]).
+    pub async fn due(&self, route: String, limit: usize, in_flight: HashSet<i64>) -> Result<Vec<Due>, SpoolError> {
+        self.read(move |conn| store::due(conn, &route, now_ms(), limit, &in_flight)).await
+    }
+
+    /// Stops the writer once it has committed everything sent before, and waits for it.
+    pub async fn close(&self) {
+        let _ = self.ops.send(WriteOp::Stop).await;
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// The writer thread: takes every operation waiting, runs them in one transaction, commits, then answers
+/// each. A failed commit fails every operation in it, so nobody is told "stored" for what was not.
+fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<WriteOp>, used_bytes: &AtomicU64, wake: &Notify) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stopping = false;
+    while let Some(first) = ops.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            if matches!(op, WriteOp::Stop) {
+                stopping = true;
+                break;
+            }
+            batch.push(op);
+            if batch.len() < MAX_BATCH {
+                next = ops.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let now = now_ms();
+        let outcome = commit_batch(&mut conn, &batch, now);
+        match outcome {
+            Ok(results) => {
+                for (op, result) in batch.drain(..).zip(results) {
+                    reply(op, result);
+                }
+                if let Ok(bytes) = store::used_bytes(&conn) {
+                    used_bytes.store(bytes, Ordering::Relaxed);
+                }
+                wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(%error, operations = batch.len(), "spool commit failed; answering 503");
+                let message = error.to_string();
+                for op in batch.drain(..) {
+                    reply(op, Err(SpoolError::Open(message.clone())));
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// What one operation of a batch came to, before it is answered.
+type OpResult = Result<OpValue, SpoolError>;
+enum OpValue {
+    Stored(Stored),
+    Recorded,
+    Pruned(usize),
+}
+
+fn commit_batch(conn: &mut Connection, batch: &[WriteOp], now: i64) -> Result<Vec<OpResult>, SpoolError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for op in batch {
+        // A savepoint per operation: one failing operation is undone alone and the rest still commit.
+        let savepoint = tx.savepoint()?;
+        let result = match op {
+            WriteOp::Insert(event, _) => store::insert_event(&savepoint, event).map(OpValue::Stored),
+            WriteOp::Record(id, attempted, _) => {
+                store::record_attempt(&savepoint, *id, now, attempted).map(|()| OpValue::Recorded)
+            }
+            WriteOp::Prune { keep_delivered_ms, dedupe_window_ms, .. } => {
+                store::prune(&savepoint, now, *keep_delivered_ms, *dedupe_window_ms).map(OpValue::Pruned)
+            }
+            WriteOp::Stop => continue,
+        };
+        if result.is_ok() {
+            savepoint.commit()?;
+        }
+        results.push(result);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn reply(op: WriteOp, result: OpResult) {
+    match op {
+        WriteOp::Insert(_, reply) => {
+            let _ = reply.send(result.map(|v| match v {
+                OpValue::Stored(stored) => stored,
+                _ => unreachable!("an insert yields Stored"),
+            }));
+        }
+        WriteOp::Record(_, _, reply) => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        WriteOp::Prune { reply, .. } => {
+            let _ = reply.send(result.map(|v| match v {
+                OpValue::Pruned(n) => n,
+                _ => 0,
+            }));
+        }
+        WriteOp::Stop => {}
+    }
+}
+
+/// Encodes forwarded headers for storage: one `name: value` line each, as on the wire, readable in `sqlite3`.
+pub fn encode_headers(headers: &http::HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Decodes what [`encode_headers`] stored. A header value cannot hold a newline, so lines split cleanly.
+pub fn decode_headers(encoded: &[u8]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for line in encoded.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = (&line[..colon], line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]));
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}

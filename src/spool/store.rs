@@ -1,0 +1,452 @@
+//! The spool's SQL: the schema and its migrations, and every read and write, as plain functions over a
+//! connection. The writer thread, the dispatcher's reader and the `spool` commands all go through here, so
+//! an operator's `sqlite3` sees the same tables the code uses.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SpoolError;
+
+/// The schema this build writes. Older files are migrated on open; a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each migration takes the schema from version N to N + 1 (index N).
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY,             -- order of receipt
+    public_id    TEXT NOT NULL UNIQUE,            -- the id answered to WooCommerce and sent as X-Hookgate-Event-Id
+    received_at  INTEGER NOT NULL,                -- unix milliseconds
+    source       TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    resource_key TEXT,                            -- source/resource:id, for ordering; NULL when the payload has no id
+    headers      BLOB NOT NULL,                   -- the forwarded headers, one "name: value" per line
+    body         BLOB NOT NULL                    -- the exact bytes WooCommerce signed
+);
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    route           TEXT NOT NULL,
+    resource_key    TEXT,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    pending_since   INTEGER NOT NULL,             -- when it was queued or last replayed; give_up_after counts from here
+    next_attempt_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    last_status     INTEGER,                      -- the upstream's last status, if it answered
+    last_error      TEXT,                         -- why the last attempt failed
+    last_answer     BLOB,                         -- the start of the upstream's last answer
+    finished_at     INTEGER                       -- when it was delivered or became a dead letter
+);
+CREATE INDEX deliveries_due ON deliveries (route, state, next_attempt_at);
+CREATE INDEX deliveries_resource ON deliveries (route, resource_key, state, id);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_finished ON deliveries (state, finished_at);
+CREATE TABLE dedupe (
+    key       BLOB PRIMARY KEY,                   -- SHA-256 of source, topic and body
+    event_id  TEXT NOT NULL,                      -- the public id of the delivery it repeats
+    seen_at   INTEGER NOT NULL
+);
+CREATE INDEX dedupe_seen ON dedupe (seen_at);
+"#];
+
+/// Opens (creating it and its folder if needed) and migrates the spool. `synchronous=FULL` with WAL makes
+/// every commit durable before it returns: an answer sent after a commit is a promise kept across crashes.
+pub fn open(path: &Path) -> Result<Connection, SpoolError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut conn =
+        Connection::open(path).map_err(|e| SpoolError::Open(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn).map_err(|e| SpoolError::Open(format!("cannot set up {}: {e}", path.display())))?;
+    migrate(&mut conn).map_err(|e| match e {
+        SpoolError::Sqlite(e) => SpoolError::Open(format!("cannot migrate {}: {e}", path.display())),
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Readers (the dispatcher, `hookgate spool`) and the one writer wait for each other instead of failing.
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction per step.
+pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(SpoolError::Open(format!(
+            "the spool's schema is version {version}, newer than this hookgate's {SCHEMA_VERSION}: run a newer hookgate"
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema version of an open spool.
+pub fn schema_version(conn: &Connection) -> Result<i64, SpoolError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Bytes the spool's live pages take (free pages left by pruning are reused, so they do not count).
+pub fn used_bytes(conn: &Connection) -> Result<u64, SpoolError> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
+    let size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
+}
+
+/// A verified delivery to be stored, with the routes it goes to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub public_id: String,
+    pub received_at: i64,
+    pub source: String,
+    pub topic: String,
+    pub resource_key: Option<String>,
+    pub headers: Vec<u8>,
+    pub body: Bytes,
+    pub routes: Vec<String>,
+    /// When set: the dedupe key and the oldest time an earlier delivery counts as a repeat.
+    pub dedupe: Option<([u8; 32], i64)>,
+}
+
+/// What storing a delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored, with one pending delivery per route.
+    Queued { public_id: String },
+    /// A repeat of an earlier delivery within the dedupe window: nothing stored.
+    Duplicate { public_id: String },
+}
+
+/// Stores an event and its pending deliveries, unless it repeats an earlier one.
+pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, SpoolError> {
+    if let Some((key, since)) = &event.dedupe {
+        let earlier: Option<String> = conn
+            .prepare_cached("SELECT event_id FROM dedupe WHERE key = ?1 AND seen_at >= ?2")?
+            .query_row(params![&key[..], since], |row| row.get(0))
+            .optional()?;
+        if let Some(public_id) = earlier {
+            return Ok(Stored::Duplicate { public_id });
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event.public_id,
+        event.received_at,
+        event.source,
+        event.topic,
+        event.resource_key,
+        event.headers,
+        &event.body[..]
+    ])?;
+    let event_id = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO deliveries (event_id, route, resource_key, state, pending_since, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+    )?;
+    for route in &event.routes {
+        insert.execute(params![event_id, route, event.resource_key, event.received_at])?;
+    }
+    if let Some((key, _)) = &event.dedupe {
+        conn.prepare_cached("INSERT OR REPLACE INTO dedupe (key, event_id, seen_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&key[..], event.public_id, event.received_at])?;
+    }
+    Ok(Stored::Queued { public_id: event.public_id.clone() })
+}
+
+/// A pending delivery whose turn has come, with what is needed to send it.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub delivery_id: i64,
+    pub route: String,
+    pub attempts: u32,
+    pub pending_since: i64,
+    pub public_id: String,
+    pub source: String,
+    pub headers: Vec<u8>,
+    pub body: Bytes,
+}
+
+/// Up to `limit` pending deliveries of `route` that are due at `now`, oldest first, leaving out those in
+/// `in_flight`. A delivery waits while an earlier pending delivery about the same resource exists on the
+/// same route (in flight or backing off), so deliveries about one resource go one at a time, in order.
+pub fn due(
+    conn: &Connection,
+    route: &str,
+    now: i64,
+    limit: usize,
+    in_flight: &HashSet<i64>,
+) -> Result<Vec<Due>, SpoolError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut statement = conn.prepare_cached(
+        "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.route = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
+           AND (d.resource_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries earlier
+                WHERE earlier.route = d.route AND earlier.resource_key = d.resource_key
+                  AND earlier.state = 'pending' AND earlier.id < d.id))
+         ORDER BY d.id
+         LIMIT ?3",
+    )?;
+    let fetch = i64::try_from(limit + in_flight.len()).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![route, now, fetch], |row| {
+        Ok(Due {
+            delivery_id: row.get(0)?,
+            route: route.to_owned(),
+            attempts: row.get(1)?,
+            pending_since: row.get(2)?,
+            public_id: row.get(3)?,
+            source: row.get(4)?,
+            headers: row.get(5)?,
+            body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
+        })
+    })?;
+    let mut due = Vec::with_capacity(limit);
+    for row in rows {
+        let row = row?;
+        if !in_flight.contains(&row.delivery_id) {
+            due.push(row);
+            if due.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(due)
+}
+
+/// When the next pending delivery (of any route) becomes due, if any is pending.
+pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, SpoolError> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")?
+        .query_row([], |row| row.get(0))?)
+}
+
+/// What an attempt came to, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempted {
+    /// The upstream answered 2xx.
+    Delivered { status: u16 },
+    /// A failure worth retrying; the next attempt is at `next_attempt_at`.
+    Retry { next_attempt_at: i64, status: Option<u16>, error: String, answer: Vec<u8> },
+    /// A failure that retrying cannot fix, or retries ran out: kept for an operator.
+    Dead { status: Option<u16>, error: String, answer: Vec<u8> },
+}
+
+/// Records an attempt's result.
+pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &Attempted) -> Result<(), SpoolError> {
+    match result {
+        Attempted::Delivered { status } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_attempt_at = ?2,
+                 last_status = ?3, last_error = NULL, last_answer = NULL, finished_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![delivery_id, now, status])?,
+        Attempted::Retry { next_attempt_at, status, error, answer } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, last_attempt_at = ?2, next_attempt_at = ?3,
+                 last_status = ?4, last_error = ?5, last_answer = ?6 WHERE id = ?1",
+            )?
+            .execute(params![delivery_id, now, next_attempt_at, status, error, answer])?,
+        Attempted::Dead { status, error, answer } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_attempt_at = ?2,
+                 last_status = ?3, last_error = ?4, last_answer = ?5, finished_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![delivery_id, now, status, error, answer])?,
+    };
+    Ok(())
+}
+
+/// Removes delivered entries older than `keep_delivered`, events left with no delivery, and dedupe records
+/// older than the window. Dead letters stay until replayed or dropped. Returns how many deliveries went.
+pub fn prune(conn: &Connection, now: i64, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
+    let pruned = conn
+        .execute("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?1", [now - keep_delivered_ms])?;
+    conn.execute("DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)", [])?;
+    conn.execute("DELETE FROM dedupe WHERE seen_at < ?1", [now - dedupe_window_ms])?;
+    Ok(pruned)
+}
+
+/// Counts by route and state, for `spool stats` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteStats {
+    pub route: String,
+    pub pending: i64,
+    pub dead: i64,
+    pub delivered: i64,
+    /// When the oldest pending delivery was queued (unix ms).
+    pub oldest_pending_since: Option<i64>,
+}
+
+/// Counts per route.
+pub fn stats(conn: &Connection) -> Result<Vec<RouteStats>, SpoolError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT route,
+                SUM(state = 'pending'), SUM(state = 'dead'), SUM(state = 'delivered'),
+                MIN(CASE WHEN state = 'pending' THEN pending_since END)
+         FROM deliveries GROUP BY route ORDER BY route",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(RouteStats {
+            route: row.get(0)?,
+            pending: row.get(1)?,
+            dead: row.get(2)?,
+            delivered: row.get(3)?,
+            oldest_pending_since: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One delivery, as listed.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub public_id: String,
+    pub route: String,
+    pub state: String,
+    pub topic: String,
+    pub source: String,
+    pub attempts: u32,
+    pub received_at: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// Deliveries, oldest first, filtered by route and state.
+pub fn list(
+    conn: &Connection,
+    route: Option<&str>,
+    state: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Listed>, SpoolError> {
+    let mut statement = conn.prepare(
+        "SELECT e.public_id, d.route, d.state, e.topic, e.source, d.attempts, e.received_at, d.next_attempt_at,
+                d.last_status, d.last_error
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE (?1 IS NULL OR d.route = ?1) AND (?2 IS NULL OR d.state = ?2)
+         ORDER BY d.id LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![route, state, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+        Ok(Listed {
+            public_id: row.get(0)?,
+            route: row.get(1)?,
+            state: row.get(2)?,
+            topic: row.get(3)?,
+            source: row.get(4)?,
+            attempts: row.get(5)?,
+            received_at: row.get(6)?,
+            next_attempt_at: row.get(7)?,
+            last_status: row.get(8)?,
+            last_error: row.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// An event with its headers, body and every route's delivery.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub public_id: String,
+    pub received_at: i64,
+    pub source: String,
+    pub topic: String,
+    pub resource_key: Option<String>,
+    pub headers: Vec<u8>,
+    pub body: Vec<u8>,
+    pub deliveries: Vec<(Listed, Option<Vec<u8>>)>,
+}
+
+/// One event by its public id.
+pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolError> {
+    let event = conn
+        .query_row(
+            "SELECT id, public_id, received_at, source, topic, resource_key, headers, body FROM events WHERE public_id = ?1",
+            [public_id],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    Shown {
+                        public_id: row.get(1)?,
+                        received_at: row.get(2)?,
+                        source: row.get(3)?,
+                        topic: row.get(4)?,
+                        resource_key: row.get(5)?,
+                        headers: row.get(6)?,
+                        body: row.get(7)?,
+                        deliveries: Vec::new(),
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((event_id, mut shown)) = event else { return Ok(None) };
+    let mut statement = conn.prepare(
+        "SELECT route, state, attempts, next_attempt_at, last_status, last_error, last_answer
+         FROM deliveries WHERE event_id = ?1 ORDER BY id",
+    )?;
+    let rows = statement.query_map([event_id], |row| {
+        Ok((
+            Listed {
+                public_id: shown.public_id.clone(),
+                route: row.get(0)?,
+                state: row.get(1)?,
+                topic: shown.topic.clone(),
+                source: shown.source.clone(),
+                attempts: row.get(2)?,
+                received_at: shown.received_at,
+                next_attempt_at: row.get(3)?,
+                last_status: row.get(4)?,
+                last_error: row.get(5)?,
+            },
+            row.get::<_, Option<Vec<u8>>>(6)?,
+        ))
+    })?;
+    shown.deliveries = rows.collect::<Result<_, _>>()?;
+    Ok(Some(shown))
+}
+
+/// Makes dead (or delivered) deliveries pending again, due now, with a fresh give-up clock. With a public
+/// id, that event's deliveries not already pending; without, every dead letter (of `route`, when given).
+pub fn replay(conn: &Connection, public_id: Option<&str>, route: Option<&str>, now: i64) -> Result<usize, SpoolError> {
+    let changed = match public_id {
+        Some(id) => conn.execute(
+            "UPDATE deliveries SET state = 'pending', pending_since = ?1, next_attempt_at = ?1, finished_at = NULL
+             WHERE state != 'pending' AND (?3 IS NULL OR route = ?3)
+               AND event_id = (SELECT id FROM events WHERE public_id = ?2)",
+            params![now, id, route],
+        )?,
+        None => conn.execute(
+            "UPDATE deliveries SET state = 'pending', pending_since = ?1, next_attempt_at = ?1, finished_at = NULL
+             WHERE state = 'dead' AND (?2 IS NULL OR route = ?2)",
+            params![now, route],
+        )?,
+    };
+    Ok(changed)
+}
+
+/// Deletes an event and all its deliveries. Returns whether it existed.
+pub fn drop_event(conn: &Connection, public_id: &str) -> Result<bool, SpoolError> {
+    Ok(conn.execute("DELETE FROM events WHERE public_id = ?1", [public_id])? > 0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+use super::*;
+
+fn temp_db(name: &str) -> (PathBuf, Connection) {
+    let dir = std::env::temp_dir().join(format!("hookgate-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("nested/spool.db");
+    let conn = open(&path).unwrap();
+    (dir, conn)
+}
+
+fn event(id: &str, resource: Option<&str>, routes: &[&str], at: i64) -> NewEvent {
+    NewEvent {
+        public_id: id.to_owned(),
+        received_at: at,
+        source: "shop".into(),
+        topic: "order.updated".into(),
+        resource_key: resource.map(str::to_owned),
+        headers: b"x-wc-webhook-topic: order.updated\n".to_vec(),
+        body: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+        routes: routes.iter().map(|r| r.to_string()).collect(),
+        dedupe: None,
+    }
+}
+
+fn due_ids(conn: &Connection, route: &str, now: i64, limit: usize, in_flight: &HashSet<i64>) -> Vec<String> {
+    due(conn, route, now, limit, in_flight).unwrap().into_iter().map(|d| d.public_id).collect()
+}
+
+use std::path::PathBuf;
+
+#[test]
+fn an_empty_file_is_migrated_to_the_current_schema() {
+    let dir = std::env::temp_dir().join(format!("hookgate-store-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("empty.db");
+    std::fs::write(&path, b"").unwrap();
+    let conn = open(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+    let journal: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(journal, "wal");
+    let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    drop(conn);
+    // Opening again is a no-op migration.
+    let conn = open(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+    // A file from a newer hookgate is refused.
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    drop(conn);
+    let error = open(&path).expect_err("a newer schema is refused").to_string();
+    assert!(error.contains("newer than this hookgate"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn deliveries_about_one_resource_go_one_at_a_time_in_order() {
+    let (dir, conn) = temp_db("order");
+    insert_event(&conn, &event("a1", Some("shop/order:1"), &["r"], 10)).unwrap();
+    insert_event(&conn, &event("b1", Some("shop/order:2"), &["r"], 11)).unwrap();
+    insert_event(&conn, &event("a2", Some("shop/order:1"), &["r"], 12)).unwrap();
+    insert_event(&conn, &event("x", None, &["r"], 13)).unwrap();
+    insert_event(&conn, &event("a3", Some("shop/order:1"), &["r"], 14)).unwrap();
+    // Only the head of each resource is due; unordered deliveries are always due.
+    assert_eq!(due_ids(&conn, "r", 100, 10, &HashSet::new()), ["a1", "b1", "x"]);
+    // With a1 in flight, a2 still waits behind it.
+    let a1 = due(&conn, "r", 100, 1, &HashSet::new()).unwrap()[0].delivery_id;
+    assert_eq!(due_ids(&conn, "r", 100, 10, &HashSet::from([a1])), ["b1", "x"]);
+    // a1 fails and backs off: a2 still waits (never out of order), other resources go on.
+    record_attempt(
+        &conn,
+        a1,
+        100,
+        &Attempted::Retry { next_attempt_at: 500, status: Some(503), error: "e".into(), answer: vec![] },
+    )
+    .unwrap();
+    assert_eq!(due_ids(&conn, "r", 100, 10, &HashSet::new()), ["b1", "x"]);
+    assert_eq!(due_ids(&conn, "r", 500, 10, &HashSet::new()), ["a1", "b1", "x"]);
+    // a1 delivered: a2 becomes the head.
+    record_attempt(&conn, a1, 501, &Attempted::Delivered { status: 200 }).unwrap();
+    assert_eq!(due_ids(&conn, "r", 501, 10, &HashSet::new()), ["b1", "a2", "x"]);
+    // The limit counts what is returned, not what is skipped for being in flight.
+    let b1 = due(&conn, "r", 501, 1, &HashSet::new()).unwrap()[0].delivery_id;
+    assert_eq!(due_ids(&conn, "r", 501, 1, &HashSet::from([b1])), ["a2"]);
+    // Another route has its own order.
+    assert!(due_ids(&conn, "other", 501, 10, &HashSet::new()).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fan_out_gives_each_route_its_own_delivery() {
+    let (dir, conn) = temp_db("fanout");
+    insert_event(&conn, &event("e", Some("shop/order:1"), &["crm", "fulfillment"], 10)).unwrap();
+    assert_eq!(due_ids(&conn, "crm", 10, 10, &HashSet::new()), ["e"]);
+    assert_eq!(due_ids(&conn, "fulfillment", 10, 10, &HashSet::new()), ["e"]);
+    let crm = due(&conn, "crm", 10, 1, &HashSet::new()).unwrap()[0].delivery_id;
+    record_attempt(&conn, crm, 11, &Attempted::Dead { status: Some(400), error: "bad".into(), answer: b"no".to_vec() })
+        .unwrap();
+    assert_eq!(
+        due_ids(&conn, "fulfillment", 11, 10, &HashSet::new()),
+        ["e"],
+        "one route's failure does not touch the other"
+    );
+    let stats = stats(&conn).unwrap();
+    assert_eq!((stats[0].route.as_str(), stats[0].dead, stats[0].pending), ("crm", 1, 0));
+    assert_eq!(
+        (stats[1].route.as_str(), stats[1].pending, stats[1].oldest_pending_since),
+        ("fulfillment", 1, Some(10))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dedupe_finds_a_repeat_only_within_the_window() {
+    let (dir, conn) = temp_db("dedupe");
+    let mut first = event("first", None, &["r"], 1000);
+    first.dedupe = Some(([7; 32], 0));
+    assert_eq!(insert_event(&conn, &first).unwrap(), Stored::Queued { public_id: "first".into() });
+    let mut repeat = event("repeat", None, &["r"], 2000);
+    repeat.dedupe = Some(([7; 32], 500));
+    assert_eq!(insert_event(&conn, &repeat).unwrap(), Stored::Duplicate { public_id: "first".into() });
+    let mut late = event("late", None, &["r"], 9000);
+    late.dedupe = Some(([7; 32], 1001));
+    assert_eq!(insert_event(&conn, &late).unwrap(), Stored::Queued { public_id: "late".into() });
+    assert_eq!(due_ids(&conn, "r", 10_000, 10, &HashSet::new()), ["first", "late"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn prune_replay_and_drop() {
+    let (dir, conn) = temp_db("prune");
+    insert_event(&conn, &event("done", None, &["r"], 10)).unwrap();
+    insert_event(&conn, &event("dead", None, &["r"], 11)).unwrap();
+    let ids: Vec<i64> = due(&conn, "r", 20, 10, &HashSet::new()).unwrap().iter().map(|d| d.delivery_id).collect();
+    record_attempt(&conn, ids[0], 20, &Attempted::Delivered { status: 200 }).unwrap();
+    record_attempt(&conn, ids[1], 20, &Attempted::Dead { status: Some(404), error: "gone".into(), answer: vec![] })
+        .unwrap();
+    assert_eq!(prune(&conn, 25, 10, 10).unwrap(), 0, "delivered 5 ms ago is kept for 10");
+    assert_eq!(prune(&conn, 40, 10, 10).unwrap(), 1);
+    assert!(show(&conn, "done").unwrap().is_none(), "the event went with its last delivery");
+    let dead = show(&conn, "dead").unwrap().unwrap();
+    assert_eq!(dead.deliveries[0].0.state, "dead");
+    assert_eq!(dead.deliveries[0].0.last_status, Some(404));
+    assert_eq!(replay(&conn, None, Some("other"), 50).unwrap(), 0);
+    assert_eq!(replay(&conn, None, None, 50).unwrap(), 1);
+    assert_eq!(due_ids(&conn, "r", 50, 10, &HashSet::new()), ["dead"]);
+    assert!(drop_event(&conn, "dead").unwrap());
+    assert!(!drop_event(&conn, "dead").unwrap());
+    assert!(stats(&conn).unwrap().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
