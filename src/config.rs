@@ -257,7 +257,7 @@ impl ConfigError {
                 let first = lines.next().unwrap_or_default();
                 let message =
                     first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
-                let snippet: Vec<String> = lines.map(|l| l.replace("<input>", &file)).collect();
+                let snippet: Vec<String> = lines.map(|l| redact_line(&l.replace("<input>", &file))).collect();
                 format!("{file}:{}:{}: {message}\n{}", at.line(), at.column(), snippet.join("\n"))
             }
             None => format!("{file}: {rendered}"),
@@ -379,7 +379,7 @@ impl Checker<'_> {
         let line_index = usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1);
         let first = line_index.saturating_sub(2);
         for (index, text) in self.text.lines().enumerate().skip(first).take(line_index + 1 - first) {
-            rendered.push_str(&format!("\n{:>3} | {text}", index + 1));
+            rendered.push_str(&format!("\n{:>3} | {}", index + 1, redact_line(text)));
         }
         let pad = " ".repeat(usize::try_from(column).unwrap_or(1).saturating_sub(1));
         rendered.push_str(&format!("\n    | {pad}^ here"));
@@ -435,6 +435,7 @@ impl Checker<'_> {
         let mut sources = Vec::new();
         let mut source_by_path = HashMap::new();
         let mut first_name_line: HashMap<String, u64> = HashMap::new();
+        let mut first_path_owner: HashMap<String, String> = HashMap::new();
         for raw_source in &raw.sources.value {
             if let Some(line) = first_name_line.get(&raw_source.name.value) {
                 self.problem(
@@ -447,24 +448,28 @@ impl Checker<'_> {
             } else {
                 first_name_line.insert(raw_source.name.value.clone(), raw_source.name.referenced.line());
             }
+            if let Some(other) = first_path_owner.get(&raw_source.path.value) {
+                self.problem(
+                    &raw_source.path,
+                    format!(
+                        "path {:?} is already the path of source {other:?}: each store needs its own Delivery URL path",
+                        raw_source.path.value
+                    ),
+                );
+            } else {
+                first_path_owner.insert(raw_source.path.value.clone(), raw_source.name.value.clone());
+            }
             if let Some(source) = self.source(raw_source) {
-                if let Some(&other) = source_by_path.get(&source.path) {
-                    let other: &Arc<Source> = &sources[other];
-                    self.problem(
-                        &raw_source.path,
-                        format!(
-                            "path {:?} is already the path of source {:?}: each store needs its own Delivery URL path",
-                            source.path, other.name
-                        ),
-                    );
-                } else {
-                    source_by_path.insert(source.path.clone(), sources.len());
-                }
+                source_by_path.entry(source.path.clone()).or_insert(sources.len());
                 sources.push(Arc::new(source));
             }
         }
         let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
         let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
+        let only_source = match source_names.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        };
         let mut routes: Vec<Route> = Vec::new();
         let mut route_lines: HashMap<String, u64> = HashMap::new();
         let mut warnings = Vec::new();
@@ -490,7 +495,7 @@ impl Checker<'_> {
                     ));
                 }
                 if mode == DeliveryMode::Proxy
-                    && let Some(earlier) = routes.iter().find(|earlier| hides(earlier, &route))
+                    && let Some(earlier) = routes.iter().find(|earlier| hides(earlier, &route, only_source))
                 {
                     warnings.push(format!(
                         "{}:{}: route {:?} is never used in proxy mode: route {:?} (line {}) comes first and takes every delivery it would take",
@@ -727,12 +732,31 @@ impl Checker<'_> {
     }
 }
 
+/// A line of the config file as shown in an error: a literal secret (`value: ...`) and the credentials of a
+/// URL (`://user:password@`) are replaced, so no error message shows a secret.
+fn redact_line(line: &str) -> String {
+    let mut line = match line.find("value:") {
+        Some(at) => format!("{} <redacted>", &line[..at + "value:".len()]),
+        None => line.to_owned(),
+    };
+    let mut from = 0;
+    while let Some(scheme) = line[from..].find("://").map(|i| from + i + 3) {
+        let authority_end = line[scheme..].find(['/', '?', '#', ' ', '"', '\'']).map_or(line.len(), |i| scheme + i);
+        if let Some(at) = line[scheme..authority_end].rfind('@') {
+            line.replace_range(scheme..scheme + at, "<redacted>");
+        }
+        from = scheme.min(line.len());
+    }
+    line
+}
+
 /// True when `earlier` takes every delivery `later` would take, so `later` never wins in proxy mode.
-fn hides(earlier: &Route, later: &Route) -> bool {
+fn hides(earlier: &Route, later: &Route, only_source: Option<&str>) -> bool {
     let sources_covered = match (&earlier.source, &later.source) {
         (None, _) => true,
         (Some(a), Some(b)) => a == b,
-        (Some(_), None) => false,
+        // A route for every source takes no more than one for the only source there is.
+        (Some(a), None) => only_source == Some(a.as_str()),
     };
     sources_covered && later.topics.iter().all(|t| earlier.topics.iter().any(|e| e.covers(t)))
 }
@@ -754,7 +778,8 @@ fn is_plain_name(name: &str) -> bool {
 
 /// An upstream URL: absolute, http or https, with a host, and no credentials in it.
 fn parse_upstream(text: &str) -> Result<http::Uri, String> {
-    if text.contains('@') {
+    let authority = text.split_once("://").map_or(text, |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    if authority.contains('@') {
         // Never echo the URL here: what stands before '@' is a password.
         return Err(
             "upstream holds credentials (user:password@): hookgate does not send them; protect the service another way"

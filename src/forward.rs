@@ -21,6 +21,8 @@ use crate::verify::VerifiedDelivery;
 pub const MAX_UPSTREAM_ANSWER_BYTES: usize = 1024 * 1024;
 /// Idle upstream connections are kept this long for the next delivery.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An upstream that does not accept a connection within this time is unreachable (502), not slow (504).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name of the header saying which source a delivery came from.
 pub static X_HOOKGATE_SOURCE: HeaderName = HeaderName::from_static("x-hookgate-source");
@@ -57,6 +59,7 @@ impl Forwarder {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -171,17 +174,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Removes the headers that describe one connection rather than the message (RFC 9110, section 7.6.1),
-/// including any the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers a `Connection` header names: they describe that connection only.
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110, section 7.6.1),
+/// including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in [

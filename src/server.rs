@@ -15,9 +15,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::answer::{Body, Outcome, Rejection, json, status_with_id};
 use crate::config::{Config, DeliveryMode, Source, Unrouted};
@@ -36,6 +38,8 @@ const WOOCOMMERCE_HEADER_PREFIX: &str = "x-wc-webhook-";
 pub const MAX_PING_BODY_BYTES: u64 = 64;
 /// Time given to connections in flight to finish once a stop is asked for.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// The most memory reserved for a body before its bytes arrive.
+const INITIAL_BODY_BUFFER: usize = 256 * 1024;
 /// hyper's read buffer bound; it also bounds the request line and header block a client can send.
 const MAX_HEADER_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -137,7 +141,7 @@ impl Gateway {
             return Err(Rejection::ForbiddenWebhook);
         }
 
-        let headers = forwarded_headers(&parts.headers, peer, self.scheme);
+        let headers = forwarded_headers(&parts, peer, self.scheme);
         let body = read_body(body, config.limits.max_body_bytes, declared_length, config.limits.body_timeout).await?;
         log.bytes = body.len();
         let delivery = source
@@ -234,8 +238,9 @@ impl Gateway {
                 Ok(response)
             }
             Err(error) => {
-                tracing::warn!(route = %route.name, error = %error, "upstream failed");
-                Ok(error.answer())
+                let answer = error.answer();
+                log.error = Some(error.to_string());
+                Ok(answer)
             }
         }
     }
@@ -279,10 +284,19 @@ async fn answer_unsigned(
     Ok(json(http::StatusCode::OK, r#"{"status":"pong"}"#))
 }
 
-/// The id in a ping body: exactly `webhook_id=` and 1 to 19 digits (every such number fits in a u64).
+/// The id in a ping body: exactly `webhook_id=` and the id.
 pub fn ping_webhook_id(body: &[u8]) -> Option<u64> {
-    let digits = body.strip_prefix(b"webhook_id=")?;
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    parse_webhook_id(body.strip_prefix(b"webhook_id=")?)
+}
+
+/// A webhook id as WooCommerce writes it: 1 to 19 ASCII digits (every such number fits in a u64), no sign,
+/// no space, no leading zero; anything else matches no allow-list.
+pub fn parse_webhook_id(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty()
+        || digits.len() > 19
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits[0] == b'0' && digits.len() > 1)
+    {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
@@ -305,7 +319,10 @@ async fn read_body(
     timeout: Duration,
 ) -> Result<Bytes, Rejection> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let capacity = declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit);
+    // Sized from Content-Length so a body is read into one buffer, but never more than INITIAL_BODY_BUFFER up
+    // front: a client cannot make the gateway reserve memory for bytes it has not sent.
+    let capacity =
+        declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit).min(INITIAL_BODY_BUFFER);
     let read = async {
         let mut buffer = BytesMut::with_capacity(capacity);
         while let Some(frame) = body.frame().await {
@@ -324,13 +341,15 @@ async fn read_body(
 
 /// The headers sent upstream: what WooCommerce sent about the delivery (`Content-Type`, `User-Agent`, every
 /// `X-WC-Webhook-*`) and the usual `X-Forwarded-*`. Everything else, hop-by-hop headers included, stays here.
-fn forwarded_headers(incoming: &HeaderMap, peer: SocketAddr, scheme: &'static str) -> HeaderMap {
+fn forwarded_headers(parts: &http::request::Parts, peer: SocketAddr, scheme: &'static str) -> HeaderMap {
+    let incoming = &parts.headers;
+    let connection_only = crate::forward::connection_named(incoming);
     let mut headers = HeaderMap::with_capacity(16);
     for (name, value) in incoming {
-        if name == header::CONTENT_TYPE
+        let wanted = name == header::CONTENT_TYPE
             || name == header::USER_AGENT
-            || name.as_str().starts_with(WOOCOMMERCE_HEADER_PREFIX)
-        {
+            || name.as_str().starts_with(WOOCOMMERCE_HEADER_PREFIX);
+        if wanted && !connection_only.contains(name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -342,8 +361,13 @@ fn forwarded_headers(incoming: &HeaderMap, peer: SocketAddr, scheme: &'static st
         headers.insert("x-forwarded-for", value);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
-    if let Some(host) = incoming.get(header::HOST) {
-        headers.insert("x-forwarded-host", host.clone());
+    // HTTP/2 carries the host in the :authority pseudo-header, which hyper puts in the URI.
+    let host = incoming
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
     }
     headers
 }
@@ -357,6 +381,8 @@ struct RequestLog {
     webhook_id: Option<u64>,
     delivery_id: Option<String>,
     event_id: Option<String>,
+    /// Why an upstream failed (its text never holds request input).
+    error: Option<String>,
     outcome: Outcome,
     bytes: usize,
 }
@@ -364,7 +390,7 @@ struct RequestLog {
 impl RequestLog {
     fn new(request: &Request<Incoming>) -> RequestLog {
         let headers = request.headers();
-        let webhook_id = single_header(headers, &X_WC_WEBHOOK_ID).and_then(|v| v.to_str().ok()?.parse().ok());
+        let webhook_id = single_header(headers, &X_WC_WEBHOOK_ID).and_then(|v| parse_webhook_id(v.as_bytes()));
         // A delivery id is 32 hex characters; anything else is not echoed into the log.
         let delivery_id = single_header(headers, &X_WC_WEBHOOK_DELIVERY_ID)
             .and_then(|v| v.to_str().ok())
@@ -377,6 +403,7 @@ impl RequestLog {
             webhook_id,
             delivery_id,
             event_id: None,
+            error: None,
             outcome: Outcome::BadRequest,
             bytes: 0,
         }
@@ -395,6 +422,7 @@ impl RequestLog {
             status,
             bytes = self.bytes,
             duration_ms = (duration.as_secs_f64() * 1e6).round() / 1e3,
+            error = self.error.as_deref(),
             "request"
         );
     }
@@ -407,22 +435,34 @@ pub fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'
     values.next().is_none().then_some(first)
 }
 
+/// The first bytes of every HTTP/2 connection (RFC 9113, section 3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered for as long.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Streams one HTTP/2 connection may have open at once.
+const HTTP2_MAX_STREAMS: u32 = 64;
+
 /// Serves webhook requests on `listener` until `shutdown` completes, then lets requests in flight finish
-/// within [`DEFAULT_SHUTDOWN_GRACE`].
+/// within [`DEFAULT_SHUTDOWN_GRACE`] and stops the gateway (in queue mode: its deliveries and spool).
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = gateway.config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEADER_BUFFER_BYTES)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_BUFFER_BYTES as u32)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -440,14 +480,26 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
-        let service = service_fn(move |request| {
-            let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
+        let (http1, http2) = (http1.clone(), http2.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // The protocol is told by the first bytes, which must arrive within header_timeout: a connection
+            // that sends nothing is closed rather than kept open forever.
+            let (is_http2, stream) = match tokio::time::timeout(limits.header_timeout, sniff(stream)).await {
+                Ok(Ok(sniffed)) => sniffed,
+                _ => return,
+            };
+            let service = service_fn(move |request| {
+                let gateway = Arc::clone(&gateway);
+                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+            });
+            let io = TokioIo::new(stream);
+            let result = if is_http2 {
+                watcher.watch(http2.serve_connection(io, service)).await
+            } else {
+                watcher.watch(http1.serve_connection(io, service)).await
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });
@@ -458,6 +510,62 @@ pub async fn run(
     }
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Reads just enough of a new connection to tell HTTP/2's preface from an HTTP/1 request line, and gives
+/// back the stream with those bytes put in front again.
+async fn sniff(mut stream: TcpStream) -> std::io::Result<(bool, Prefixed<TcpStream>)> {
+    let mut seen = Vec::with_capacity(HTTP2_PREFACE.len());
+    let mut buffer = [0u8; 24];
+    while seen.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&seen) {
+        let n = stream.read(&mut buffer[..HTTP2_PREFACE.len() - seen.len()]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    let is_http2 = seen.as_slice() == HTTP2_PREFACE;
+    Ok((is_http2, Prefixed { prefix: Bytes::from(seen), inner: stream }))
+}
+
+/// A stream whose first bytes were already read: they are served again before the rest.
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 #[cfg(test)]

@@ -88,7 +88,14 @@ impl std::str::FromStr for Algorithm {
 
 /// A signature taken from `X-WC-Webhook-Signature`, decoded to its digest bytes.
 ///
-/// It has no `PartialEq` on purpose: the only comparison is the constant-time one inside [`Verifier`].
+/// It has no `PartialEq` on purpose: the only comparison is the constant-time one inside [`Verifier`]. This
+/// does not compile:
+///
+/// ```compile_fail
+/// fn same(a: &hookgate::verify::Signature, b: &hookgate::verify::Signature) -> bool {
+///     a == b
+/// }
+/// ```
 pub struct Signature {
     digest: [u8; MAX_DIGEST_BYTES],
     len: usize,
