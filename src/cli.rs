@@ -28,6 +28,57 @@ enum Command {
     Check(ConfigArg),
     /// Print the X-WC-Webhook-Signature WooCommerce would send for the body read on standard input.
     Sign(SignArgs),
+    /// Inspect and act on the queue mode's spool (also while the gateway runs).
+    Spool(SpoolArgs),
+}
+
+#[derive(Args, Debug)]
+struct SpoolArgs {
+    /// The configuration file whose delivery.spool_path names the spool.
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: SpoolCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SpoolCommand {
+    /// Deliveries per route and state, and the oldest pending one.
+    Stats,
+    /// Deliveries, oldest first.
+    List {
+        /// Only this route's deliveries.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only deliveries in this state.
+        #[arg(long, value_parser = ["pending", "dead", "delivered"])]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One event: its deliveries, headers and body.
+    Show {
+        /// The event id (as answered to WooCommerce and sent as X-Hookgate-Event-Id).
+        id: String,
+    },
+    /// Make deliveries pending again: one event's, or every dead letter.
+    Replay {
+        /// The event to deliver again (its dead and delivered entries).
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        dead: bool,
+        /// Only this route's deliveries.
+        #[arg(long)]
+        route: Option<String>,
+    },
+    /// Delete an event and all its deliveries.
+    Drop {
+        /// The event id.
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +116,18 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&args.config),
         Command::Check(args) => check(&args.config),
         Command::Sign(args) => sign_stdin(&args),
+        Command::Spool(args) => crate::spool::admin::run(args.config.as_deref(), to_admin(args.command)),
+    }
+}
+
+fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
+    use crate::spool::admin::Command as Admin;
+    match command {
+        SpoolCommand::Stats => Admin::Stats,
+        SpoolCommand::List { route, state, limit } => Admin::List { route, state, limit },
+        SpoolCommand::Show { id } => Admin::Show { id },
+        SpoolCommand::Replay { id, dead: _, route } => Admin::Replay { id, route },
+        SpoolCommand::Drop { id } => Admin::Drop { id },
     }
 }
 

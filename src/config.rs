@@ -206,6 +206,24 @@ impl Config {
         }
     }
 
+    /// Only the spool's path, for `hookgate spool`: read leniently so that an operator can inspect the spool
+    /// without the environment the secrets come from.
+    pub fn load_spool_path(path: &Path) -> Result<PathBuf, ConfigError> {
+        #[derive(Deserialize, Default)]
+        struct Lenient {
+            #[serde(default)]
+            delivery: LenientDelivery,
+        }
+        #[derive(Deserialize, Default)]
+        struct LenientDelivery {
+            spool_path: Option<String>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        let lenient: Lenient = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &e))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(base_dir.join(lenient.delivery.spool_path.as_deref().unwrap_or(DEFAULT_SPOOL_PATH)))
+    }
+
     /// The source whose Delivery URL has this path.
     pub fn source_for_path(&self, path: &str) -> Option<&Arc<Source>> {
         self.source_by_path.get(path).map(|&i| &self.sources[i])

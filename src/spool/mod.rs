@@ -4,6 +4,7 @@
 //! transaction (group commit), so many concurrent deliveries share one fsync; a delivery is answered 200 only
 //! after the transaction holding it has committed. [`dispatch`] delivers what is pending.
 
+pub mod admin;
 pub mod dispatch;
 pub mod store;
 

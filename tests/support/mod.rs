@@ -69,6 +69,8 @@ impl Drop for TestGateway {
 /// One request as an upstream received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When its body had arrived.
+    pub at: std::time::Instant,
     pub method: String,
     pub path_and_query: String,
     pub headers: HeaderMap,
@@ -105,8 +107,23 @@ impl Upstream {
 
     /// Starts an upstream that answers every request with `answer`.
     pub async fn answering(answer: UpstreamAnswer) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::scripted(vec![answer]).await
+    }
+
+    /// Starts an upstream that gives the answers in order, the last one from then on.
+    pub async fn scripted(answers: Vec<UpstreamAnswer>) -> Upstream {
+        Upstream::scripted_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), answers).await
+    }
+
+    /// Starts an upstream answering 200 on a given address (to bring a "down" upstream up).
+    pub async fn start_on(addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Upstream::scripted_on(listener, vec![UpstreamAnswer::default()]).await
+    }
+
+    async fn scripted_on(listener: TcpListener, answers: Vec<UpstreamAnswer>) -> Upstream {
         let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
         let (received_in, connections_in) = (Arc::clone(&received), Arc::clone(&connections));
@@ -115,14 +132,18 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 *connections_in.lock().unwrap() += 1;
                 let received = Arc::clone(&received_in);
-                let answer = answer.clone();
+                let script = Arc::clone(&script);
                 let service = service_fn(move |request: Request<Incoming>| {
                     let received = Arc::clone(&received);
-                    let answer = answer.clone();
+                    let answer = {
+                        let mut script = script.lock().unwrap();
+                        if script.len() > 1 { script.pop_front().unwrap() } else { script[0].clone() }
+                    };
                     async move {
                         let (parts, body) = request.into_parts();
                         let body = body.collect().await.unwrap().to_bytes();
                         received.lock().unwrap().push(Received {
+                            at: std::time::Instant::now(),
                             method: parts.method.to_string(),
                             path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                             headers: parts.headers,
@@ -160,6 +181,58 @@ impl Upstream {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// Signs `body` with the fixtures' secret and builds WooCommerce's HTTP/1.0 request for `topic`.
+pub fn signed_request(path: &str, topic: &str, body: &[u8]) -> Vec<u8> {
+    let signature = hookgate::verify::sign(
+        hookgate::verify::Algorithm::Sha256,
+        &hookgate::secret::Secret::new(FIXTURE_SECRET.as_bytes().to_vec()),
+        body,
+    );
+    let (resource, event) = topic.split_once('.').unwrap();
+    let headers: Vec<(String, String)> = [
+        ("Host", "hooks.example.com"),
+        ("User-Agent", "WooCommerce/10.3.4 Hookshot (WordPress/6.8.3)"),
+        ("Content-Type", "application/json"),
+        ("X-WC-Webhook-Source", "https://shop.example.com/"),
+        ("X-WC-Webhook-Topic", topic),
+        ("X-WC-Webhook-Resource", resource),
+        ("X-WC-Webhook-Event", event),
+        ("X-WC-Webhook-Signature", &signature),
+        ("X-WC-Webhook-ID", "535"),
+        ("X-WC-Webhook-Delivery-ID", "0123456789abcdef0123456789abcdef"),
+        ("Connection", "close"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    raw_request("POST", path, "HTTP/1.0", &headers, body)
+}
+
+/// Waits until `check` holds, polling every 20 ms, for at most `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh folder for a test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `delivery:` section for queue mode with a spool in `dir` and quick retries.
+pub fn queue_delivery(dir: &Path, extra: &str) -> String {
+    format!(
+        "delivery:\n  mode: queue\n  spool_path: {}\n  retry:\n    initial_backoff: 50ms\n    max_backoff: 200ms\n    give_up_after: 1h\n{extra}",
+        dir.join("spool.db").display()
+    )
 }
 
 /// A delivery from `tests/fixtures/woocommerce/`.

@@ -1,0 +1,169 @@
+//! `hookgate spool ...`: an operator's view of the spool, and replays and drops. It opens the file the
+//! config names with its own connection, so it works while the gateway runs (a running gateway picks up
+//! replayed deliveries within a second).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+use super::{SpoolError, now_ms, store};
+use crate::config::Config;
+
+/// What to do with the spool.
+#[derive(Debug)]
+pub enum Command {
+    Stats,
+    List { route: Option<String>, state: Option<String>, limit: usize },
+    Show { id: String },
+    Replay { id: Option<String>, route: Option<String> },
+    Drop { id: String },
+}
+
+/// Runs a spool command against the spool `config` names; the exit code says how it went.
+pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
+    let Some(config) = config else {
+        eprintln!("hookgate spool needs --config FILE (or HOOKGATE_CONFIG)");
+        return ExitCode::from(2);
+    };
+    let path = match Config::load_spool_path(config) {
+        Ok(path) => path,
+        Err(error) => {
+            eprint!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    if !path.exists() {
+        eprintln!(
+            "there is no spool at {} (delivery.spool_path of {}): has hookgate run in queue mode with this config?",
+            path.display(),
+            config.display()
+        );
+        return ExitCode::from(2);
+    }
+    let conn = match store::open(&path) {
+        Ok(conn) => conn,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match execute(&conn, &path, command, &mut out) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(conn: &Connection, path: &Path, command: Command, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    let write_error = |e: std::io::Error| SpoolError::Open(format!("cannot write the output: {e}"));
+    match command {
+        Command::Stats => {
+            let now = now_ms();
+            writeln!(
+                out,
+                "spool {} (schema {}, {} bytes in use)",
+                path.display(),
+                store::schema_version(conn)?,
+                store::used_bytes(conn)?
+            )
+            .map_err(write_error)?;
+            writeln!(out, "{:<24} {:>9} {:>7} {:>10}  oldest pending", "route", "pending", "dead", "delivered")
+                .map_err(write_error)?;
+            for stats in store::stats(conn)? {
+                let oldest = stats.oldest_pending_since.map_or_else(|| "-".to_owned(), |at| age(now - at));
+                writeln!(
+                    out,
+                    "{:<24} {:>9} {:>7} {:>10}  {oldest}",
+                    stats.route, stats.pending, stats.dead, stats.delivered
+                )
+                .map_err(write_error)?;
+            }
+        }
+        Command::List { route, state, limit } => {
+            for row in store::list(conn, route.as_deref(), state.as_deref(), limit)? {
+                let last = match (row.last_status, &row.last_error) {
+                    (Some(status), _) => format!("last status {status}"),
+                    (None, Some(error)) => format!("last error: {error}"),
+                    (None, None) => "not attempted".to_owned(),
+                };
+                let next =
+                    if row.state == "pending" { format!(" next {}", time(row.next_attempt_at)) } else { String::new() };
+                writeln!(
+                    out,
+                    "{}  {}  {}  {} from {}  received {}  attempts {}  {last}{next}",
+                    row.public_id,
+                    row.route,
+                    row.state,
+                    row.topic,
+                    row.source,
+                    time(row.received_at),
+                    row.attempts
+                )
+                .map_err(write_error)?;
+            }
+        }
+        Command::Show { id } => {
+            let Some(event) = store::show(conn, &id)? else {
+                eprintln!("no event {id} in the spool");
+                return Ok(ExitCode::FAILURE);
+            };
+            writeln!(out, "event {}", event.public_id).map_err(write_error)?;
+            writeln!(out, "received {} from {}, topic {}", time(event.received_at), event.source, event.topic)
+                .map_err(write_error)?;
+            writeln!(out, "resource {}", event.resource_key.as_deref().unwrap_or("- (not ordered)"))
+                .map_err(write_error)?;
+            for (delivery, answer) in &event.deliveries {
+                writeln!(
+                    out,
+                    "route {}: {}, attempts {}, last status {}, last error {}",
+                    delivery.route,
+                    delivery.state,
+                    delivery.attempts,
+                    delivery.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                    delivery.last_error.as_deref().unwrap_or("-"),
+                )
+                .map_err(write_error)?;
+                if let Some(answer) = answer.as_ref().filter(|a| !a.is_empty()) {
+                    writeln!(out, "  answer: {}", String::from_utf8_lossy(answer)).map_err(write_error)?;
+                }
+            }
+            writeln!(out, "headers:").map_err(write_error)?;
+            out.write_all(&event.headers).map_err(write_error)?;
+            writeln!(out, "body ({} bytes):", event.body.len()).map_err(write_error)?;
+            out.write_all(&event.body).map_err(write_error)?;
+            writeln!(out).map_err(write_error)?;
+        }
+        Command::Replay { id, route } => {
+            let replayed = store::replay(conn, id.as_deref(), route.as_deref(), now_ms())?;
+            writeln!(out, "replayed {replayed} deliver{}", if replayed == 1 { "y" } else { "ies" })
+                .map_err(write_error)?;
+            if replayed == 0 && id.is_some() {
+                eprintln!("nothing to replay: no such event, or its deliveries are already pending");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Drop { id } => {
+            if !store::drop_event(conn, &id)? {
+                eprintln!("no event {id} in the spool");
+                return Ok(ExitCode::FAILURE);
+            }
+            writeln!(out, "dropped event {id} and its deliveries").map_err(write_error)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(unix_ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn age(ms: i64) -> String {
+    humantime::format_duration(Duration::from_secs(u64::try_from(ms / 1000).unwrap_or(0))).to_string()
+}

@@ -1,0 +1,347 @@
+//! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn route(name: &str, topics: &str, upstream: &str) -> String {
+    format!("  - name: {name}\n    topics: [{topics}]\n    upstream: \"{upstream}\"\n    timeout: 2s\n")
+}
+
+fn order_body(id: u64, sequence: u64) -> Vec<u8> {
+    format!(r#"{{"id":{id},"status":"processing","sequence":{sequence}}}"#).into_bytes()
+}
+
+fn json(answer: &RawResponse) -> serde_json::Value {
+    serde_json::from_slice(&answer.body).unwrap_or_else(|_| panic!("not JSON: {}", answer.text()))
+}
+
+fn sequence_of(received: &Received) -> (u64, u64) {
+    let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+    (body["id"].as_u64().unwrap(), body["sequence"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn a_delivery_is_answered_queued_and_reaches_its_upstream_with_event_id_and_attempt() {
+    let dir = temp_dir("queue-basic");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/in")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    let fixture = Fixture::load("order-created");
+    let answer = send_raw(gateway.addr, &fixture.request("/hooks/main")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let body = json(&answer);
+    assert_eq!(body["status"], "queued");
+    let event_id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(event_id.len(), 36, "a UUID: {event_id}");
+    eventually(WAIT, "the delivery arrives", || upstream.received().len() == 1).await;
+    let got = &upstream.received()[0];
+    assert_eq!(got.body, fixture.body, "the exact bytes");
+    assert_eq!(got.headers["x-hookgate-event-id"], event_id.as_str());
+    assert_eq!(got.headers["x-hookgate-attempt"], "1");
+    assert_eq!(got.headers["x-hookgate-route"], "orders");
+    assert_eq!(got.headers["x-wc-webhook-signature"], fixture.field("signature"));
+    assert_eq!(got.headers["x-forwarded-host"], "hooks.example.com");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds() {
+    let dir = temp_dir("queue-down");
+    // Reserve a port, then free it: the upstream is "down" until something listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config =
+        fixture_config(&route("orders", "\"order.*\"", &format!("http://{addr}/orders")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    // Three orders, four updates each, interleaved.
+    let mut sent = Vec::new();
+    for sequence in 0..4 {
+        for id in [101, 102, 103] {
+            let answer =
+                send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(id, sequence)))
+                    .await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(json(&answer)["status"], "queued");
+            sent.push((id, sequence));
+        }
+    }
+    // Let a few attempts fail against the closed port.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let upstream = Upstream::start_on(addr).await;
+    eventually(WAIT, "every delivery arrives", || upstream.received().len() >= sent.len()).await;
+    let received = upstream.received();
+    assert_eq!(received.len(), sent.len(), "each delivered exactly once once the upstream is up");
+    let mut per_order: HashMap<u64, Vec<u64>> = HashMap::new();
+    for got in &received {
+        let (id, sequence) = sequence_of(got);
+        per_order.entry(id).or_default().push(sequence);
+        let attempt: u32 = got.headers["x-hookgate-attempt"].to_str().unwrap().parse().unwrap();
+        if sequence == 0 {
+            // The first update of each order met the closed port; later ones waited behind it unattempted.
+            assert!(attempt >= 2, "order {id}: attempt {attempt}");
+        } else {
+            assert_eq!(attempt, 1, "order {id} update {sequence} was not tried while an earlier one was pending");
+        }
+    }
+    for (id, sequences) in per_order {
+        assert_eq!(sequences, [0, 1, 2, 3], "order {id} arrived out of order");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_about_one_resource_are_never_in_flight_together() {
+    let dir = temp_dir("queue-serial");
+    let delay = Duration::from_millis(150);
+    let upstream = Upstream::answering(UpstreamAnswer { delay, ..Default::default() }).await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    for sequence in 0..3 {
+        for id in [1, 2, 3, 4] {
+            send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(id, sequence))).await;
+        }
+    }
+    eventually(WAIT, "all twelve arrive", || upstream.received().len() == 12).await;
+    let received = upstream.received();
+    let mut last: HashMap<u64, (u64, std::time::Instant)> = HashMap::new();
+    for got in &received {
+        let (id, sequence) = sequence_of(got);
+        if let Some((previous, at)) = last.get(&id) {
+            assert_eq!(sequence, previous + 1, "order {id} out of order");
+            assert!(
+                got.at.duration_since(*at) >= delay,
+                "order {id}: the next update came before the previous was answered"
+            );
+        }
+        last.insert(id, (sequence, got.at));
+    }
+    // Different orders do go in parallel: the first update of each arrived before any was answered.
+    let firsts: Vec<_> = received.iter().take(4).map(|r| r.at).collect();
+    assert!(firsts[3].duration_since(firsts[0]) < delay, "different resources are delivered in parallel");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_answering_503_then_200_gets_the_delivery_on_a_retry() {
+    let dir = temp_dir("queue-503");
+    let unavailable = UpstreamAnswer { status: StatusCode::SERVICE_UNAVAILABLE, body: "busy", ..Default::default() };
+    let upstream = Upstream::scripted(vec![unavailable.clone(), unavailable, UpstreamAnswer::default()]).await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    let fixture = Fixture::load("order-created");
+    let answer = send_raw(gateway.addr, &fixture.request("/hooks/main")).await;
+    let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
+    eventually(WAIT, "three attempts", || upstream.received().len() == 3).await;
+    let received = upstream.received();
+    let attempts: Vec<_> =
+        received.iter().map(|r| r.headers["x-hookgate-attempt"].to_str().unwrap().to_owned()).collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    assert!(
+        received.iter().all(|r| r.headers["x-hookgate-event-id"] == event_id.as_str()),
+        "the same event id every time"
+    );
+    assert!(received.iter().all(|r| r.body == fixture.body));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(upstream.received().len(), 3, "no attempt after the 200");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_400_makes_a_dead_letter_that_spool_replay_delivers() {
+    let dir = temp_dir("queue-dead");
+    let refused = UpstreamAnswer { status: StatusCode::BAD_REQUEST, body: "missing field sku", ..Default::default() };
+    let upstream = Upstream::scripted(vec![refused, UpstreamAnswer::default()]).await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config_file = dir.join("hookgate.yaml");
+    std::fs::write(&config_file, &config).unwrap();
+    let gateway = TestGateway::start(&config).await;
+    let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
+    eventually(WAIT, "the first attempt", || upstream.received().len() == 1).await;
+
+    let spool = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("spool")
+            .args(args)
+            .arg("--config")
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let mut dead = String::new();
+    eventually(WAIT, "the dead letter is recorded", || {
+        dead = spool(&["list", "--state", "dead"]).1;
+        dead.contains(&event_id)
+    })
+    .await;
+    assert!(dead.contains("orders  dead  order.created from main") && dead.contains("last status 400"), "{dead}");
+    let (code, shown, _) = spool(&["show", &event_id]);
+    assert_eq!(code, Some(0));
+    assert!(shown.contains("route orders: dead, attempts 1, last status 400"), "{shown}");
+    assert!(shown.contains("answer: missing field sku"), "{shown}");
+    assert!(shown.contains("x-wc-webhook-topic: order.created"), "{shown}");
+    let (_, stats, _) = spool(&["stats"]);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("orders") && l.split_whitespace().collect::<Vec<_>>()[1..4] == ["0", "1", "0"]),
+        "{stats}"
+    );
+
+    // Dead is dead: no retry on its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(upstream.received().len(), 1);
+    let (code, replayed, _) = spool(&["replay", "--dead"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(replayed.trim(), "replayed 1 delivery");
+    eventually(WAIT, "the replayed delivery arrives", || upstream.received().len() == 2).await;
+    assert_eq!(upstream.received()[1].headers["x-hookgate-event-id"], event_id.as_str());
+    assert_eq!(upstream.received()[1].headers["x-hookgate-attempt"], "2");
+    let mut delivered = String::new();
+    eventually(WAIT, "it is recorded as delivered", || {
+        delivered = spool(&["list", "--state", "delivered"]).1;
+        delivered.contains(&event_id)
+    })
+    .await;
+    let (code, _, error) = spool(&["show", "no-such-event"]);
+    assert_eq!(code, Some(1));
+    assert!(error.contains("no event no-such-event"), "{error}");
+    let (code, dropped, _) = spool(&["drop", &event_id]);
+    assert_eq!(code, Some(0), "{dropped}");
+    assert_eq!(spool(&["show", &event_id]).0, Some(1), "dropped");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn fan_out_sends_one_delivery_to_every_matching_route() {
+    let dir = temp_dir("queue-fanout");
+    let fulfillment = Upstream::start().await;
+    let crm = Upstream::start().await;
+    let routes = format!(
+        "{}{}",
+        route("fulfillment", "\"order.*\"", &fulfillment.url("/f")),
+        route("crm", "\"order.created\", \"customer.*\"", &crm.url("/c"))
+    );
+    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&dir, ""))).await;
+    let created = Fixture::load("order-created");
+    let answer = send_raw(gateway.addr, &created.request("/hooks/main")).await;
+    let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
+    send_raw(gateway.addr, &Fixture::load("order-updated-large").request("/hooks/main")).await;
+    eventually(WAIT, "both routes got theirs", || fulfillment.received().len() == 2 && crm.received().len() == 1).await;
+    assert_eq!(crm.received()[0].body, created.body);
+    assert_eq!(crm.received()[0].headers["x-hookgate-route"], "crm");
+    assert_eq!(crm.received()[0].headers["x-hookgate-event-id"], event_id.as_str());
+    assert_eq!(fulfillment.received()[0].headers["x-hookgate-event-id"], event_id.as_str());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a_restart() {
+    let dir = temp_dir("queue-dedupe");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    let fixture = Fixture::load("order-created");
+    let first = json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await);
+    let second = json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await);
+    assert_eq!(first["status"], "queued");
+    assert_eq!(second["status"], "duplicate");
+    assert_eq!(second["id"], first["id"], "the duplicate names the event it repeats");
+    // Action topics repeat legitimately: not deduplicated by default.
+    let action = Fixture::load("action-add-to-cart");
+    assert_eq!(json(&send_raw(gateway.addr, &action.request("/hooks/main")).await)["status"], "queued");
+    assert_eq!(json(&send_raw(gateway.addr, &action.request("/hooks/main")).await)["status"], "queued");
+    // The same body under another topic is not a repeat.
+    let mut headers = fixture.headers();
+    for (name, value) in headers.iter_mut() {
+        if name == "X-WC-Webhook-Topic" {
+            *value = "order.updated".into();
+        }
+    }
+    let other_topic = raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, &fixture.body);
+    assert_eq!(json(&send_raw(gateway.addr, &other_topic).await)["status"], "queued");
+    gateway.stop().await;
+
+    // The record survives a restart.
+    let gateway = TestGateway::start(&config).await;
+    assert_eq!(json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await)["status"], "duplicate");
+    eventually(WAIT, "four deliveries", || upstream.received().len() == 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.received().len(), 4, "the duplicates reached no one");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn past_max_spool_bytes_deliveries_get_503_with_retry_after() {
+    let dir = temp_dir("queue-full");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(
+        &route("all", "\"*\"", &upstream.url("/")),
+        &queue_delivery(&dir, "  max_spool_bytes: 200000\n"),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let large = Fixture::load("order-updated-large");
+    let answer = send_raw(gateway.addr, &large.request("/hooks/main")).await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.text(), r#"{"error":"spool_full"}"#);
+    assert_eq!(answer.header("retry-after"), Some("60"));
+    // A small delivery still fits.
+    let small = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
+    assert_eq!(small.status, 200);
+    eventually(WAIT, "the small one arrives", || upstream.received().len() == 1).await;
+    assert_eq!(
+        upstream.received()[0].body,
+        Fixture::load("coupon-deleted").body,
+        "the refused delivery reached no one"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
+    let dir = temp_dir("queue-restart");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = fixture_config(&route("orders", "\"order.*\"", &format!("http://{addr}/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    for id in 1..=5 {
+        let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.created", &order_body(id, 0))).await;
+        assert_eq!(json(&answer)["status"], "queued");
+    }
+    gateway.stop().await;
+    let upstream = Upstream::start_on(addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(upstream.received().is_empty(), "nothing is sent while hookgate is stopped");
+    let gateway = TestGateway::start(&config).await;
+    eventually(WAIT, "the pending deliveries are resumed", || upstream.received().len() == 5).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn unrouted_and_rejected_deliveries_are_not_queued() {
+    let dir = temp_dir("queue-rejected");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    assert_eq!(send_raw(gateway.addr, &Fixture::load("tampered-body").request("/hooks/main")).await.status, 401);
+    assert_eq!(send_raw(gateway.addr, &Fixture::load("ping").request("/hooks/main")).await.status, 200);
+    let unrouted = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
+    assert_eq!(unrouted.text(), r#"{"status":"unrouted"}"#);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(upstream.received().is_empty());
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+    let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+    assert_eq!(events, 0, "nothing was stored");
+    gateway.stop().await;
+}
