@@ -168,7 +168,7 @@ fn serve(path: &Path) -> ExitCode {
             listen = %bound,
             sources = config.sources.len(),
             routes = config.routes.len(),
-            mode = ?config.delivery.mode,
+            mode = config.delivery.mode.as_str(),
             "hookgate is serving"
         );
         let gateway = match Gateway::new(config) {
@@ -229,7 +229,19 @@ fn check(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
     println!("{}: OK", path.display());
     println!("listen: {}", config.listen);
-    println!("delivery mode: {:?}", config.delivery.mode);
+    println!("delivery mode: {}", config.delivery.mode.as_str());
+    if config.delivery.mode == crate::config::DeliveryMode::Queue {
+        let delivery = &config.delivery;
+        println!(
+            "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
+            delivery.spool_path.display(),
+            delivery.max_spool_bytes,
+            humantime::format_duration(delivery.retry.initial_backoff),
+            humantime::format_duration(delivery.retry.max_backoff),
+            humantime::format_duration(delivery.retry.give_up_after),
+            delivery.max_in_flight
+        );
+    }
     println!("sources:");
     for source in &config.sources {
         let ids = match &source.webhook_ids {

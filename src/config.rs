@@ -143,6 +143,16 @@ pub enum DeliveryMode {
     Proxy,
 }
 
+impl DeliveryMode {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Queue => "queue",
+            DeliveryMode::Proxy => "proxy",
+        }
+    }
+}
+
 /// The `delivery` section.
 #[derive(Debug, Clone)]
 pub struct Delivery {

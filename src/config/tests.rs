@@ -31,7 +31,10 @@ fn the_example_config_parses() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.sources.len(), 1);
     assert_eq!(config.routes.len(), 1);
-    assert_eq!(config.delivery.mode, DeliveryMode::Proxy);
+    assert_eq!(config.delivery.mode, DeliveryMode::Queue);
+    assert_eq!(config.delivery.spool_path, path.parent().unwrap().join("./data/hookgate.db"));
+    assert_eq!(config.delivery.retry.max_backoff, DEFAULT_MAX_BACKOFF);
+    assert_eq!(config.dedupe.topics.len(), DEFAULT_DEDUPE_TOPICS.len());
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 

@@ -160,7 +160,7 @@ async fn attempt(
         route = %route.name,
         event_id = %due.public_id,
         attempt = number,
-        result = result_label,
+        result = %result_label,
         status,
         duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         "delivery attempt"

@@ -421,3 +421,67 @@ routes:
 "#
     )
 }
+
+/// The real `hookgate` binary serving a config file, with its log lines collected.
+pub struct HookgateProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl HookgateProcess {
+    /// Starts `hookgate serve --config FILE` (the file should listen on port 0) and waits until it says
+    /// where it listens.
+    pub fn start(config_file: &Path) -> HookgateProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .env_remove("HOOKGATE_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_in, lines) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines_in.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("hookgate did not start: {log:?}"));
+            log.push(line.clone());
+            if let Some(rest) = line.split("listen=").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+            }
+        };
+        HookgateProcess { child, addr, lines, log }
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) to the process.
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(sent.unwrap().success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to end and returns its exit status, with every log line read.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.log.push(line);
+        }
+        (status, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for HookgateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
