@@ -32,6 +32,7 @@ CREATE TABLE deliveries (
     route           TEXT NOT NULL,
     resource_key    TEXT,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    is_head         INTEGER NOT NULL DEFAULT 1,   -- 1 for the oldest pending delivery of its route and resource
     attempts        INTEGER NOT NULL DEFAULT 0,
     pending_since   INTEGER NOT NULL,             -- when it was queued or last replayed; give_up_after counts from here
     next_attempt_at INTEGER NOT NULL,
@@ -41,10 +42,13 @@ CREATE TABLE deliveries (
     last_answer     BLOB,                         -- the start of the upstream's last answer
     finished_at     INTEGER                       -- when it was delivered or became a dead letter
 );
-CREATE INDEX deliveries_due ON deliveries (route, state, next_attempt_at);
-CREATE INDEX deliveries_resource ON deliveries (route, resource_key, state, id);
+-- Partial indexes over pending deliveries only: they stay as small as the backlog, however many delivered
+-- entries are kept.
+CREATE INDEX deliveries_due ON deliveries (route, next_attempt_at, id) WHERE state = 'pending' AND is_head = 1;
+CREATE INDEX deliveries_pending_resource ON deliveries (route, resource_key, id) WHERE state = 'pending';
+CREATE INDEX deliveries_pending_next ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_delivered ON deliveries (finished_at) WHERE state = 'delivered';
 CREATE INDEX deliveries_event ON deliveries (event_id);
-CREATE INDEX deliveries_finished ON deliveries (state, finished_at);
 CREATE TABLE dedupe (
     key       BLOB PRIMARY KEY,                   -- SHA-256 of source, topic and body
     event_id  TEXT NOT NULL,                      -- the public id of the delivery it repeats
@@ -156,8 +160,13 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
         &event.body[..]
     ])?;
     let event_id = conn.last_insert_rowid();
+    // A delivery is its resource's head on its route unless an earlier one is still pending there.
     let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (event_id, route, resource_key, state, pending_since, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+        "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'pending',
+                 ?3 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries o
+                                           WHERE o.route = ?2 AND o.resource_key = ?3 AND o.state = 'pending'),
+                 ?4, ?4)",
     )?;
     for route in &event.routes {
         insert.execute(params![event_id, route, event.resource_key, event.received_at])?;
@@ -182,9 +191,10 @@ pub struct Due {
     pub body: Bytes,
 }
 
-/// Up to `limit` pending deliveries of `route` that are due at `now`, oldest first, leaving out those in
-/// `in_flight`. A delivery waits while an earlier pending delivery about the same resource exists on the
-/// same route (in flight or backing off), so deliveries about one resource go one at a time, in order.
+/// Up to `limit` pending deliveries of `route` that are due at `now`, earliest due first, leaving out those
+/// in `in_flight`. Only a resource's head (its oldest pending delivery on the route) is ever due, so
+/// deliveries about one resource go one at a time, in the order received, and the query reads no more
+/// rows than it returns plus those in flight, however long the backlog behind a failing resource.
 pub fn due(
     conn: &Connection,
     route: &str,
@@ -198,12 +208,8 @@ pub fn due(
     let mut statement = conn.prepare_cached(
         "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body
          FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.route = ?1 AND d.state = 'pending' AND d.next_attempt_at <= ?2
-           AND (d.resource_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM deliveries earlier
-                WHERE earlier.route = d.route AND earlier.resource_key = d.resource_key
-                  AND earlier.state = 'pending' AND earlier.id < d.id))
-         ORDER BY d.id
+         WHERE d.route = ?1 AND d.state = 'pending' AND d.is_head = 1 AND d.next_attempt_at <= ?2
+         ORDER BY d.next_attempt_at, d.id
          LIMIT ?3",
     )?;
     let fetch = i64::try_from(limit + in_flight.len()).unwrap_or(i64::MAX);
@@ -250,8 +256,12 @@ pub enum Attempted {
     Dead { status: Option<u16>, error: String, answer: Vec<u8> },
 }
 
-/// Records an attempt's result.
+/// Records an attempt's result. A delivery that leaves the pending state hands the head of its resource to
+/// the next pending delivery about the same resource.
 pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &Attempted) -> Result<(), SpoolError> {
+    if !matches!(result, Attempted::Retry { .. }) {
+        conn.prepare_cached("UPDATE deliveries SET is_head = 0 WHERE id = ?1")?.execute([delivery_id])?;
+    }
     match result {
         Attempted::Delivered { status } => conn
             .prepare_cached(
@@ -272,6 +282,34 @@ pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &At
             )?
             .execute(params![delivery_id, now, status, error, answer])?,
     };
+    if !matches!(result, Attempted::Retry { .. }) {
+        promote_next_head(conn, delivery_id)?;
+    }
+    Ok(())
+}
+
+/// Makes the oldest pending delivery about the same route and resource as `finished` the head.
+fn promote_next_head(conn: &Connection, finished: i64) -> Result<(), SpoolError> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET is_head = 1 WHERE id = (
+             SELECT MIN(o.id) FROM deliveries o JOIN deliveries f ON f.id = ?1
+             WHERE f.resource_key IS NOT NULL AND o.route = f.route AND o.resource_key = f.resource_key
+               AND o.state = 'pending')",
+    )?
+    .execute([finished])?;
+    Ok(())
+}
+
+/// Sets every pending delivery's head mark from scratch: after a replay, an older delivery may come back
+/// in front of a resource's current head.
+fn recompute_heads(conn: &Connection) -> Result<(), SpoolError> {
+    conn.execute(
+        "UPDATE deliveries SET is_head = (resource_key IS NULL OR id = (
+             SELECT MIN(o.id) FROM deliveries o
+             WHERE o.route = deliveries.route AND o.resource_key = deliveries.resource_key AND o.state = 'pending'))
+         WHERE state = 'pending'",
+        [],
+    )?;
     Ok(())
 }
 
@@ -440,12 +478,19 @@ pub fn replay(conn: &Connection, public_id: Option<&str>, route: Option<&str>, n
             params![now, route],
         )?,
     };
+    if changed > 0 {
+        recompute_heads(conn)?;
+    }
     Ok(changed)
 }
 
 /// Deletes an event and all its deliveries. Returns whether it existed.
 pub fn drop_event(conn: &Connection, public_id: &str) -> Result<bool, SpoolError> {
-    Ok(conn.execute("DELETE FROM events WHERE public_id = ?1", [public_id])? > 0)
+    let dropped = conn.execute("DELETE FROM events WHERE public_id = ?1", [public_id])? > 0;
+    if dropped {
+        recompute_heads(conn)?;
+    }
+    Ok(dropped)
 }
 
 #[cfg(test)]

@@ -74,7 +74,8 @@ fn deliveries_about_one_resource_go_one_at_a_time_in_order() {
     )
     .unwrap();
     assert_eq!(due_ids(&conn, "r", 100, 10, &HashSet::new()), ["b1", "x"]);
-    assert_eq!(due_ids(&conn, "r", 500, 10, &HashSet::new()), ["a1", "b1", "x"]);
+    // Earliest due first: a1 now waits behind the others, which were due before its retry.
+    assert_eq!(due_ids(&conn, "r", 500, 10, &HashSet::new()), ["b1", "x", "a1"]);
     // a1 delivered: a2 becomes the head.
     record_attempt(&conn, a1, 501, &Attempted::Delivered { status: 200 }).unwrap();
     assert_eq!(due_ids(&conn, "r", 501, 10, &HashSet::new()), ["b1", "a2", "x"]);
@@ -146,5 +147,22 @@ fn prune_replay_and_drop() {
     assert!(drop_event(&conn, "dead").unwrap());
     assert!(!drop_event(&conn, "dead").unwrap());
     assert!(stats(&conn).unwrap().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_replayed_or_dropped_head_keeps_one_head_per_resource() {
+    let (dir, conn) = temp_db("heads");
+    insert_event(&conn, &event("a1", Some("k"), &["r"], 10)).unwrap();
+    insert_event(&conn, &event("a2", Some("k"), &["r"], 11)).unwrap();
+    let a1 = due(&conn, "r", 20, 10, &HashSet::new()).unwrap()[0].delivery_id;
+    record_attempt(&conn, a1, 20, &Attempted::Dead { status: Some(422), error: "no".into(), answer: vec![] }).unwrap();
+    assert_eq!(due_ids(&conn, "r", 20, 10, &HashSet::new()), ["a2"], "a dead letter hands on the head");
+    // Replayed, the older delivery goes first again; a2 waits behind it.
+    assert_eq!(replay(&conn, Some("a1"), None, 30).unwrap(), 1);
+    assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a1"]);
+    // Dropped, the next one becomes the head.
+    assert!(drop_event(&conn, "a1").unwrap());
+    assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a2"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
