@@ -67,24 +67,47 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
             in_flight.entry(route).or_default().remove(&id);
         }
         while attempts.try_join_next().is_some() {}
-        for route in &config.routes {
-            let busy = in_flight.entry(route.name.clone()).or_default();
-            let free = config.delivery.max_in_flight.saturating_sub(busy.len());
-            if free == 0 {
-                continue;
-            }
-            match spool.due(route.name.clone(), free, busy.clone()).await {
-                Ok(due) => {
-                    for entry in due {
+        // One read for every route: what is due now, and when the next head becomes due.
+        let wanted: Vec<(String, usize, HashSet<i64>)> = config
+            .routes
+            .iter()
+            .map(|route| {
+                let busy = in_flight.entry(route.name.clone()).or_default();
+                (route.name.clone(), config.delivery.max_in_flight.saturating_sub(busy.len()), busy.clone())
+            })
+            .collect();
+        let read = spool
+            .read(move |conn| {
+                let now = now_ms();
+                let mut next_due: Option<i64> = None;
+                let mut due = Vec::with_capacity(wanted.len());
+                for (route, free, busy) in wanted {
+                    due.push(store::due(conn, &route, now, free, &busy)?);
+                    if let Some(at) = store::next_due_at(conn, &route)? {
+                        next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                    }
+                }
+                Ok((due, next_due))
+            })
+            .await;
+        let next_due = match read {
+            Ok((due, next_due)) => {
+                for (route, entries) in config.routes.iter().zip(due) {
+                    let busy = in_flight.entry(route.name.clone()).or_default();
+                    for entry in entries {
                         busy.insert(entry.delivery_id);
                         let attempt =
                             attempt(forwarder.clone(), Arc::clone(&spool), route.clone(), entry, retry, done.clone());
                         attempts.spawn(attempt);
                     }
                 }
-                Err(error) => tracing::error!(route = %route.name, %error, "cannot read due deliveries"),
+                next_due
             }
-        }
+            Err(error) => {
+                tracing::error!(%error, "cannot read due deliveries");
+                None
+            }
+        };
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
             let keep = i64::try_from(config.delivery.keep_delivered.as_millis()).unwrap_or(i64::MAX);
@@ -95,12 +118,12 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
                 Err(error) => tracing::warn!(%error, "pruning the spool failed"),
             }
         }
-        let wait = match spool.read(store::next_due_at).await {
-            Ok(Some(at)) if at > now_ms() => {
+        let wait = match next_due {
+            Some(at) if at > now_ms() => {
                 Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL_INTERVAL)
             }
-            // Something is due that could not start (its route is busy, or an earlier delivery about the same
-            // resource is in flight): a finished attempt wakes us.
+            // Something is due that could not start (its route is at max_in_flight, or it is in flight):
+            // a finished attempt wakes us.
             _ => POLL_INTERVAL,
         };
         tokio::select! {

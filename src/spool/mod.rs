@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -22,6 +22,9 @@ pub use store::{Attempted, Due, NewEvent, Stored};
 
 /// Operations waiting for the writer are committed together, up to this many in one transaction.
 const MAX_BATCH: usize = 512;
+/// The WAL is copied back into the database this often, by a thread of its own, so that no commit (and
+/// so no answer to WooCommerce) waits for a checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// Requests queue for the writer up to this depth; past it they wait (backpressure, not unbounded memory).
 const WRITER_QUEUE_DEPTH: usize = 4096;
 
@@ -69,6 +72,15 @@ pub fn resource_key(source: &str, topic: &str, body: &[u8]) -> Option<String> {
         id: Option<Id>,
     }
     let resource = topic.split('.').next().filter(|r| !r.is_empty() && *r != "action")?;
+    // WooCommerce's REST representation starts with the id: `{"id":727,...}`. Read it without parsing the
+    // rest; anything else takes the full parse below.
+    if let Some(rest) = body.strip_prefix(b"{\"id\":") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if (1..=19).contains(&digits) && matches!(rest.get(digits), Some(b',' | b'}')) {
+            let id = std::str::from_utf8(&rest[..digits]).ok()?;
+            return Some(format!("{source}/{resource}:{id}"));
+        }
+    }
     let id = match serde_json::from_slice::<Top>(body) {
         Ok(Top { id: Some(id) }) => id,
         _ => {
@@ -85,6 +97,26 @@ pub fn resource_key(source: &str, topic: &str, body: &[u8]) -> Option<String> {
         Id::Number(n) => format!("{source}/{resource}:{n}"),
         Id::Text(t) => format!("{source}/{resource}:{t}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_keys() {
+        assert_eq!(resource_key("s", "order.created", br#"{"id":727,"x":1}"#).as_deref(), Some("s/order:727"));
+        assert_eq!(resource_key("s", "coupon.deleted", br#"{"id":9}"#).as_deref(), Some("s/coupon:9"));
+        assert_eq!(resource_key("s", "order.created", br#"{"x":1,"id":"a-1"}"#).as_deref(), Some("s/order:a-1"));
+        assert_eq!(
+            resource_key("s", "order.created", br#"{"order":{"id":5,"total":"1.00"}}"#).as_deref(),
+            Some("s/order:5")
+        );
+        assert_eq!(resource_key("s", "order.created", br#"{"id":72x}"#), None, "not JSON");
+        assert_eq!(resource_key("s", "order.created", br#"{"code":"woocommerce_rest_cannot_view"}"#), None);
+        assert_eq!(resource_key("s", "action.woocommerce_add_to_cart", br#"{"id":1}"#), None);
+        assert_eq!(resource_key("s", "order.created", b"[]"), None);
+    }
 }
 
 enum WriteOp {
@@ -108,13 +140,17 @@ pub struct Spool {
     /// Woken when something may have become due: a new delivery, a finished attempt.
     pub(crate) wake: Arc<Notify>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 impl Spool {
     /// Opens (creating and migrating) the spool at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Spool, SpoolError> {
         let writer_conn = store::open(path)?;
+        // Checkpoints run on their own thread (below), never inside a commit.
+        writer_conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let reader = store::open(path)?;
+        let checkpoint_conn = store::open(path)?;
         let used_bytes = Arc::new(AtomicU64::new(store::used_bytes(&writer_conn)?));
         let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
@@ -126,6 +162,19 @@ impl Spool {
                 .spawn(move || write_loop(writer_conn, receiver, &used_bytes, &wake))
                 .map_err(|e| SpoolError::Open(format!("cannot start the spool writer: {e}")))?
         };
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("hookgate-spool-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL) {
+                    if let Err(error) = checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(%error, "spool checkpoint failed");
+                    }
+                }
+                // A last, complete checkpoint leaves a small WAL behind for the next start.
+                let _ = checkpoint_conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            })
+            .map_err(|e| SpoolError::Open(format!("cannot start the spool checkpointer: {e}")))?;
         Ok(Spool {
             path: path.to_path_buf(),
             ops,
@@ -133,6 +182,7 @@ impl Spool {
             used_bytes,
             wake,
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
         })
     }
 
@@ -195,6 +245,11 @@ impl Spool {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, checkpointer)) = checkpointer {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || checkpointer.join()).await;
         }
     }
 }

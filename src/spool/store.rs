@@ -46,7 +46,6 @@ CREATE TABLE deliveries (
 -- entries are kept.
 CREATE INDEX deliveries_due ON deliveries (route, next_attempt_at, id) WHERE state = 'pending' AND is_head = 1;
 CREATE INDEX deliveries_pending_resource ON deliveries (route, resource_key, id) WHERE state = 'pending';
-CREATE INDEX deliveries_pending_next ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_delivered ON deliveries (finished_at) WHERE state = 'delivered';
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE TABLE dedupe (
@@ -79,6 +78,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 16 MiB of page cache per connection keeps the backlog's pages in memory instead of re-reading them.
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
     Ok(())
 }
 
@@ -106,9 +107,10 @@ pub fn schema_version(conn: &Connection) -> Result<i64, SpoolError> {
 
 /// Bytes the spool's live pages take (free pages left by pruning are reused, so they do not count).
 pub fn used_bytes(conn: &Connection) -> Result<u64, SpoolError> {
-    let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
-    let free: i64 = conn.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
-    let size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    // Run after every commit: cached statements, not pragmas parsed anew each time.
+    let pages: i64 = conn.prepare_cached("PRAGMA page_count")?.query_row([], |row| row.get(0))?;
+    let free: i64 = conn.prepare_cached("PRAGMA freelist_count")?.query_row([], |row| row.get(0))?;
+    let size: i64 = conn.prepare_cached("PRAGMA page_size")?.query_row([], |row| row.get(0))?;
     Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
 }
 
@@ -238,11 +240,13 @@ pub fn due(
     Ok(due)
 }
 
-/// When the next pending delivery (of any route) becomes due, if any is pending.
-pub fn next_due_at(conn: &Connection) -> Result<Option<i64>, SpoolError> {
+/// When the next delivery of `route` that may be sent (a resource's head) becomes due, if any is pending.
+pub fn next_due_at(conn: &Connection, route: &str) -> Result<Option<i64>, SpoolError> {
     Ok(conn
-        .prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'")?
-        .query_row([], |row| row.get(0))?)
+        .prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ?1 AND state = 'pending' AND is_head = 1",
+        )?
+        .query_row([route], |row| row.get(0))?)
 }
 
 /// What an attempt came to, as recorded.
