@@ -99,26 +99,6 @@ pub fn resource_key(source: &str, topic: &str, body: &[u8]) -> Option<String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_keys() {
-        assert_eq!(resource_key("s", "order.created", br#"{"id":727,"x":1}"#).as_deref(), Some("s/order:727"));
-        assert_eq!(resource_key("s", "coupon.deleted", br#"{"id":9}"#).as_deref(), Some("s/coupon:9"));
-        assert_eq!(resource_key("s", "order.created", br#"{"x":1,"id":"a-1"}"#).as_deref(), Some("s/order:a-1"));
-        assert_eq!(
-            resource_key("s", "order.created", br#"{"order":{"id":5,"total":"1.00"}}"#).as_deref(),
-            Some("s/order:5")
-        );
-        assert_eq!(resource_key("s", "order.created", br#"{"id":72x}"#), None, "not JSON");
-        assert_eq!(resource_key("s", "order.created", br#"{"code":"woocommerce_rest_cannot_view"}"#), None);
-        assert_eq!(resource_key("s", "action.woocommerce_add_to_cart", br#"{"id":1}"#), None);
-        assert_eq!(resource_key("s", "order.created", b"[]"), None);
-    }
-}
-
 enum WriteOp {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
     Record(i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
@@ -377,4 +357,24 @@ pub fn decode_headers(encoded: &[u8]) -> http::HeaderMap {
         }
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_keys() {
+        assert_eq!(resource_key("s", "order.created", br#"{"id":727,"x":1}"#).as_deref(), Some("s/order:727"));
+        assert_eq!(resource_key("s", "coupon.deleted", br#"{"id":9}"#).as_deref(), Some("s/coupon:9"));
+        assert_eq!(resource_key("s", "order.created", br#"{"x":1,"id":"a-1"}"#).as_deref(), Some("s/order:a-1"));
+        assert_eq!(
+            resource_key("s", "order.created", br#"{"order":{"id":5,"total":"1.00"}}"#).as_deref(),
+            Some("s/order:5")
+        );
+        assert_eq!(resource_key("s", "order.created", br#"{"id":72x}"#), None, "not JSON");
+        assert_eq!(resource_key("s", "order.created", br#"{"code":"woocommerce_rest_cannot_view"}"#), None);
+        assert_eq!(resource_key("s", "action.woocommerce_add_to_cart", br#"{"id":1}"#), None);
+        assert_eq!(resource_key("s", "order.created", b"[]"), None);
+    }
 }
