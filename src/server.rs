@@ -74,13 +74,13 @@ impl Gateway {
         Ok(Gateway { config, forwarder, scheme: "http", queue })
     }
 
-    /// Stops delivering (attempts in flight get the grace period) and closes the spool. Everything not
+    /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
     /// delivered stays pending for the next start.
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(&self, grace: Duration) {
         if let Some(queue) = &self.queue {
             let dispatcher = queue.dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(dispatcher) = dispatcher {
-                dispatcher.stop(DEFAULT_SHUTDOWN_GRACE).await;
+                dispatcher.stop(grace).await;
             }
             queue.spool.close().await;
         }
@@ -505,10 +505,12 @@ pub async fn run(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    // One grace period for everything: requests being answered, then delivery attempts in flight.
+    let deadline = tokio::time::Instant::now() + DEFAULT_SHUTDOWN_GRACE;
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
-    gateway.shutdown().await;
+    gateway.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     Ok(())
 }
 

@@ -37,7 +37,19 @@ async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart
             for n in 0..10_000u64 {
                 let id = sender * 100_000 + n;
                 let body = format!(r#"{{"id":{id},"status":"processing","marker":"genuine-{id}"}}"#);
-                let request = if n % 5 == 4 {
+                let request = if n % 10 == 9 {
+                    // Every tenth: unsigned, which must be refused too.
+                    let mut request = signed_request("/hooks/main", "order.created", body.as_bytes());
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let start = text.find("X-WC-Webhook-Signature:").unwrap();
+                    let end = start + text[start..].find("\r\n").unwrap() + 2;
+                    request.drain(start..end);
+                    let marker = request.len() - body.len();
+                    request.truncate(marker);
+                    request.extend_from_slice(body.replace("genuine", "unsignd").as_bytes());
+                    *forged_sent.lock().unwrap() += 1;
+                    request
+                } else if n % 5 == 4 {
                     // Every fifth: a forged delivery, signed over other bytes than those sent.
                     let forged = format!(r#"{{"id":{id},"status":"processing","marker":"forgery-{id}"}}"#);
                     let mut request = signed_request("/hooks/main", "order.created", body.as_bytes());
@@ -51,7 +63,7 @@ async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart
                 };
                 let Some(status) = try_send(addr, &request).await else { return };
                 if n % 5 == 4 {
-                    assert_eq!(status, 401, "a forged delivery was not refused");
+                    assert_eq!(status, 401, "a forged or unsigned delivery was not refused");
                 } else if (200..300).contains(&status) {
                     answered.lock().unwrap().insert(format!("genuine-{id}"));
                 }
@@ -87,11 +99,11 @@ async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart
     assert_eq!(status.code(), Some(0));
 
     let received = markers(&upstream);
-    assert!(received.keys().all(|m| m.starts_with("genuine-")), "a forged body reached the upstream");
+    assert!(received.keys().all(|m| m.starts_with("genuine-")), "a forged or unsigned body reached the upstream");
     assert!(*forged_sent.lock().unwrap() > 0);
     let repeats: usize = received.values().map(|n| n - 1).sum();
     println!(
-        "answered {} before the kill, {} delivered before the restart, {} after; {} sent twice (at-least-once); {} forged refused",
+        "answered {} before the kill, {} delivered before the restart, {} after; {} sent twice (at-least-once); {} forged or unsigned refused",
         answered.len(),
         delivered_before_restart,
         received.len(),

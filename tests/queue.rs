@@ -203,9 +203,10 @@ async fn a_400_makes_a_dead_letter_that_spool_replay_delivers() {
     // Dead is dead: no retry on its own.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(upstream.received().len(), 1);
-    let (code, replayed, _) = spool(&["replay", "--dead"]);
+    let (code, replayed, _) = spool(&["replay", &event_id]);
     assert_eq!(code, Some(0));
     assert_eq!(replayed.trim(), "replayed 1 delivery");
+    assert_eq!(spool(&["replay", "--dead"]).1.trim(), "replayed 0 deliveries", "nothing else is dead");
     eventually(WAIT, "the replayed delivery arrives", || upstream.received().len() == 2).await;
     assert_eq!(upstream.received()[1].headers["x-hookgate-event-id"], event_id.as_str());
     assert_eq!(upstream.received()[1].headers["x-hookgate-attempt"], "2");
@@ -343,5 +344,137 @@ async fn unrouted_and_rejected_deliveries_are_not_queued() {
     let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
     assert_eq!(events, 0, "nothing was stored");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn max_in_flight_bounds_the_attempts_per_route() {
+    let dir = temp_dir("queue-max-in-flight");
+    let upstream =
+        Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(150), ..Default::default() }).await;
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &upstream.url("/")),
+        &queue_delivery(&dir, "  max_in_flight: 2\n"),
+    );
+    let gateway = TestGateway::start(&config).await;
+    for id in 1..=8 {
+        send_raw(gateway.addr, &signed_request("/hooks/main", "order.created", &order_body(id, 0))).await;
+    }
+    eventually(WAIT, "all eight arrive", || upstream.received().len() == 8).await;
+    assert_eq!(upstream.max_concurrency(), 2, "eight resources, but at most two attempts at once");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it() {
+    let dir = temp_dir("queue-stop-in-flight");
+    let upstream =
+        Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(700), ..Default::default() }).await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    eventually(WAIT, "the attempt is in flight", || upstream.received().len() == 1).await;
+    let stopping = std::time::Instant::now();
+    gateway.stop().await;
+    assert!(stopping.elapsed() >= Duration::from_millis(400), "the stop waited for the attempt");
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+    let state: String = conn.query_row("SELECT state FROM deliveries", [], |r| r.get(0)).unwrap();
+    assert_eq!(state, "delivered", "the attempt ended and was recorded before the spool closed");
+    // Started again, nothing is sent twice.
+    let gateway = TestGateway::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.received().len(), 1);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_gateway_cannot_deliver_from_the_same_spool() {
+    let dir = temp_dir("queue-lock");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    let parsed = hookgate::config::Config::from_yaml(&config, std::path::Path::new("second.yaml")).unwrap();
+    let error = hookgate::server::Gateway::new(parsed).err().expect("the spool is taken").to_string();
+    assert!(error.contains("another hookgate is delivering from"), "{error}");
+    gateway.stop().await;
+    // Once the first has stopped, the spool is free.
+    let parsed = hookgate::config::Config::from_yaml(&config, std::path::Path::new("second.yaml")).unwrap();
+    let second = hookgate::server::Gateway::new(parsed).expect("free again");
+    second.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_zero_dedupe_window_queues_every_repeat() {
+    let dir = temp_dir("queue-no-dedupe");
+    let upstream = Upstream::start().await;
+    let config = fixture_config(
+        &route("all", "\"*\"", &upstream.url("/")),
+        &format!("{}dedupe:\n  window: 0s\n", queue_delivery(&dir, "")),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let fixture = Fixture::load("order-created");
+    for _ in 0..2 {
+        assert_eq!(json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await)["status"], "queued");
+    }
+    eventually(WAIT, "both arrive", || upstream.received().len() == 2).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn delivered_entries_are_pruned_after_keep_delivered() {
+    let dir = temp_dir("queue-prune");
+    let upstream = Upstream::start().await;
+    let config =
+        fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, "  keep_delivered: 0s\n"));
+    let gateway = TestGateway::start(&config).await;
+    send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    eventually(WAIT, "delivered", || upstream.received().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gateway.stop().await;
+    // Pruning runs at start and every minute after.
+    let gateway = TestGateway::start(&config).await;
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+    eventually(WAIT, "the delivered entry and its event are pruned", || {
+        let deliveries: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+        let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        deliveries == 0 && events == 0
+    })
+    .await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_while_the_resource_is_in_flight_waits_for_it() {
+    let dir = temp_dir("queue-replay-in-flight");
+    let refused = UpstreamAnswer { status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
+    // Longer than the dispatcher's 1 s poll (so the replayed head is seen while B is in flight), shorter
+    // than the route's 2 s timeout.
+    let slow = UpstreamAnswer { delay: Duration::from_millis(1500), ..Default::default() };
+    let upstream = Upstream::scripted(vec![refused, slow]).await;
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config_file = dir.join("hookgate.yaml");
+    std::fs::write(&config_file, &config).unwrap();
+    let gateway = TestGateway::start(&config).await;
+    // A: order 7, refused (dead letter). B: order 7 again, slow to answer.
+    let a = json(&send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await);
+    eventually(WAIT, "A refused", || upstream.received().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 1))).await;
+    eventually(WAIT, "B in flight", || upstream.received().len() == 2).await;
+    // Replaying A makes it the resource's head again while B is still in flight.
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["spool", "replay", a["id"].as_str().unwrap(), "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    eventually(WAIT, "A sent again", || upstream.received().len() == 3).await;
+    let received = upstream.received();
+    assert_eq!(sequence_of(&received[2]), (7, 0));
+    assert!(
+        received[2].at.duration_since(received[1].at) >= Duration::from_millis(1400),
+        "A waited until B was answered"
+    );
+    assert_eq!(upstream.max_concurrency(), 1);
     gateway.stop().await;
 }

@@ -43,7 +43,7 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let conn = match store::open(&path) {
+    let mut conn = match store::open(&path) {
         Ok(conn) => conn,
         Err(error) => {
             eprintln!("{error}");
@@ -51,7 +51,7 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    match execute(&conn, &path, command, &mut out) {
+    match execute(&mut conn, &path, command, &mut out) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("{error}");
@@ -60,7 +60,7 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
     }
 }
 
-fn execute(conn: &Connection, path: &Path, command: Command, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+fn execute(conn: &mut Connection, path: &Path, command: Command, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
     let write_error = |e: std::io::Error| SpoolError::Open(format!("cannot write the output: {e}"));
     match command {
         Command::Stats => {
@@ -86,7 +86,9 @@ fn execute(conn: &Connection, path: &Path, command: Command, out: &mut impl Writ
             }
         }
         Command::List { route, state, limit } => {
-            for row in store::list(conn, route.as_deref(), state.as_deref(), limit)? {
+            let rows = store::list(conn, route.as_deref(), state.as_deref(), limit)?;
+            let shown = rows.len();
+            for row in rows {
                 let last = match (row.last_status, &row.last_error) {
                     (Some(status), _) => format!("last status {status}"),
                     (None, Some(error)) => format!("last error: {error}"),
@@ -106,6 +108,9 @@ fn execute(conn: &Connection, path: &Path, command: Command, out: &mut impl Writ
                     row.attempts
                 )
                 .map_err(write_error)?;
+            }
+            if shown == limit {
+                eprintln!("(the first {limit} shown: there may be more; raise --limit)");
             }
         }
         Command::Show { id } => {

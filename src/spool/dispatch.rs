@@ -24,19 +24,22 @@ pub static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Delivered entries and old dedupe records are pruned this often.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// An attempt whose result could not be recorded keeps its slot this long before it may be sent again.
+const RECORD_FAILURE_PAUSE: Duration = Duration::from_secs(5);
 /// The start of a failed answer kept with a dead letter or retry, for the operator.
 const RECORDED_ANSWER_BYTES: usize = 512;
 
 /// The running dispatcher; stopping it lets attempts in flight end within a grace period.
 pub struct Dispatcher {
-    stop: watch::Sender<bool>,
+    /// `Some(grace)` once a stop is asked for.
+    stop: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Dispatcher {
     /// Starts delivering the spool's pending entries along `config`'s routes.
     pub fn start(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder) -> Dispatcher {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(None);
         let task = tokio::spawn(dispatch(spool, config, forwarder, stopped));
         Dispatcher { stop, task }
     }
@@ -44,27 +47,32 @@ impl Dispatcher {
     /// Starts no new attempt, waits up to `grace` for those in flight, then abandons the rest: they stay
     /// pending in the spool and are sent again at the next start.
     pub async fn stop(self, grace: Duration) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Some(grace));
         let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
     }
 }
 
-async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, mut stopped: watch::Receiver<bool>) {
+async fn dispatch(
+    spool: Arc<Spool>,
+    config: Arc<Config>,
+    forwarder: Forwarder,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
     let unknown = spool.read(store::stats).await.unwrap_or_default();
     for stats in unknown.iter().filter(|s| s.pending > 0 && config.route(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
     }
-    let mut in_flight: HashMap<String, HashSet<i64>> = HashMap::new();
-    let (done, mut finished) = mpsc::unbounded_channel::<(String, i64)>();
+    let mut in_flight: HashMap<String, InFlight> = HashMap::new();
+    let (done, mut finished) = mpsc::unbounded_channel::<Finished>();
     let mut attempts = JoinSet::new();
     let mut last_prune: Option<Instant> = None;
     let retry = config.delivery.retry;
     loop {
-        if *stopped.borrow() {
+        if stopped.borrow().is_some() {
             break;
         }
-        while let Ok((route, id)) = finished.try_recv() {
-            in_flight.entry(route).or_default().remove(&id);
+        while let Ok(finished) = finished.try_recv() {
+            in_flight.entry(finished.route.clone()).or_default().finish(&finished);
         }
         while attempts.try_join_next().is_some() {}
         // One read for every route: what is due now, and when the next head becomes due.
@@ -73,7 +81,7 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
             .iter()
             .map(|route| {
                 let busy = in_flight.entry(route.name.clone()).or_default();
-                (route.name.clone(), config.delivery.max_in_flight.saturating_sub(busy.len()), busy.clone())
+                (route.name.clone(), config.delivery.max_in_flight.saturating_sub(busy.ids.len()), busy.ids.clone())
             })
             .collect();
         let read = spool
@@ -95,7 +103,11 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
                 for (route, entries) in config.routes.iter().zip(due) {
                     let busy = in_flight.entry(route.name.clone()).or_default();
                     for entry in entries {
-                        busy.insert(entry.delivery_id);
+                        // A replay or drop from `hookgate spool` can move a resource's head while its old
+                        // head is still being sent: one delivery per resource in flight, whatever the marks say.
+                        if !busy.start(&entry) {
+                            continue;
+                        }
                         let attempt =
                             attempt(forwarder.clone(), Arc::clone(&spool), route.clone(), entry, retry, done.clone());
                         attempts.spawn(attempt);
@@ -112,10 +124,23 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
             last_prune = Some(Instant::now());
             let keep = i64::try_from(config.delivery.keep_delivered.as_millis()).unwrap_or(i64::MAX);
             let window = i64::try_from(config.dedupe.window.as_millis()).unwrap_or(i64::MAX);
-            match spool.prune(keep, window).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned delivered entries"),
-                Err(error) => tracing::warn!(%error, "pruning the spool failed"),
+            let mut pruned = 0;
+            loop {
+                match spool.prune(keep, window).await {
+                    Ok(removed) => {
+                        pruned += removed;
+                        if removed < store::PRUNE_CHUNK {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "pruning the spool failed");
+                        break;
+                    }
+                }
+            }
+            if pruned > 0 {
+                tracing::info!(pruned, "pruned delivered entries and old dedupe records");
             }
         }
         let wait = match next_due {
@@ -128,12 +153,13 @@ async fn dispatch(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder, 
         };
         tokio::select! {
             () = spool.wake.notified() => {}
-            Some((route, id)) = finished.recv() => { in_flight.entry(route).or_default().remove(&id); }
+            Some(finished) = finished.recv() => { in_flight.entry(finished.route.clone()).or_default().finish(&finished); }
             () = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => {}
         }
     }
-    let grace = crate::server::DEFAULT_SHUTDOWN_GRACE;
+    let grace = *stopped.borrow_and_update();
+    let grace = grace.unwrap_or(Duration::ZERO);
     let in_progress = attempts.len();
     if in_progress > 0 {
         tracing::info!(attempts = in_progress, "waiting for delivery attempts in flight");
@@ -152,8 +178,17 @@ async fn attempt(
     route: Route,
     due: Due,
     retry: Retry,
-    done: mpsc::UnboundedSender<(String, i64)>,
+    done: mpsc::UnboundedSender<Finished>,
 ) {
+    // Says "finished" however the attempt ends, a panic included, so its resource is never held forever.
+    let _finished = FinishOnDrop {
+        done,
+        finished: Some(Finished {
+            route: route.name.clone(),
+            id: due.delivery_id,
+            resource_key: due.resource_key.clone(),
+        }),
+    };
     let number = due.attempts + 1;
     let mut headers = decode_headers(&due.headers);
     if let Ok(id) = HeaderValue::from_str(&due.public_id) {
@@ -189,10 +224,59 @@ async fn attempt(
         "delivery attempt"
     );
     if let Err(error) = spool.record(due.delivery_id, result).await {
-        // Not recorded: it is still pending in the spool and will be sent again.
+        // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
+        // first, so that a failing disk does not turn into a stream of repeats to the upstream.
         tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
+        tokio::time::sleep(RECORD_FAILURE_PAUSE).await;
     }
-    let _ = done.send((route.name, due.delivery_id));
+}
+
+/// What an attempt reports when it ends.
+struct Finished {
+    route: String,
+    id: i64,
+    resource_key: Option<String>,
+}
+
+/// Sends its [`Finished`] when dropped.
+struct FinishOnDrop {
+    done: mpsc::UnboundedSender<Finished>,
+    finished: Option<Finished>,
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(finished) = self.finished.take() {
+            let _ = self.done.send(finished);
+        }
+    }
+}
+
+/// The attempts in flight on one route: their ids, and the resources they are about.
+#[derive(Default)]
+struct InFlight {
+    ids: HashSet<i64>,
+    resources: HashSet<String>,
+}
+
+impl InFlight {
+    /// Takes a delivery in flight, unless one about the same resource already is.
+    fn start(&mut self, due: &Due) -> bool {
+        if let Some(key) = &due.resource_key
+            && !self.resources.insert(key.clone())
+        {
+            return false;
+        }
+        self.ids.insert(due.delivery_id);
+        true
+    }
+
+    fn finish(&mut self, finished: &Finished) {
+        self.ids.remove(&finished.id);
+        if let Some(key) = &finished.resource_key {
+            self.resources.remove(key);
+        }
+    }
 }
 
 /// Turns an attempt's outcome into what the spool records. 2xx is delivered; 408, 429, 5xx and transport

@@ -117,6 +117,8 @@ pub struct Spool {
     /// Woken when something may have become due: a new delivery, a finished attempt.
     pub(crate) wake: Arc<Notify>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held while the spool is open: a second gateway on the same file would send every delivery twice.
+    _lock: std::fs::File,
 }
 
 impl Spool {
@@ -125,6 +127,11 @@ impl Spool {
         // SQLite checkpoints the WAL from the writer's own commits every 1000 pages: measured against a
         // checkpoint thread of its own, this answered single deliveries faster (0.7 ms against 1 ms).
         let writer_conn = store::open(path)?;
+        let lock = lock(path)?;
+        let repaired = store::repair_heads(&writer_conn)?;
+        if repaired > 0 {
+            tracing::warn!(repaired, "mended the order marks of pending deliveries");
+        }
         let reader = store::open(path)?;
         let used_bytes = Arc::new(AtomicU64::new(store::used_bytes(&writer_conn)?));
         let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
@@ -144,6 +151,7 @@ impl Spool {
             used_bytes,
             wake,
             writer: Mutex::new(Some(writer)),
+            _lock: lock,
         })
     }
 
@@ -206,6 +214,29 @@ impl Spool {
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// Takes the spool's lock file (`<spool>.lock`), so that two gateways never deliver from one spool. The
+/// lock is the operating system's: it goes with the process, also when it is killed.
+fn lock(path: &Path) -> Result<std::fs::File, SpoolError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| SpoolError::Open(format!("cannot open {}: {e}", Path::new(&lock_path).display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::Open(format!(
+            "another hookgate is delivering from {}: give each gateway its own delivery.spool_path",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(SpoolError::Open(format!("cannot lock {}: {e}", Path::new(&lock_path).display())))
         }
     }
 }

@@ -48,6 +48,7 @@ CREATE INDEX deliveries_due ON deliveries (route, next_attempt_at, id) WHERE sta
 CREATE INDEX deliveries_pending_resource ON deliveries (route, resource_key, id) WHERE state = 'pending';
 CREATE INDEX deliveries_delivered ON deliveries (finished_at) WHERE state = 'delivered';
 CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_dead ON deliveries (route) WHERE state = 'dead';
 CREATE TABLE dedupe (
     key       BLOB PRIMARY KEY,                   -- SHA-256 of source, topic and body
     event_id  TEXT NOT NULL,                      -- the public id of the delivery it repeats
@@ -185,6 +186,8 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
 pub struct Due {
     pub delivery_id: i64,
     pub route: String,
+    /// What orders it; the dispatcher never sends two deliveries with the same key on a route at once.
+    pub resource_key: Option<String>,
     pub attempts: u32,
     pub pending_since: i64,
     pub public_id: String,
@@ -208,7 +211,7 @@ pub fn due(
         return Ok(Vec::new());
     }
     let mut statement = conn.prepare_cached(
-        "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body
+        "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body, d.resource_key
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.route = ?1 AND d.state = 'pending' AND d.is_head = 1 AND d.next_attempt_at <= ?2
          ORDER BY d.next_attempt_at, d.id
@@ -225,6 +228,7 @@ pub fn due(
             source: row.get(4)?,
             headers: row.get(5)?,
             body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
+            resource_key: row.get(7)?,
         })
     })?;
     let mut due = Vec::with_capacity(limit);
@@ -287,44 +291,88 @@ pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &At
             .execute(params![delivery_id, now, status, error, answer])?,
     };
     if !matches!(result, Attempted::Retry { .. }) {
-        promote_next_head(conn, delivery_id)?;
+        promote_next_head(conn, delivery_id, now)?;
     }
     Ok(())
 }
 
-/// Makes the oldest pending delivery about the same route and resource as `finished` the head.
-fn promote_next_head(conn: &Connection, finished: i64) -> Result<(), SpoolError> {
+/// Makes the oldest pending delivery about the same route and resource as `finished` the head. Its
+/// give-up clock starts now: the time it waited behind a failing delivery does not count against it.
+fn promote_next_head(conn: &Connection, finished: i64, now: i64) -> Result<(), SpoolError> {
     conn.prepare_cached(
-        "UPDATE deliveries SET is_head = 1 WHERE id = (
+        "UPDATE deliveries SET is_head = 1, pending_since = MAX(pending_since, ?2) WHERE id = (
              SELECT MIN(o.id) FROM deliveries o JOIN deliveries f ON f.id = ?1
              WHERE f.resource_key IS NOT NULL AND o.route = f.route AND o.resource_key = f.resource_key
                AND o.state = 'pending')",
     )?
-    .execute([finished])?;
+    .execute(params![finished, now])?;
     Ok(())
 }
 
-/// Sets every pending delivery's head mark from scratch: after a replay, an older delivery may come back
-/// in front of a resource's current head.
-fn recompute_heads(conn: &Connection) -> Result<(), SpoolError> {
-    conn.execute(
-        "UPDATE deliveries SET is_head = (resource_key IS NULL OR id = (
+/// Sets the head marks of one route's resource from scratch: its oldest pending delivery is the head.
+fn recompute_head(conn: &Connection, route: &str, resource_key: &str) -> Result<(), SpoolError> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET is_head = (id = (
              SELECT MIN(o.id) FROM deliveries o
-             WHERE o.route = deliveries.route AND o.resource_key = deliveries.resource_key AND o.state = 'pending'))
-         WHERE state = 'pending'",
-        [],
-    )?;
+             WHERE o.route = ?1 AND o.resource_key = ?2 AND o.state = 'pending'))
+         WHERE route = ?1 AND resource_key = ?2 AND state = 'pending'",
+    )?
+    .execute(params![route, resource_key])?;
     Ok(())
 }
 
-/// Removes delivered entries older than `keep_delivered`, events left with no delivery, and dedupe records
-/// older than the window. Dead letters stay until replayed or dropped. Returns how many deliveries went.
+/// Checks every pending delivery's head mark and mends those that are wrong (run at start, so a spool
+/// changed by an older or interrupted process cannot leave a resource with no head, or two).
+pub fn repair_heads(conn: &Connection) -> Result<usize, SpoolError> {
+    Ok(conn.execute(
+        "UPDATE deliveries SET is_head = NOT is_head
+         WHERE state = 'pending' AND is_head != (resource_key IS NULL OR id = (
+             SELECT MIN(o.id) FROM deliveries o
+             WHERE o.route = deliveries.route AND o.resource_key = deliveries.resource_key AND o.state = 'pending'))",
+        [],
+    )?)
+}
+
+/// The (route, resource) pairs of the deliveries `filter` selects, for a targeted head recompute.
+fn resources_of(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, String)>, SpoolError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT DISTINCT route, resource_key FROM deliveries WHERE resource_key IS NOT NULL AND {filter}"
+    ))?;
+    let rows = statement.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deliveries and dedupe records removed in one pruning step: each step is one short write, so answers to
+/// WooCommerce never wait behind a large clean-up.
+pub const PRUNE_CHUNK: usize = 500;
+
+/// Removes up to [`PRUNE_CHUNK`] delivered entries older than `keep_delivered` (and their events once no
+/// delivery is left), and as many dedupe records older than the window. Dead letters stay until replayed
+/// or dropped. Returns how many rows went; call again while it returns [`PRUNE_CHUNK`] or more.
 pub fn prune(conn: &Connection, now: i64, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
-    let pruned = conn
-        .execute("DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ?1", [now - keep_delivered_ms])?;
-    conn.execute("DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)", [])?;
-    conn.execute("DELETE FROM dedupe WHERE seen_at < ?1", [now - dedupe_window_ms])?;
-    Ok(pruned)
+    let chunk = PRUNE_CHUNK as i64;
+    let events: Vec<i64> = conn
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE id IN (
+                 SELECT id FROM deliveries WHERE state = 'delivered' AND finished_at < ?1 LIMIT ?2)
+             RETURNING event_id",
+        )?
+        .query_map(params![now - keep_delivered_ms, chunk], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut orphaned = conn.prepare_cached(
+        "DELETE FROM events WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ?1)",
+    )?;
+    for event in &events {
+        orphaned.execute([event])?;
+    }
+    let forgotten = conn
+        .prepare_cached("DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE seen_at < ?1 LIMIT ?2)")?
+        .execute(params![now - dedupe_window_ms, chunk])?;
+    Ok(events.len().max(forgotten))
 }
 
 /// Counts by route and state, for `spool stats` and metrics.
@@ -468,32 +516,52 @@ pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolEr
 
 /// Makes dead (or delivered) deliveries pending again, due now, with a fresh give-up clock. With a public
 /// id, that event's deliveries not already pending; without, every dead letter (of `route`, when given).
-pub fn replay(conn: &Connection, public_id: Option<&str>, route: Option<&str>, now: i64) -> Result<usize, SpoolError> {
-    let changed = match public_id {
-        Some(id) => conn.execute(
-            "UPDATE deliveries SET state = 'pending', pending_since = ?1, next_attempt_at = ?1, finished_at = NULL
-             WHERE state != 'pending' AND (?3 IS NULL OR route = ?3)
-               AND event_id = (SELECT id FROM events WHERE public_id = ?2)",
-            params![now, id, route],
-        )?,
-        None => conn.execute(
-            "UPDATE deliveries SET state = 'pending', pending_since = ?1, next_attempt_at = ?1, finished_at = NULL
-             WHERE state = 'dead' AND (?2 IS NULL OR route = ?2)",
-            params![now, route],
-        )?,
+/// One transaction: the state change and the head marks it implies land together or not at all.
+pub fn replay(
+    conn: &mut Connection,
+    public_id: Option<&str>,
+    route: Option<&str>,
+    now: i64,
+) -> Result<usize, SpoolError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (changed, resources) = match public_id {
+        Some(id) => {
+            let filter = "state != 'pending' AND (?2 IS NULL OR route = ?2)
+                          AND event_id = (SELECT id FROM events WHERE public_id = ?1)";
+            let resources = resources_of(&tx, filter, params![id, route])?;
+            let changed = tx.execute(
+                &format!("UPDATE deliveries SET state = 'pending', is_head = (resource_key IS NULL), pending_since = ?3, next_attempt_at = ?3, finished_at = NULL WHERE {filter}"),
+                params![id, route, now],
+            )?;
+            (changed, resources)
+        }
+        None => {
+            let filter = "state = 'dead' AND (?1 IS NULL OR route = ?1)";
+            let resources = resources_of(&tx, filter, params![route])?;
+            let changed = tx.execute(
+                &format!("UPDATE deliveries SET state = 'pending', is_head = (resource_key IS NULL), pending_since = ?2, next_attempt_at = ?2, finished_at = NULL WHERE {filter}"),
+                params![route, now],
+            )?;
+            (changed, resources)
+        }
     };
-    if changed > 0 {
-        recompute_heads(conn)?;
+    for (route, resource) in &resources {
+        recompute_head(&tx, route, resource)?;
     }
+    tx.commit()?;
     Ok(changed)
 }
 
-/// Deletes an event and all its deliveries. Returns whether it existed.
-pub fn drop_event(conn: &Connection, public_id: &str) -> Result<bool, SpoolError> {
-    let dropped = conn.execute("DELETE FROM events WHERE public_id = ?1", [public_id])? > 0;
-    if dropped {
-        recompute_heads(conn)?;
+/// Deletes an event and all its deliveries, in one transaction with the head marks it implies. Returns
+/// whether it existed.
+pub fn drop_event(conn: &mut Connection, public_id: &str) -> Result<bool, SpoolError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let resources = resources_of(&tx, "event_id = (SELECT id FROM events WHERE public_id = ?1)", [public_id])?;
+    let dropped = tx.execute("DELETE FROM events WHERE public_id = ?1", [public_id])? > 0;
+    for (route, resource) in &resources {
+        recompute_head(&tx, route, resource)?;
     }
+    tx.commit()?;
     Ok(dropped)
 }
 

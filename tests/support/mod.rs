@@ -97,6 +97,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     connections: Arc<Mutex<usize>>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrency: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Upstream {
@@ -126,15 +128,19 @@ impl Upstream {
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
-        let (received_in, connections_in) = (Arc::clone(&received), Arc::clone(&connections));
+        let concurrency = Arc::new(Mutex::new((0, 0)));
+        let (received_in, connections_in, concurrency_in) =
+            (Arc::clone(&received), Arc::clone(&connections), Arc::clone(&concurrency));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 *connections_in.lock().unwrap() += 1;
                 let received = Arc::clone(&received_in);
                 let script = Arc::clone(&script);
+                let concurrency = Arc::clone(&concurrency_in);
                 let service = service_fn(move |request: Request<Incoming>| {
                     let received = Arc::clone(&received);
+                    let concurrency = Arc::clone(&concurrency);
                     let answer = {
                         let mut script = script.lock().unwrap();
                         if script.len() > 1 { script.pop_front().unwrap() } else { script[0].clone() }
@@ -149,7 +155,13 @@ impl Upstream {
                             headers: parts.headers,
                             body,
                         });
+                        {
+                            let mut now = concurrency.lock().unwrap();
+                            now.0 += 1;
+                            now.1 = now.1.max(now.0);
+                        }
                         tokio::time::sleep(answer.delay).await;
+                        concurrency.lock().unwrap().0 -= 1;
                         let mut response = Response::new(Full::new(Bytes::from_static(answer.body.as_bytes())));
                         *response.status_mut() = answer.status;
                         for (name, value) in &answer.headers {
@@ -164,12 +176,17 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, received, connections }
+        Upstream { addr, received, connections, concurrency }
     }
 
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// The most requests the upstream was answering at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.concurrency.lock().unwrap().1
     }
 
     /// How many TCP connections the upstream accepted.

@@ -128,7 +128,7 @@ fn dedupe_finds_a_repeat_only_within_the_window() {
 
 #[test]
 fn prune_replay_and_drop() {
-    let (dir, conn) = temp_db("prune");
+    let (dir, mut conn) = temp_db("prune");
     insert_event(&conn, &event("done", None, &["r"], 10)).unwrap();
     insert_event(&conn, &event("dead", None, &["r"], 11)).unwrap();
     let ids: Vec<i64> = due(&conn, "r", 20, 10, &HashSet::new()).unwrap().iter().map(|d| d.delivery_id).collect();
@@ -141,28 +141,28 @@ fn prune_replay_and_drop() {
     let dead = show(&conn, "dead").unwrap().unwrap();
     assert_eq!(dead.deliveries[0].0.state, "dead");
     assert_eq!(dead.deliveries[0].0.last_status, Some(404));
-    assert_eq!(replay(&conn, None, Some("other"), 50).unwrap(), 0);
-    assert_eq!(replay(&conn, None, None, 50).unwrap(), 1);
+    assert_eq!(replay(&mut conn, None, Some("other"), 50).unwrap(), 0);
+    assert_eq!(replay(&mut conn, None, None, 50).unwrap(), 1);
     assert_eq!(due_ids(&conn, "r", 50, 10, &HashSet::new()), ["dead"]);
-    assert!(drop_event(&conn, "dead").unwrap());
-    assert!(!drop_event(&conn, "dead").unwrap());
+    assert!(drop_event(&mut conn, "dead").unwrap());
+    assert!(!drop_event(&mut conn, "dead").unwrap());
     assert!(stats(&conn).unwrap().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_replayed_or_dropped_head_keeps_one_head_per_resource() {
-    let (dir, conn) = temp_db("heads");
+    let (dir, mut conn) = temp_db("heads");
     insert_event(&conn, &event("a1", Some("k"), &["r"], 10)).unwrap();
     insert_event(&conn, &event("a2", Some("k"), &["r"], 11)).unwrap();
     let a1 = due(&conn, "r", 20, 10, &HashSet::new()).unwrap()[0].delivery_id;
     record_attempt(&conn, a1, 20, &Attempted::Dead { status: Some(422), error: "no".into(), answer: vec![] }).unwrap();
     assert_eq!(due_ids(&conn, "r", 20, 10, &HashSet::new()), ["a2"], "a dead letter hands on the head");
     // Replayed, the older delivery goes first again; a2 waits behind it.
-    assert_eq!(replay(&conn, Some("a1"), None, 30).unwrap(), 1);
+    assert_eq!(replay(&mut conn, Some("a1"), None, 30).unwrap(), 1);
     assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a1"]);
     // Dropped, the next one becomes the head.
-    assert!(drop_event(&conn, "a1").unwrap());
+    assert!(drop_event(&mut conn, "a1").unwrap());
     assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a2"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
