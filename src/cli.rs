@@ -168,7 +168,7 @@ fn serve(path: &Path) -> ExitCode {
             listen = %bound,
             sources = config.sources.len(),
             routes = config.routes.len(),
-            mode = config.delivery.mode.as_str(),
+            mode = %config.delivery.mode.as_str(),
             "hookgate is serving"
         );
         let gateway = match Gateway::new(config) {

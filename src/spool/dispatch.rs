@@ -204,25 +204,33 @@ async fn attempt(
         Attempted::Retry { status, .. } => ("retry", *status),
         Attempted::Dead { status, .. } => ("dead", *status),
     };
-    match &result {
-        Attempted::Dead { error, .. } => {
-            tracing::warn!(route = %route.name, event_id = %due.public_id, attempt = number, %error, "dead letter")
-        }
-        Attempted::Retry { error, next_attempt_at, .. } => tracing::info!(
-            route = %route.name, event_id = %due.public_id, attempt = number, %error,
-            retry_in_ms = next_attempt_at - now, "attempt failed; will retry"
-        ),
-        Attempted::Delivered { .. } => {}
+    let (error, retry_in_ms) = match &result {
+        Attempted::Dead { error, .. } => (Some(error.as_str()), None),
+        Attempted::Retry { error, next_attempt_at, .. } => (Some(error.as_str()), Some(next_attempt_at - now)),
+        Attempted::Delivered { .. } => (None, None),
+    };
+    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    macro_rules! log_attempt {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                route = %route.name,
+                event_id = %due.public_id,
+                attempt = number,
+                result = %result_label,
+                status,
+                duration_ms,
+                retry_in_ms,
+                error,
+                $message
+            )
+        };
     }
-    tracing::info!(
-        route = %route.name,
-        event_id = %due.public_id,
-        attempt = number,
-        result = %result_label,
-        status,
-        duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        "delivery attempt"
-    );
+    // A dead letter needs an operator: it is logged as a warning.
+    if matches!(result, Attempted::Dead { .. }) {
+        log_attempt!(warn, "delivery attempt: dead letter");
+    } else {
+        log_attempt!(info, "delivery attempt");
+    }
     if let Err(error) = spool.record(due.delivery_id, result).await {
         // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
         // first, so that a failing disk does not turn into a stream of repeats to the upstream.
