@@ -83,6 +83,7 @@ async fn main() {
 fn config_text(mode: &str, secret: &str, upstream: SocketAddr) -> String {
     format!(
         r#"listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
 sources:
   - name: main
     path: /hooks/main

@@ -92,6 +92,8 @@ pub enum Rejection {
     SpoolFull,
     #[error("the spool cannot store the delivery")]
     SpoolUnavailable,
+    #[error("limits.max_concurrent requests are being answered")]
+    Overloaded,
 }
 
 impl Rejection {
@@ -106,7 +108,7 @@ impl Rejection {
             Rejection::ForbiddenWebhook => Outcome::ForbiddenWebhook,
             Rejection::MissingTopic | Rejection::BodyTimeout | Rejection::BodyUnreadable => Outcome::BadRequest,
             Rejection::Unrouted => Outcome::Unrouted,
-            Rejection::SpoolFull | Rejection::SpoolUnavailable => Outcome::Overloaded,
+            Rejection::SpoolFull | Rejection::SpoolUnavailable | Rejection::Overloaded => Outcome::Overloaded,
         }
     }
 
@@ -125,6 +127,7 @@ impl Rejection {
             Rejection::Unrouted => (StatusCode::NOT_FOUND, r#"{"error":"unrouted"}"#),
             Rejection::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_full"}"#),
             Rejection::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_unavailable"}"#),
+            Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"overloaded"}"#),
         };
         let mut response = json(status, body);
         match self {
@@ -136,6 +139,9 @@ impl Rejection {
             }
             Rejection::SpoolUnavailable => {
                 response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(SPOOL_UNAVAILABLE_RETRY_AFTER));
+            }
+            Rejection::Overloaded => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The body may be left unread (or half read): close rather than read the rest to reuse the connection.
             Rejection::TooLarge | Rejection::BodyTimeout | Rejection::BodyUnreadable => {

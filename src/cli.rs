@@ -163,9 +163,21 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_listen = config.admin_listen;
+        let admin_listener = match tokio::net::TcpListener::bind(admin_listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("cannot listen on {admin_listen} (admin_listen: in {}): {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
         let bound = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+        let admin_bound = admin_listener.local_addr().map_or_else(|_| admin_listen.to_string(), |a| a.to_string());
+        crate::metrics::config_loaded();
+        crate::metrics::spawn_upkeep();
         tracing::info!(
             listen = %bound,
+            admin = %admin_bound,
             sources = config.sources.len(),
             routes = config.routes.len(),
             mode = %config.delivery.mode.as_str(),
@@ -178,7 +190,15 @@ fn serve(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match run(listener, gateway, stop_signal()).await {
+        // The admin listener outlives the webhook listener, so that /readyz says 503 during the stop.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(crate::admin::run(admin_listener, Arc::clone(&gateway), async {
+            let _ = admin_stopped.await;
+        }));
+        let result = run(listener, gateway, stop_signal()).await;
+        let _ = admin_stop.send(());
+        let _ = admin.await;
+        match result {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS

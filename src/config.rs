@@ -30,6 +30,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WooCommerce waits 60 s for an answer; a longer upstream timeout only means WooCommerce gives up first.
 pub const WOOCOMMERCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The admin listener (metrics, health) stays on loopback unless configured otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Requests answered at once; past it, 503 at once rather than an unbounded queue of waiting requests.
+pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
 /// Where the spool lives unless configured (relative to the config file's folder).
 pub const DEFAULT_SPOOL_PATH: &str = "./data/hookgate.db";
 /// The first retry waits up to this long (full jitter).
@@ -56,6 +60,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Where the webhook listener binds.
     pub listen: SocketAddr,
+    /// Where the admin listener (`/metrics`, `/healthz`, `/readyz`) binds.
+    pub admin_listen: SocketAddr,
     /// Bounds on each request.
     pub limits: Limits,
     /// One per WooCommerce store, in file order.
@@ -82,6 +88,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time to receive the body.
     pub body_timeout: Duration,
+    /// Requests answered at once; past it, 503.
+    pub max_concurrent: usize,
 }
 
 /// One WooCommerce store: the path it delivers to and the secrets it signs with.
@@ -313,6 +321,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    admin_listen: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
     sources: Spanned<Vec<RawSource>>,
@@ -331,6 +340,7 @@ struct RawLimits {
     max_body_bytes: Option<Spanned<u64>>,
     header_timeout: Option<Spanned<String>>,
     body_timeout: Option<Spanned<String>>,
+    max_concurrent: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -456,6 +466,19 @@ impl Checker<'_> {
                 DEFAULT_LISTEN.parse().expect("the default listen address parses")
             }),
         };
+        let admin_listen = match &raw.admin_listen {
+            None => DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses"),
+            Some(spanned) => spanned.value.parse().unwrap_or_else(|e| {
+                self.problem(
+                    spanned,
+                    format!(
+                        "admin_listen: {:?} is not an address ({e}): write IP:PORT, such as \"127.0.0.1:9090\"",
+                        spanned.value
+                    ),
+                );
+                DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
+            }),
+        };
         let limits = self.limits(&raw.limits);
         if raw.sources.value.is_empty() {
             self.problem(&raw.sources, "sources is empty: add one source per WooCommerce store (name, path, secrets)");
@@ -542,6 +565,7 @@ impl Checker<'_> {
         Some(Config {
             file: self.file.to_path_buf(),
             listen,
+            admin_listen,
             limits,
             sources,
             routes,
@@ -562,7 +586,16 @@ impl Checker<'_> {
             }
             Some(spanned) => spanned.value,
         };
+        let max_concurrent = match &raw.max_concurrent {
+            None => DEFAULT_MAX_CONCURRENT,
+            Some(n) if n.value == 0 || n.value > 1_000_000 => {
+                self.problem(n, "limits.max_concurrent must be between 1 and 1000000");
+                DEFAULT_MAX_CONCURRENT
+            }
+            Some(n) => n.value,
+        };
         Limits {
+            max_concurrent,
             max_body_bytes,
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),

@@ -105,10 +105,21 @@ impl Forwarder {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = route.upstream.clone();
         *request.headers_mut() = headers;
-        match tokio::time::timeout(route.timeout, self.exchange(request, answer_body)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(route.timeout, self.exchange(request, answer_body)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
-        }
+        };
+        let label = match &result {
+            Ok(answer) => crate::metrics::upstream_result(Some(answer.status), false),
+            Err(UpstreamError::Timeout) => crate::metrics::upstream_result(None, true),
+            Err(_) => crate::metrics::upstream_result(None, false),
+        };
+        metrics::counter!(crate::metrics::UPSTREAM_REQUESTS_TOTAL, "route" => route.name.clone(), "result" => label)
+            .increment(1);
+        metrics::histogram!(crate::metrics::UPSTREAM_DURATION_SECONDS, "route" => route.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn exchange(

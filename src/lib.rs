@@ -7,10 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod answer;
 pub mod cli;
 pub mod config;
 pub mod forward;
+pub mod metrics;
 pub mod route;
 pub mod secret;
 pub mod server;

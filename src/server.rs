@@ -49,6 +49,38 @@ pub struct Gateway {
     forwarder: Forwarder,
     scheme: &'static str,
     queue: Option<Queue>,
+    /// One permit per request being answered: `limits.max_concurrent`.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// What `/readyz` reports.
+    pub health: Health,
+}
+
+/// Readiness: serving once the listener is bound (and, in queue mode, the spool is writable), not once a
+/// stop has begun.
+#[derive(Default)]
+pub struct Health {
+    serving: std::sync::atomic::AtomicBool,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// Marks the listener as bound and serving.
+    pub fn set_serving(&self) {
+        self.serving.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks the start of a graceful stop: readiness goes 503 at once.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Queue mode's parts: the spool and the dispatcher delivering from it.
@@ -61,6 +93,8 @@ impl Gateway {
     /// A gateway serving `config` over plain HTTP. In queue mode this opens (creating or migrating) the spool
     /// and starts delivering what it holds, so it must run inside a tokio runtime.
     pub fn new(config: Config) -> Result<Gateway, SpoolError> {
+        // The recorder must be in place before the first request is counted.
+        crate::metrics::handle();
         let config = Arc::new(config);
         let forwarder = Forwarder::new();
         let queue = match config.delivery.mode {
@@ -71,7 +105,24 @@ impl Gateway {
                 Some(Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) })
             }
         };
-        Ok(Gateway { config, forwarder, scheme: "http", queue })
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
+        Ok(Gateway { config, forwarder, scheme: "http", queue, permits, health: Health::default() })
+    }
+
+    /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.health.stopping() {
+            return Some("stopping");
+        }
+        if !self.health.serving() {
+            return Some("the webhook listener is not serving yet");
+        }
+        if let Some(queue) = &self.queue
+            && !queue.spool.writable()
+        {
+            return Some("the spool cannot be written");
+        }
+        None
     }
 
     /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
@@ -96,7 +147,16 @@ impl Gateway {
         let started = Instant::now();
         let config = self.config();
         let mut log = RequestLog::new(&request);
-        let response = match self.answer(&config, request, peer, &mut log).await {
+        // Past max_concurrent, 503 at once: never an unbounded queue of waiting requests.
+        let permit = Arc::clone(&self.permits).try_acquire_owned();
+        let answered = match permit {
+            Ok(_permit) => self.answer(&config, request, peer, &mut log).await,
+            Err(_) => {
+                log.source = config.source_for_path(request.uri().path()).cloned();
+                Err(Rejection::Overloaded)
+            }
+        };
+        let response = match answered {
             Ok(response) => response,
             Err(rejection) => {
                 log.outcome = rejection.outcome();
@@ -410,6 +470,15 @@ impl RequestLog {
     }
 
     fn emit(&self, status: u16, duration: Duration) {
+        let source = self.source.as_ref().map_or(crate::metrics::NO_SOURCE, |s| s.name.as_str());
+        metrics::counter!(crate::metrics::REQUESTS_TOTAL, "source" => source.to_owned(), "outcome" => self.outcome.as_str())
+            .increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "source" => source.to_owned())
+            .record(duration.as_secs_f64());
+        if self.bytes > 0 {
+            metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned())
+                .record(self.bytes as f64);
+        }
         // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.
         tracing::info!(
             source = %self.source.as_ref().map_or("-", |s| s.name.as_str()),
@@ -465,6 +534,7 @@ pub async fn run(
         .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    gateway.health.set_serving();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -479,6 +549,10 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        if gateway.health.stopping() {
+            // A stop has begun (readiness already says so): take no new connection.
+            break;
+        }
         let gateway = Arc::clone(&gateway);
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
@@ -504,6 +578,7 @@ pub async fn run(
             }
         });
     }
+    gateway.health.set_stopping();
     drop(listener);
     // One grace period for everything: requests being answered, then delivery attempts in flight.
     let deadline = tokio::time::Instant::now() + DEFAULT_SHUTDOWN_GRACE;

@@ -146,6 +146,7 @@ async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
     let config = std::fs::read_to_string(example())
         .unwrap()
         .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
         .replace("demo-secret-change-me", FIXTURE_SECRET)
         .replace("http://127.0.0.1:3000/woocommerce/orders", &upstream.url("/orders"));
     let file = dir.join("hookgate.yaml");

@@ -66,6 +66,7 @@ async fn dispatch(
     let (done, mut finished) = mpsc::unbounded_channel::<Finished>();
     let mut attempts = JoinSet::new();
     let mut last_prune: Option<Instant> = None;
+    let mut last_gauges: Option<Instant> = None;
     let retry = config.delivery.retry;
     loop {
         if stopped.borrow().is_some() {
@@ -120,6 +121,10 @@ async fn dispatch(
                 None
             }
         };
+        if last_gauges.is_none_or(|at| at.elapsed() >= crate::metrics::UPKEEP_INTERVAL) {
+            last_gauges = Some(Instant::now());
+            update_queue_gauges(&spool, &config).await;
+        }
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
             let keep = i64::try_from(config.delivery.keep_delivered.as_millis()).unwrap_or(i64::MAX);
@@ -169,6 +174,23 @@ async fn dispatch(
         tracing::warn!(attempts = attempts.len(), "attempts still in flight after the grace period stay pending");
         attempts.abort_all();
     }
+}
+
+/// Sets the queue gauges from the spool: pending, oldest pending age and dead letters per configured
+/// route (zero for a route with none), and the spool's size.
+async fn update_queue_gauges(spool: &Spool, config: &Config) {
+    let Ok(stats) = spool.read(store::stats).await else { return };
+    let now = now_ms();
+    for route in &config.routes {
+        let found = stats.iter().find(|s| s.route == route.name);
+        let pending = found.map_or(0, |s| s.pending);
+        let dead = found.map_or(0, |s| s.dead);
+        let age = found.and_then(|s| s.oldest_pending_since).map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+        metrics::gauge!(crate::metrics::QUEUE_PENDING, "route" => route.name.clone()).set(pending as f64);
+        metrics::gauge!(crate::metrics::DEAD_LETTERS, "route" => route.name.clone()).set(dead as f64);
+        metrics::gauge!(crate::metrics::QUEUE_OLDEST_PENDING_AGE_SECONDS, "route" => route.name.clone()).set(age);
+    }
+    metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.used_bytes() as f64);
 }
 
 /// One attempt: send, classify the answer, record it (committed) and say it is done.
@@ -225,6 +247,8 @@ async fn attempt(
             )
         };
     }
+    metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS_TOTAL, "route" => route.name.clone(), "result" => result_label)
+        .increment(1);
     // A dead letter needs an operator: it is logged as a warning.
     if matches!(result, Attempted::Dead { .. }) {
         log_attempt!(warn, "delivery attempt: dead letter");

@@ -114,6 +114,8 @@ pub struct Spool {
     ops: mpsc::Sender<WriteOp>,
     reader: Arc<Mutex<Connection>>,
     used_bytes: Arc<AtomicU64>,
+    /// False after a commit failed, true again after one succeeds.
+    writable: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when something may have become due: a new delivery, a finished attempt.
     pub(crate) wake: Arc<Notify>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -136,12 +138,14 @@ impl Spool {
         let used_bytes = Arc::new(AtomicU64::new(store::used_bytes(&writer_conn)?));
         let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
+        let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let writer = {
             let used_bytes = Arc::clone(&used_bytes);
             let wake = Arc::clone(&wake);
+            let writable = Arc::clone(&writable);
             std::thread::Builder::new()
                 .name("hookgate-spool-writer".into())
-                .spawn(move || write_loop(writer_conn, receiver, &used_bytes, &wake))
+                .spawn(move || write_loop(writer_conn, receiver, &used_bytes, &wake, &writable))
                 .map_err(|e| SpoolError::Open(format!("cannot start the spool writer: {e}")))?
         };
         Ok(Spool {
@@ -149,10 +153,16 @@ impl Spool {
             ops,
             reader: Arc::new(Mutex::new(reader)),
             used_bytes,
+            writable,
             wake,
             writer: Mutex::new(Some(writer)),
             _lock: lock,
         })
+    }
+
+    /// False when the last commit failed (a full or failing disk): readiness reports it.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
     }
 
     /// The spool file.
@@ -243,7 +253,13 @@ fn lock(path: &Path) -> Result<std::fs::File, SpoolError> {
 
 /// The writer thread: takes every operation waiting, runs them in one transaction, commits, then answers
 /// each. A failed commit fails every operation in it, so nobody is told "stored" for what was not.
-fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<WriteOp>, used_bytes: &AtomicU64, wake: &Notify) {
+fn write_loop(
+    mut conn: Connection,
+    mut ops: mpsc::Receiver<WriteOp>,
+    used_bytes: &AtomicU64,
+    wake: &Notify,
+    writable: &std::sync::atomic::AtomicBool,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while let Some(first) = ops.blocking_recv() {
@@ -265,6 +281,7 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<WriteOp>, used_bytes
         let outcome = commit_batch(&mut conn, &batch, now);
         match outcome {
             Ok(results) => {
+                writable.store(true, Ordering::Relaxed);
                 for (op, result) in batch.drain(..).zip(results) {
                     reply(op, result);
                 }
@@ -274,6 +291,7 @@ fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<WriteOp>, used_bytes
                 wake.notify_one();
             }
             Err(error) => {
+                writable.store(false, Ordering::Relaxed);
                 tracing::error!(%error, operations = batch.len(), "spool commit failed; answering 503");
                 let message = error.to_string();
                 for op in batch.drain(..) {

@@ -29,6 +29,9 @@ pub const FIXTURE_SECRET: &str = "k3Y9pQ2wXr7Lm4Tz8Vb1Nc6Hd0Sf5Gj";
 /// A hookgate serving on 127.0.0.1 with an ephemeral port; stopped when dropped.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -41,10 +44,22 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
         let gateway = Arc::new(Gateway::new(config).unwrap_or_else(|e| panic!("{e}")));
-        let task = tokio::spawn(run(listener, gateway, async {
-            let _ = stopped.await;
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin_listener.local_addr().unwrap();
+        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+        tokio::spawn(hookgate::admin::run(admin_listener, Arc::clone(&gateway), async {
+            let _ = admin_stopped.await;
         }));
-        TestGateway { addr, stop: Some(stop), task: Some(task) }
+        let served = Arc::clone(&gateway);
+        let task = tokio::spawn(async move {
+            let result = run(listener, served, async {
+                let _ = stopped.await;
+            })
+            .await;
+            let _ = admin_stop.send(());
+            result
+        });
+        TestGateway { addr, admin_addr, gateway, stop: Some(stop), task: Some(task) }
     }
 
     /// Asks for a graceful stop and waits for the server to return.
@@ -413,6 +428,7 @@ pub fn fixture_config(routes: &str, extra: &str) -> String {
         if extra.contains("delivery:") { extra.to_owned() } else { format!("{extra}\ndelivery:\n  mode: proxy\n") };
     format!(
         r#"listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
 limits:
   max_body_bytes: 1048576
   header_timeout: 5s

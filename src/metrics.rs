@@ -1,0 +1,127 @@
+//! Prometheus metrics: one process-wide recorder (the `metrics` crate with metrics-exporter-prometheus,
+//! rendered by hookgate's own admin route), and the names dashboards and alerts rely on.
+//!
+//! Label values come only from the configuration (source and route names) or from fixed sets, never from
+//! request input, so a caller cannot blow up the number of series.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by source and outcome.
+pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+/// Receipt to answer, by source.
+pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
+/// Body sizes, by source.
+pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
+/// Requests to upstreams, by route and result.
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "hookgate_upstream_requests_total";
+/// Upstream exchange time, by route.
+pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
+/// Pending deliveries, by route (queue mode).
+pub const QUEUE_PENDING: &str = "hookgate_queue_pending";
+/// Age of the oldest pending delivery, by route (queue mode).
+pub const QUEUE_OLDEST_PENDING_AGE_SECONDS: &str = "hookgate_queue_oldest_pending_age_seconds";
+/// Delivery attempts, by route and result (`delivered`, `retry`, `dead`).
+pub const DELIVERY_ATTEMPTS_TOTAL: &str = "hookgate_delivery_attempts_total";
+/// Dead letters waiting for an operator, by route.
+pub const DEAD_LETTERS: &str = "hookgate_dead_letters";
+/// Bytes the spool's live data takes.
+pub const SPOOL_BYTES: &str = "hookgate_spool_bytes";
+/// Configuration loads and reloads, by result.
+pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
+/// When the configuration was last loaded successfully.
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str = "hookgate_config_last_reload_success_timestamp_seconds";
+/// Always 1, labelled with the version.
+pub const BUILD_INFO: &str = "hookgate_build_info";
+
+/// The label for requests that name no configured source (a path no source has).
+pub const NO_SOURCE: &str = "none";
+
+/// Request and upstream times: from a fraction of a millisecond to WooCommerce's own 60 s limit.
+const DURATION_BUCKETS: [f64; 15] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0];
+/// Body sizes: from a ping to the 64 MiB bound.
+const BODY_BUCKETS: [f64; 10] =
+    [64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 67108864.0];
+/// How often the exporter's histograms are maintained.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use (later calls, such as a second gateway in one test
+/// process, share it).
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &DURATION_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(REQUEST_BODY_BYTES.into()), &BODY_BUCKETS))
+            .expect("the bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder was installed first; /metrics will be empty");
+        }
+        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS_TOTAL, "Requests on the webhook listener, by source and outcome.");
+    describe_histogram!(REQUEST_DURATION_SECONDS, Unit::Seconds, "Time from receipt to answer, by source.");
+    describe_histogram!(REQUEST_BODY_BYTES, Unit::Bytes, "Request body sizes, by source.");
+    describe_counter!(UPSTREAM_REQUESTS_TOTAL, "Requests to upstreams, by route and result.");
+    describe_histogram!(UPSTREAM_DURATION_SECONDS, Unit::Seconds, "Upstream exchange time, by route.");
+    describe_gauge!(QUEUE_PENDING, "Pending deliveries, by route.");
+    describe_gauge!(QUEUE_OLDEST_PENDING_AGE_SECONDS, Unit::Seconds, "Age of the oldest pending delivery, by route.");
+    describe_counter!(DELIVERY_ATTEMPTS_TOTAL, "Delivery attempts from the spool, by route and result.");
+    describe_gauge!(DEAD_LETTERS, "Dead letters waiting for an operator, by route.");
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's live data takes.");
+    describe_counter!(CONFIG_RELOADS_TOTAL, "Configuration loads and reloads, by result.");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful configuration load."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+}
+
+/// Records a successful configuration load (at start, and later at each reload).
+pub fn config_loaded() {
+    handle();
+    metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => "success").increment(1);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS).set(now);
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// Runs the exporter's upkeep on an interval, for as long as the process serves.
+pub fn spawn_upkeep() {
+    tokio::spawn(async {
+        let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            handle().run_upkeep();
+        }
+    });
+}
+
+/// The `result` label of an upstream exchange: the status class, `timeout` or `connect_error`.
+pub fn upstream_result(status: Option<http::StatusCode>, timed_out: bool) -> &'static str {
+    match status {
+        Some(s) if s.is_success() || s.is_informational() => "2xx",
+        Some(s) if s.is_redirection() => "3xx",
+        Some(s) if s.is_client_error() => "4xx",
+        Some(_) => "5xx",
+        None if timed_out => "timeout",
+        None => "connect_error",
+    }
+}
