@@ -30,6 +30,24 @@ enum Command {
     Sign(SignArgs),
     /// Inspect and act on the queue mode's spool (also while the gateway runs).
     Spool(SpoolArgs),
+    /// Explain why a signature does not verify (never printing a secret).
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Args, Debug)]
+struct DiagnoseArgs {
+    /// The configuration file.
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// The source the delivery was sent to.
+    #[arg(long)]
+    source: String,
+    /// The X-WC-Webhook-Signature value received.
+    #[arg(long)]
+    signature: String,
+    /// The body received (standard input when not given).
+    #[arg(long, value_name = "FILE")]
+    body_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&args.config),
         Command::Check(args) => check(&args.config),
         Command::Sign(args) => sign_stdin(&args),
+        Command::Diagnose(args) => diagnose(&args),
         Command::Spool(args) => crate::spool::admin::run(args.config.as_deref(), to_admin(args.command)),
     }
 }
@@ -297,6 +316,37 @@ fn check(path: &Path) -> ExitCode {
         println!("warning: {warning}");
     }
     ExitCode::SUCCESS
+}
+
+fn diagnose(args: &DiagnoseArgs) -> ExitCode {
+    let Some(config) = load(&args.config) else { return ExitCode::from(2) };
+    let Some(source) = config.sources.iter().find(|s| s.name == args.source) else {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        eprintln!("no source {:?} in {}: use one of {names:?}", args.source, args.config.display());
+        return ExitCode::from(2);
+    };
+    let body = match &args.body_file {
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map(|_| body)
+                .map_err(|e| format!("cannot read standard input: {e}"))
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let found = crate::diagnose::diagnose(source, &args.signature, &body);
+    for line in &found.lines {
+        println!("{line}");
+    }
+    if found.verifies { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn sign_stdin(args: &SignArgs) -> ExitCode {

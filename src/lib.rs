@@ -11,6 +11,7 @@ pub mod admin;
 pub mod answer;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod forward;
 pub mod metrics;
 pub mod route;

@@ -184,3 +184,55 @@ async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
     assert!(!log.contains("billing"), "the body never reaches the log");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn diagnose_explains_a_signature_that_does_not_verify() {
+    let dir = temp_dir("cli-diagnose");
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "sources:\n  - name: shop\n    path: /h\n    secrets:\n      - value: \"an-old-one\"\n      - value: \"{FIXTURE_SECRET}\"\nroutes: []\ndelivery:\n  mode: proxy\n"
+        ),
+    )
+    .unwrap();
+    let fixture = Fixture::load("customer-created-sha1");
+    let body_file = dir.join("body");
+    std::fs::write(&body_file, &fixture.body).unwrap();
+    let output = hookgate(&[
+        "diagnose",
+        "--config",
+        file.to_str().unwrap(),
+        "--source",
+        "shop",
+        "--signature",
+        fixture.field("signature"),
+        "--body-file",
+        body_file.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "It matches secret 2 (value (literal in the config file)) as written with sha1: set algorithm: sha1"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(FIXTURE_SECRET) && !stdout.contains("an-old-one"), "{stdout}");
+    // The sha256 fixture, from standard input, verifies.
+    let order = Fixture::load("order-created");
+    let command = hookgate(&[
+        "diagnose",
+        "--config",
+        file.to_str().unwrap(),
+        "--source",
+        "shop",
+        "--signature",
+        order.field("signature"),
+    ]);
+    let output = run_with_stdin(command, &order.body);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("The signature verifies"));
+}
