@@ -116,8 +116,11 @@ fn start_hookgate(config: &PathBuf) -> (Child, SocketAddr) {
     let mut lines = stderr.lines();
     let addr = loop {
         let line = lines.next().expect("hookgate exited").unwrap();
-        if let Some(rest) = line.split("listen=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let Some(addr) = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|json| json.get("listen")?.as_str()?.parse::<SocketAddr>().ok())
+        {
+            break addr;
         }
     };
     // Keep draining its log so it never blocks on a full pipe.

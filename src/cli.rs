@@ -161,8 +161,8 @@ fn load(path: &Path) -> Option<Config> {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    init_logging();
     let Some(config) = load(path) else { return ExitCode::from(2) };
+    init_logging(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -254,14 +254,19 @@ async fn stop_signal() {
     tracing::info!("stop requested: finishing requests in flight");
 }
 
-fn init_logging() {
+/// Logs go to standard error: text on a terminal, JSON otherwise (unless `log.format` says), at
+/// `log.level` unless `RUST_LOG` is set.
+fn init_logging(log: &crate::config::Log) {
+    use crate::config::LogFormat;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = log.format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+    };
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -74,6 +74,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// Suppression of repeated deliveries (queue mode).
     pub dedupe: Dedupe,
+    /// How logs are written.
+    pub log: Log,
     /// Things that are allowed but probably not meant (a route that can never match, say).
     pub warnings: Vec<String>,
     source_by_path: HashMap<String, usize>,
@@ -129,6 +131,25 @@ impl Route {
     pub fn matches(&self, source: &str, topic: &str) -> bool {
         self.source.as_deref().is_none_or(|s| s == source) && self.topics.iter().any(|p| p.matches(topic))
     }
+}
+
+/// How logs are written (`RUST_LOG`, when set, overrides the level).
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// `None`: text on a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
+    /// A level (`info`) or a full filter (`info,hookgate::spool=debug`).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 /// What happens to a verified delivery that no route matches.
@@ -332,6 +353,15 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     dedupe: RawDedupe,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -562,6 +592,22 @@ impl Checker<'_> {
         }
         let delivery = self.delivery(&raw.delivery);
         let dedupe = self.dedupe(&raw.dedupe);
+        let level = match &raw.log.level {
+            None => "info".to_owned(),
+            Some(level) => {
+                if tracing_subscriber::EnvFilter::try_new(&level.value).is_err() {
+                    self.problem(
+                        level,
+                        format!(
+                            "log.level {:?} is not a level or filter: write error, warn, info, debug or trace",
+                            level.value
+                        ),
+                    );
+                }
+                level.value.clone()
+            }
+        };
+        let log = Log { format: raw.log.format, level };
         Some(Config {
             file: self.file.to_path_buf(),
             listen,
@@ -572,6 +618,7 @@ impl Checker<'_> {
             unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
             delivery,
             dedupe,
+            log,
             warnings,
             source_by_path,
         })

@@ -165,21 +165,22 @@ async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
     process.signal("TERM");
     let (status, log) = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    // Not a terminal: one JSON object per line.
+    let events: Vec<serde_json::Value> =
+        log.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let delivery = events.iter().find(|e| e["outcome"] == "queued").unwrap_or_else(|| panic!("{log:?}"));
+    assert_eq!(delivery["message"], "request");
+    assert_eq!(delivery["source"], "demo-store");
+    assert_eq!(delivery["topic"], "order.created");
+    assert_eq!(delivery["route"], "fulfillment");
+    assert_eq!(delivery["webhook_id"], 535);
+    assert_eq!(delivery["delivery_id"], "55ad626f0d76f210c25578142d82c1a9");
+    assert_eq!(delivery["status"], 200);
+    assert_eq!(delivery["bytes"], 3393);
+    assert!(delivery["duration_ms"].is_number());
+    assert!(events.iter().any(|e| e["outcome"] == "ping"), "{log:?}");
+    assert!(events.iter().any(|e| e["message"] == "delivery attempt" && e["result"] == "delivered"), "{log:?}");
     let log = log.join("\n");
-    let delivery_line = log.lines().find(|l| l.contains("outcome=queued")).unwrap_or_else(|| panic!("{log}"));
-    for field in [
-        "source=demo-store",
-        "topic=order.created",
-        "webhook_id=535",
-        "delivery_id=55ad626f0d76f210c25578142d82c1a9",
-        "status=200",
-        "bytes=3393",
-        "route=fulfillment",
-    ] {
-        assert!(delivery_line.contains(field), "{field} missing from {delivery_line}");
-    }
-    assert!(log.contains("outcome=ping"), "{log}");
-    assert!(log.lines().any(|l| l.contains("delivery attempt") && l.contains("result=delivered")), "{log}");
     assert!(!log.contains(FIXTURE_SECRET), "the secret never reaches the log");
     assert!(!log.contains("billing"), "the body never reaches the log");
     std::fs::remove_dir_all(dir).unwrap();
@@ -235,4 +236,22 @@ fn diagnose_explains_a_signature_that_does_not_verify() {
     let output = run_with_stdin(command, &order.body);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
     assert!(String::from_utf8_lossy(&output.stdout).contains("The signature verifies"));
+}
+
+#[tokio::test]
+async fn log_format_text_gives_human_lines() {
+    let dir = temp_dir("cli-log-text");
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(
+        &file,
+        "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nlog:\n  format: text\n  level: info\nsources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes: []\ndelivery:\n  mode: proxy\n",
+    )
+    .unwrap();
+    let process = HookgateProcess::start(&file);
+    let first = process.log.last().unwrap().clone();
+    assert!(first.contains("hookgate is serving") && first.contains(" listen=127.0.0.1:"), "{first}");
+    assert!(serde_json::from_str::<serde_json::Value>(&first).is_err(), "text, not JSON: {first}");
+    process.signal("TERM");
+    let (status, _) = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -197,6 +197,18 @@ fn yaml_syntax_errors_name_the_file_line_and_column() {
 }
 
 #[test]
+fn log_settings_are_checked() {
+    let config = parse(&format!("log:\n  format: json\n  level: debug\n{MINIMAL}")).unwrap();
+    assert_eq!(config.log.format, Some(LogFormat::Json));
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(parse(MINIMAL).unwrap().log.format, None, "chosen at start: text on a terminal, JSON otherwise");
+    let problem = only_problem(&format!("log:\n  level: \"info,[\"\n{MINIMAL}"));
+    assert!(problem.starts_with("test.yaml:2:10: log.level"), "{problem}");
+    let problem = only_problem(&format!("log:\n  format: xml\n{MINIMAL}"));
+    assert!(problem.contains("unknown variant `xml`"), "{problem}");
+}
+
+#[test]
 fn a_wrong_value_type_names_its_line() {
     let problem = only_problem(&format!("limits:\n  max_body_bytes: lots\n{MINIMAL}"));
     assert!(problem.starts_with("test.yaml:2:19: "), "{problem}");

@@ -490,8 +490,8 @@ impl HookgateProcess {
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("hookgate did not start: {log:?}"));
             log.push(line.clone());
-            if let Some(rest) = line.split("listen=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+            if let Some(addr) = logged_listen_address(&line) {
+                break addr;
             }
         };
         HookgateProcess { child, addr, lines, log }
@@ -517,4 +517,13 @@ impl Drop for HookgateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// The webhook listener's address from hookgate's start-up line, in JSON (`"listen":"..."`) or text
+/// (`listen=...`) format.
+pub fn logged_listen_address(line: &str) -> Option<SocketAddr> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json.get("listen")?.as_str()?.parse().ok();
+    }
+    line.split(" listen=").nth(1)?.split_whitespace().next()?.parse().ok()
 }
