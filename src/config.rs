@@ -62,6 +62,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the admin listener (`/metrics`, `/healthz`, `/readyz`) binds.
     pub admin_listen: SocketAddr,
+    /// TLS on the webhook listener, when configured: the certificate and key, loaded and checked.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bounds on each request.
     pub limits: Limits,
     /// One per WooCommerce store, in file order.
@@ -343,6 +345,7 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     listen: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
+    tls: Option<RawTls>,
     #[serde(default)]
     limits: RawLimits,
     sources: Spanned<Vec<RawSource>>,
@@ -362,6 +365,13 @@ struct RawConfig {
 struct RawLog {
     format: Option<LogFormat>,
     level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Spanned<String>,
+    key_file: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -509,6 +519,7 @@ impl Checker<'_> {
                 DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
             }),
         };
+        let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls));
         let limits = self.limits(&raw.limits);
         if raw.sources.value.is_empty() {
             self.problem(&raw.sources, "sources is empty: add one source per WooCommerce store (name, path, secrets)");
@@ -612,6 +623,7 @@ impl Checker<'_> {
             file: self.file.to_path_buf(),
             listen,
             admin_listen,
+            tls,
             limits,
             sources,
             routes,
@@ -646,6 +658,64 @@ impl Checker<'_> {
             max_body_bytes,
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
+        }
+    }
+
+    /// Loads the certificate chain and key (PEM) into a server configuration offering HTTP/2 and HTTP/1.1.
+    fn tls(&mut self, raw: &RawTls) -> Option<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_path = self.base_dir.join(&raw.cert_file.value);
+        let key_path = self.base_dir.join(&raw.key_file.value);
+        let chain: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_file_iter(&cert_path).and_then(|certs| certs.collect());
+        let chain = match chain {
+            Ok(chain) if !chain.is_empty() => chain,
+            Ok(_) => {
+                self.problem(
+                    &raw.cert_file,
+                    format!(
+                        "tls.cert_file {} holds no certificate: give a PEM file with the certificate chain",
+                        cert_path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.problem(
+                    &raw.cert_file,
+                    format!(
+                        "cannot read tls.cert_file {} ({e}): give a readable PEM certificate chain",
+                        cert_path.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        let key = match PrivateKeyDer::from_pem_file(&key_path) {
+            Ok(key) => key,
+            Err(e) => {
+                // The key's bytes are never shown, only the file and the kind of error.
+                self.problem(
+                    &raw.key_file,
+                    format!("cannot read tls.key_file {} ({e}): give a readable PEM private key", key_path.display()),
+                );
+                return None;
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key));
+        match config {
+            Ok(mut config) => {
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some(Arc::new(config))
+            }
+            Err(e) => {
+                self.problem(&raw.key_file, format!("the TLS key does not fit the certificate ({e}): give the key of the first certificate in tls.cert_file"));
+                None
+            }
         }
     }
 

@@ -106,7 +106,8 @@ impl Gateway {
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
-        Ok(Gateway { config, forwarder, scheme: "http", queue, permits, health: Health::default() })
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        Ok(Gateway { config, forwarder, scheme, queue, permits, health: Health::default() })
     }
 
     /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
@@ -549,29 +550,46 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        if gateway.health.stopping() {
-            // A stop has begun (readiness already says so): take no new connection.
-            break;
-        }
         let gateway = Arc::clone(&gateway);
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
+        let tls = gateway.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
-            // The protocol is told by the first bytes, which must arrive within header_timeout: a connection
-            // that sends nothing is closed rather than kept open forever.
-            let (is_http2, stream) = match tokio::time::timeout(limits.header_timeout, sniff(stream)).await {
-                Ok(Ok(sniffed)) => sniffed,
-                _ => return,
-            };
-            let service = service_fn(move |request| {
+            let service = {
                 let gateway = Arc::clone(&gateway);
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
-            });
-            let io = TokioIo::new(stream);
-            let result = if is_http2 {
-                watcher.watch(http2.serve_connection(io, service)).await
-            } else {
-                watcher.watch(http1.serve_connection(io, service)).await
+                service_fn(move |request| {
+                    let gateway = Arc::clone(&gateway);
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                })
+            };
+            // The handshake, or the first bytes that tell the protocol, must arrive within header_timeout: a
+            // connection that sends nothing is closed rather than kept open forever.
+            let result = match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let is_http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = TokioIo::new(stream);
+                    if is_http2 {
+                        watcher.watch(http2.serve_connection(io, service)).await
+                    } else {
+                        watcher.watch(http1.serve_connection(io, service)).await
+                    }
+                }
+                None => {
+                    let Ok(Ok((is_http2, stream))) = tokio::time::timeout(limits.header_timeout, sniff(stream)).await
+                    else {
+                        return;
+                    };
+                    let io = TokioIo::new(stream);
+                    if is_http2 {
+                        watcher.watch(http2.serve_connection(io, service)).await
+                    } else {
+                        watcher.watch(http1.serve_connection(io, service)).await
+                    }
+                }
             };
             if let Err(error) = result {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");

@@ -1,0 +1,119 @@
+//! The TLS webhook listener: a throwaway certificate (rcgen), a real rustls client, HTTP/2 and HTTP/1.1
+//! chosen by ALPN.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::*;
+
+struct Certificate {
+    dir: std::path::PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn certificate(name: &str) -> Certificate {
+    let dir = temp_dir(name);
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), issued.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), issued.signing_key.serialize_pem()).unwrap();
+    Certificate { der: issued.cert.der().clone(), dir }
+}
+
+/// A client that trusts only `certificate` and offers `alpn`.
+fn client(
+    certificate: &Certificate,
+    http2: bool,
+) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
+    let connector = if http2 { builder.enable_all_versions().build() } else { builder.enable_http1().build() };
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+async fn post(
+    client: &Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    url: &str,
+    fixture: &Fixture,
+) -> (http::Version, u16, String) {
+    let mut request = http::Request::post(url);
+    for (name, value) in fixture.headers() {
+        request = request.header(name, value);
+    }
+    let response = client.request(request.body(Full::new(Bytes::from(fixture.body.clone()))).unwrap()).await.unwrap();
+    let (version, status) = (response.version(), response.status().as_u16());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (version, status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_tls_listener_answers_a_ping_over_https_with_http2_and_http1() {
+    let certificate = certificate("tls-ping");
+    let upstream = Upstream::start().await;
+    let routes = format!("  - name: all\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/"));
+    let tls = format!(
+        "tls:\n  cert_file: {}\n  key_file: {}\n",
+        certificate.dir.join("cert.pem").display(),
+        certificate.dir.join("key.pem").display()
+    );
+    let gateway = TestGateway::start(&fixture_config(&routes, &tls)).await;
+    let url = format!("https://localhost:{}/hooks/main", gateway.addr.port());
+
+    let (version, status, body) = post(&client(&certificate, true), &url, &Fixture::load("ping")).await;
+    assert_eq!((version, status, body.as_str()), (http::Version::HTTP_2, 200, r#"{"status":"pong"}"#));
+    let (version, status, _) = post(&client(&certificate, false), &url, &Fixture::load("ping")).await;
+    assert_eq!((version, status), (http::Version::HTTP_11, 200));
+
+    let (_, status, _) = post(&client(&certificate, true), &url, &Fixture::load("order-created")).await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream.received()[0].headers["x-forwarded-proto"], "https");
+    assert_eq!(upstream.received()[0].body, Fixture::load("order-created").body);
+
+    // Plain HTTP on the TLS port gets no HTTP answer: the handshake fails and the connection closes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    plain.write_all(&Fixture::load("ping").request("/hooks/main")).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), plain.read_to_end(&mut answer)).await.unwrap();
+    assert!(!answer.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&answer));
+    assert_eq!(upstream.received().len(), 1);
+    gateway.stop().await;
+}
+
+#[test]
+fn a_missing_or_mismatched_certificate_is_a_config_error() {
+    let certificate = certificate("tls-config");
+    let other = certificate_key_only("tls-config-other");
+    let base = fixture_config("  []", "");
+    let text = format!(
+        "{base}tls:\n  cert_file: {}\n  key_file: {}\n",
+        certificate.dir.join("missing.pem").display(),
+        certificate.dir.join("key.pem").display()
+    );
+    let error = hookgate::config::Config::from_yaml(&text, std::path::Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(error.contains("cannot read tls.cert_file"), "{error}");
+    let text = format!(
+        "{base}tls:\n  cert_file: {}\n  key_file: {}\n",
+        certificate.dir.join("cert.pem").display(),
+        other.display()
+    );
+    let error = hookgate::config::Config::from_yaml(&text, std::path::Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(error.contains("the TLS key does not fit the certificate"), "{error}");
+    assert!(!error.contains("PRIVATE KEY"), "the key is never shown: {error}");
+}
+
+fn certificate_key_only(name: &str) -> std::path::PathBuf {
+    let other = certificate(name);
+    other.dir.join("key.pem")
+}
