@@ -214,6 +214,7 @@ fn serve(path: &Path) -> ExitCode {
         let admin = tokio::spawn(crate::admin::run(admin_listener, Arc::clone(&gateway), async {
             let _ = admin_stopped.await;
         }));
+        tokio::spawn(reloads(Arc::clone(&gateway), path.to_path_buf()));
         let result = run(listener, gateway, stop_signal()).await;
         let _ = admin_stop.send(());
         let _ = admin.await;
@@ -228,6 +229,74 @@ fn serve(path: &Path) -> ExitCode {
             }
         }
     })
+}
+
+/// Reloads the configuration on SIGHUP and when the file changes. The file's folder is watched, not the
+/// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
+async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
+    use notify::Watcher as _;
+    let (causes, mut cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    #[cfg(unix)]
+    {
+        let causes = causes.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+            while hangups.recv().await.is_some() {
+                let _ = causes.send("SIGHUP");
+            }
+        });
+    }
+    let name = path.file_name().map(|n| n.to_os_string());
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let watcher = {
+        let causes = causes.clone();
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            let ours = event.paths.iter().any(|changed| {
+                let file = changed.file_name();
+                file == name.as_deref() || file.is_some_and(|f| f.to_string_lossy().starts_with("..data"))
+            });
+            if ours && !event.kind.is_access() {
+                let _ = causes.send("file change");
+            }
+        })
+    };
+    let _watcher = match watcher {
+        Ok(mut watcher) => match watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, folder = %folder.display(), "cannot watch the config folder: reload with SIGHUP");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
+            None
+        }
+    };
+    let mut loaded = std::fs::read(&path).ok();
+    while let Some(first) = cause.recv().await {
+        // Editors and Kubernetes write in several steps: let them finish, then reload once.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        while cause.try_recv().is_ok() {}
+        let now = std::fs::read(&path).ok();
+        if first != "SIGHUP" && now == loaded {
+            continue;
+        }
+        loaded = now;
+        match gateway.reload(&path) {
+            Ok(restart) => {
+                tracing::info!(cause = first, file = %path.display(), "configuration reloaded");
+                for setting in restart {
+                    tracing::warn!(setting = %setting, "changed in the file, but takes effect only after a restart");
+                }
+            }
+            Err(error) => {
+                tracing::error!(cause = first, error = %error, "configuration reload refused: the previous configuration keeps serving");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM (what Kubernetes and systemd send to stop a process).

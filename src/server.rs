@@ -21,6 +21,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use arc_swap::ArcSwap;
+
 use crate::answer::{Body, Outcome, Rejection, json, status_with_id};
 use crate::config::{Config, DeliveryMode, Source, Unrouted};
 use crate::forward::Forwarder;
@@ -45,7 +47,8 @@ const MAX_HEADER_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Everything a request needs: the configuration, the upstream client and, in queue mode, the spool.
 pub struct Gateway {
-    config: Arc<Config>,
+    /// The configuration in force; a reload swaps it whole, and a request keeps the one it started with.
+    config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
     scheme: &'static str,
     queue: Option<Queue>,
@@ -96,18 +99,19 @@ impl Gateway {
         // The recorder must be in place before the first request is counted.
         crate::metrics::handle();
         let config = Arc::new(config);
+        let shared = Arc::new(ArcSwap::new(Arc::clone(&config)));
         let forwarder = Forwarder::new();
         let queue = match config.delivery.mode {
             DeliveryMode::Proxy => None,
             DeliveryMode::Queue => {
                 let spool = Arc::new(Spool::open(&config.delivery.spool_path)?);
-                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&config), forwarder.clone());
+                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone());
                 Some(Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) })
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
-        Ok(Gateway { config, forwarder, scheme, queue, permits, health: Health::default() })
+        Ok(Gateway { config: shared, forwarder, scheme, queue, permits, health: Health::default() })
     }
 
     /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
@@ -140,7 +144,43 @@ impl Gateway {
 
     /// The configuration requests are served with.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config)
+        self.config.load_full()
+    }
+
+    /// Loads `path` again and, when it validates, swaps it in atomically: sources, secrets (read again from
+    /// their environment variables and files), routes, limits, TLS certificate. A file that does not validate
+    /// is refused and the configuration in force keeps serving. Settings that only take effect at start are
+    /// reported as needing a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<Vec<String>, crate::config::ConfigError> {
+        let new = match Config::load(path) {
+            Ok(new) => new,
+            Err(error) => {
+                metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "failure").increment(1);
+                return Err(error);
+            }
+        };
+        let old = self.config();
+        let mut restart = Vec::new();
+        if new.listen != old.listen {
+            restart.push(format!("listen ({} → {})", old.listen, new.listen));
+        }
+        if new.admin_listen != old.admin_listen {
+            restart.push(format!("admin_listen ({} → {})", old.admin_listen, new.admin_listen));
+        }
+        if new.delivery.mode != old.delivery.mode || new.delivery.spool_path != old.delivery.spool_path {
+            restart.push("delivery.mode and delivery.spool_path".to_owned());
+        }
+        if new.tls.is_some() != old.tls.is_some() {
+            restart.push("turning tls on or off".to_owned());
+        }
+        if new.limits.header_timeout != old.limits.header_timeout
+            || new.limits.max_concurrent != old.limits.max_concurrent
+        {
+            restart.push("limits.header_timeout and limits.max_concurrent".to_owned());
+        }
+        self.config.store(Arc::new(new));
+        crate::metrics::config_loaded();
+        Ok(restart)
     }
 
     /// Answers one request. Every path ends in an answer and one log line.
@@ -519,7 +559,7 @@ pub async fn run(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let limits = gateway.config.limits;
+    let limits = gateway.config().limits;
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -553,7 +593,8 @@ pub async fn run(
         let gateway = Arc::clone(&gateway);
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
-        let tls = gateway.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        // The certificate in force now: a reload's new certificate serves the next handshake.
+        let tls = gateway.config().tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             let service = {
                 let gateway = Arc::clone(&gateway);

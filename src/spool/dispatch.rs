@@ -13,6 +13,7 @@ use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
 use crate::answer::UpstreamError;
 use crate::config::{Config, Retry, Route};
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
+use arc_swap::ArcSwap;
 
 /// The event's id, the same on every attempt, so a receiver can drop a repeat.
 pub static X_HOOKGATE_EVENT_ID: HeaderName = HeaderName::from_static("x-hookgate-event-id");
@@ -38,7 +39,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts delivering the spool's pending entries along `config`'s routes.
-    pub fn start(spool: Arc<Spool>, config: Arc<Config>, forwarder: Forwarder) -> Dispatcher {
+    pub fn start(spool: Arc<Spool>, config: Arc<ArcSwap<Config>>, forwarder: Forwarder) -> Dispatcher {
         let (stop, stopped) = watch::channel(None);
         let task = tokio::spawn(dispatch(spool, config, forwarder, stopped));
         Dispatcher { stop, task }
@@ -54,10 +55,11 @@ impl Dispatcher {
 
 async fn dispatch(
     spool: Arc<Spool>,
-    config: Arc<Config>,
+    shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
+    let config = shared_config.load_full();
     let unknown = spool.read(store::stats).await.unwrap_or_default();
     for stats in unknown.iter().filter(|s| s.pending > 0 && config.route(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
@@ -67,8 +69,10 @@ async fn dispatch(
     let mut attempts = JoinSet::new();
     let mut last_prune: Option<Instant> = None;
     let mut last_gauges: Option<Instant> = None;
-    let retry = config.delivery.retry;
     loop {
+        // Each pass follows the configuration in force (a reload changes routes, upstreams and retries).
+        let config = shared_config.load_full();
+        let retry = config.delivery.retry;
         if stopped.borrow().is_some() {
             break;
         }

@@ -497,6 +497,32 @@ impl HookgateProcess {
         HookgateProcess { child, addr, lines, log }
     }
 
+    /// Waits until a log line (parsed as JSON) satisfies `wanted`, and returns it.
+    pub fn wait_for_log(&mut self, what: &str, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line for: {what}; log: {:?}", self.log));
+            self.log.push(line.clone());
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && wanted(&json)
+            {
+                return json;
+            }
+        }
+    }
+
+    /// The admin listener's address, from the start-up line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.log
+            .iter()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("admin")?.as_str()?.parse().ok())
+            .expect("the start-up line names the admin address")
+    }
+
     /// Sends a signal (`TERM`, `KILL`) to the process.
     pub fn signal(&self, name: &str) {
         let sent = std::process::Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();

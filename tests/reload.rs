@@ -1,0 +1,114 @@
+//! Hot reload with the real binary: SIGHUP and a changed file swap the configuration in; a bad file is
+//! refused while the old configuration keeps serving every request.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::*;
+
+fn config(routes: &str, extra: &str) -> String {
+    fixture_config(routes, extra)
+}
+
+fn route(name: &str, topics: &str, upstream: &Upstream) -> String {
+    format!("  - name: {name}\n    topics: [{topics}]\n    upstream: \"{}\"\n", upstream.url("/"))
+}
+
+fn reloaded(json: &serde_json::Value) -> bool {
+    json["message"] == "configuration reloaded"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_route_and_a_bad_file_is_refused_without_dropping_requests() {
+    let dir = temp_dir("reload-sighup");
+    let (orders, coupons) = (Upstream::start().await, Upstream::start().await);
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config(&route("orders", "\"order.*\"", &orders), "")).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let addr = process.addr;
+    let coupon = Fixture::load("coupon-deleted");
+    let answer = send_raw(addr, &coupon.request("/hooks/main")).await;
+    assert_eq!(answer.text(), r#"{"status":"unrouted"}"#);
+
+    // A new route, on SIGHUP.
+    std::fs::write(
+        &file,
+        config(
+            &format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons)),
+            "",
+        ),
+    )
+    .unwrap();
+    process.signal("HUP");
+    process.wait_for_log("the reload", reloaded);
+    assert_eq!(send_raw(addr, &coupon.request("/hooks/main")).await.status, 200);
+    assert_eq!(coupons.received().len(), 1, "the new route took the coupon");
+
+    // A bad file, while deliveries keep coming.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        let (answered, failed) = (Arc::clone(&answered), Arc::clone(&failed));
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let status = send_raw(addr, &Fixture::load("order-created").request("/hooks/main")).await.status;
+                if status == 200 {
+                    answered.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst)
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&file, "sources: [\n").unwrap();
+    process.signal("HUP");
+    let refused = process.wait_for_log("the refusal", |j| {
+        j["message"] == "configuration reload refused: the previous configuration keeps serving"
+    });
+    assert!(refused["error"].as_str().unwrap().contains("hookgate.yaml:1:10"), "{refused}");
+    sending.await.unwrap();
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "every request during the reload was answered");
+    assert_eq!(answered.load(Ordering::SeqCst), 40);
+    // The previous configuration (with the coupons route) still serves.
+    assert_eq!(send_raw(addr, &coupon.request("/hooks/main")).await.status, 200);
+    assert_eq!(coupons.received().len(), 2);
+    let metrics =
+        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    assert!(metrics.contains("hookgate_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    assert!(metrics.contains("hookgate_config_reloads_total{result=\"success\"} 2"), "start and one reload: {metrics}");
+    process.signal("TERM");
+    let (status, _) = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_reloaded_without_a_signal_and_a_new_listen_needs_a_restart() {
+    let dir = temp_dir("reload-watch");
+    let (orders, coupons) = (Upstream::start().await, Upstream::start().await);
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config(&route("orders", "\"order.*\"", &orders), "")).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let addr = process.addr;
+    // The watch starts just after the start-up line.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Written as Kubernetes does: a new file renamed over the old one.
+    let next = config(
+        &format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons)),
+        "",
+    )
+    .replace("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"");
+    std::fs::write(dir.join(".next.yaml"), next).unwrap();
+    std::fs::rename(dir.join(".next.yaml"), &file).unwrap();
+    let line = process.wait_for_log("the reload", reloaded);
+    assert_eq!(line["cause"], "file change");
+    process.wait_for_log("the restart warning", |j| j["setting"].as_str().is_some_and(|s| s.starts_with("listen (")));
+    assert_eq!(send_raw(addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await.status, 200);
+    assert_eq!(coupons.received().len(), 1, "still listening where it was, with the new route");
+    process.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+}
