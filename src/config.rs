@@ -30,6 +30,9 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WooCommerce waits 60 s for an answer; a longer upstream timeout only means WooCommerce gives up first.
 pub const WOOCOMMERCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for requests and delivery attempts in flight to finish at a stop: below Kubernetes' default 30 s
+/// termination grace period, so hookgate ends on its own before it is killed.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The admin listener (metrics, health) stays on loopback unless configured otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Requests answered at once; past it, 503 at once rather than an unbounded queue of waiting requests.
@@ -62,6 +65,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the admin listener (`/metrics`, `/healthz`, `/readyz`) binds.
     pub admin_listen: SocketAddr,
+    /// Time for requests and delivery attempts in flight to finish once a stop begins.
+    pub shutdown_grace: Duration,
     /// TLS on the webhook listener, when configured: the certificate and key, loaded and checked.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bounds on each request.
@@ -345,6 +350,7 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     listen: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
     tls: Option<RawTls>,
     #[serde(default)]
     limits: RawLimits,
@@ -520,6 +526,8 @@ impl Checker<'_> {
             }),
         };
         let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls));
+        let shutdown_grace =
+            self.duration_or_zero(raw.shutdown_grace.as_ref(), DEFAULT_SHUTDOWN_GRACE, "shutdown_grace", true);
         let limits = self.limits(&raw.limits);
         if raw.sources.value.is_empty() {
             self.problem(&raw.sources, "sources is empty: add one source per WooCommerce store (name, path, secrets)");
@@ -623,6 +631,7 @@ impl Checker<'_> {
             file: self.file.to_path_buf(),
             listen,
             admin_listen,
+            shutdown_grace,
             tls,
             limits,
             sources,

@@ -38,8 +38,6 @@ const WOOCOMMERCE_HEADER_PREFIX: &str = "x-wc-webhook-";
 /// WooCommerce's ping body is `webhook_id=<id>`; an unsigned request with a larger body cannot be one,
 /// so it is refused without reading more than this.
 pub const MAX_PING_BODY_BYTES: u64 = 64;
-/// Time given to connections in flight to finish once a stop is asked for.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The most memory reserved for a body before its bytes arrive.
 const INITIAL_BODY_BUFFER: usize = 256 * 1024;
 /// hyper's read buffer bound; it also bounds the request line and header block a client can send.
@@ -553,7 +551,7 @@ const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 const HTTP2_MAX_STREAMS: u32 = 64;
 
 /// Serves webhook requests on `listener` until `shutdown` completes, then lets requests in flight finish
-/// within [`DEFAULT_SHUTDOWN_GRACE`] and stops the gateway (in queue mode: its deliveries and spool).
+/// within `shutdown_grace` and stops the gateway (in queue mode: its deliveries and spool).
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -640,7 +638,7 @@ pub async fn run(
     gateway.health.set_stopping();
     drop(listener);
     // One grace period for everything: requests being answered, then delivery attempts in flight.
-    let deadline = tokio::time::Instant::now() + DEFAULT_SHUTDOWN_GRACE;
+    let deadline = tokio::time::Instant::now() + gateway.config().shutdown_grace;
     if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }

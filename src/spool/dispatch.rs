@@ -45,7 +45,7 @@ impl Dispatcher {
         Dispatcher { stop, task }
     }
 
-    /// Starts no new attempt, waits up to `grace` for those in flight, then abandons the rest: they stay
+    /// Starts no new attempt, waits up to `grace` (`shutdown_grace`, what is left of it) for those in flight, then abandons the rest: they stay
     /// pending in the spool and are sent again at the next start.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(Some(grace));
