@@ -247,15 +247,24 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
             }
         });
     }
-    let name = path.file_name().map(|n| n.to_os_string());
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    // The config file and every file it reads (secret files, TLS certificate and key), by folder.
+    let mut files: Vec<PathBuf> = vec![path.clone()];
+    files.extend(gateway.config().files.iter().cloned());
+    let mut folders: Vec<PathBuf> = files
+        .iter()
+        .map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
+        .collect();
+    folders.sort();
+    folders.dedup();
+    let names: Vec<std::ffi::OsString> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
     let watcher = {
         let causes = causes.clone();
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             let ours = event.paths.iter().any(|changed| {
-                let file = changed.file_name();
-                file == name.as_deref() || file.is_some_and(|f| f.to_string_lossy().starts_with("..data"))
+                changed
+                    .file_name()
+                    .is_some_and(|file| names.iter().any(|n| n == file) || file.to_string_lossy().starts_with("..data"))
             });
             if ours && !event.kind.is_access() {
                 let _ = causes.send("file change");
@@ -263,28 +272,23 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
         })
     };
     let _watcher = match watcher {
-        Ok(mut watcher) => match watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, folder = %folder.display(), "cannot watch the config folder: reload with SIGHUP");
-                None
+        Ok(mut watcher) => {
+            for folder in &folders {
+                if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(%error, folder = %folder.display(), "cannot watch a folder the config reads from: reload with SIGHUP");
+                }
             }
-        },
+            Some(watcher)
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
             None
         }
     };
-    let mut loaded = std::fs::read(&path).ok();
     while let Some(first) = cause.recv().await {
         // Editors and Kubernetes write in several steps: let them finish, then reload once.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         while cause.try_recv().is_ok() {}
-        let now = std::fs::read(&path).ok();
-        if first != "SIGHUP" && now == loaded {
-            continue;
-        }
-        loaded = now;
         match gateway.reload(&path) {
             Ok(restart) => {
                 tracing::info!(cause = first, file = %path.display(), "configuration reloaded");

@@ -83,6 +83,9 @@ pub struct Config {
     pub dedupe: Dedupe,
     /// How logs are written.
     pub log: Log,
+    /// The files the configuration reads besides itself (secret files, TLS certificate and key), watched
+    /// for changes so that a rotated secret or a renewed certificate is picked up.
+    pub files: Vec<PathBuf>,
     /// Things that are allowed but probably not meant (a route that can never match, say).
     pub warnings: Vec<String>,
     source_by_path: HashMap<String, usize>,
@@ -242,9 +245,9 @@ impl Config {
 
     /// Validates configuration text as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax(path, &e))?;
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut check = Checker { file: path, text, base_dir, problems: Vec::new() };
+        let mut check = Checker { file: path, text, base_dir, problems: Vec::new(), files: Vec::new() };
         let config = check.config(raw);
         match config {
             Some(config) if check.problems.is_empty() => Ok(config),
@@ -265,7 +268,7 @@ impl Config {
             spool_path: Option<String>,
         }
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
-        let lenient: Lenient = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &e))?;
+        let lenient: Lenient = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &text, &e))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(base_dir.join(lenient.delivery.spool_path.as_deref().unwrap_or(DEFAULT_SPOOL_PATH)))
     }
@@ -311,7 +314,8 @@ impl ConfigError {
         }
     }
 
-    fn syntax(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
+    fn syntax(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
+        let hidden = secret_continuation_lines(text);
         let rendered = error.to_string();
         let file = path.display().to_string();
         let problem = match error.location() {
@@ -321,7 +325,8 @@ impl ConfigError {
                 let first = lines.next().unwrap_or_default();
                 let message =
                     first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
-                let snippet: Vec<String> = lines.map(|l| redact_line(&l.replace("<input>", &file))).collect();
+                let snippet: Vec<String> =
+                    lines.map(|l| redact_snippet_line(&l.replace("<input>", &file), &hidden)).collect();
                 format!("{file}:{}:{}: {message}\n{}", at.line(), at.column(), snippet.join("\n"))
             }
             None => format!("{file}: {rendered}"),
@@ -452,6 +457,7 @@ struct Checker<'a> {
     text: &'a str,
     base_dir: PathBuf,
     problems: Vec<String>,
+    files: Vec<PathBuf>,
 }
 
 impl Checker<'_> {
@@ -462,8 +468,10 @@ impl Checker<'_> {
         let mut rendered = format!("{file}:{line}:{column}: {message}\n --> {file}:{line}:{column}\n  |");
         let line_index = usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1);
         let first = line_index.saturating_sub(2);
+        let hidden = secret_continuation_lines(self.text);
         for (index, text) in self.text.lines().enumerate().skip(first).take(line_index + 1 - first) {
-            rendered.push_str(&format!("\n{:>3} | {}", index + 1, redact_line(text)));
+            let shown = if hidden.contains(&(index + 1)) { "<redacted>".to_owned() } else { redact_line(text) };
+            rendered.push_str(&format!("\n{:>3} | {shown}", index + 1));
         }
         let pad = " ".repeat(usize::try_from(column).unwrap_or(1).saturating_sub(1));
         rendered.push_str(&format!("\n    | {pad}^ here"));
@@ -640,6 +648,7 @@ impl Checker<'_> {
             delivery,
             dedupe,
             log,
+            files: std::mem::take(&mut self.files),
             warnings,
             source_by_path,
         })
@@ -676,6 +685,7 @@ impl Checker<'_> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let cert_path = self.base_dir.join(&raw.cert_file.value);
         let key_path = self.base_dir.join(&raw.key_file.value);
+        self.files.extend([cert_path.clone(), key_path.clone()]);
         let chain: Result<Vec<CertificateDer<'static>>, _> =
             CertificateDer::pem_file_iter(&cert_path).and_then(|certs| certs.collect());
         let chain = match chain {
@@ -856,6 +866,7 @@ impl Checker<'_> {
             },
             RawSecret::File(file) => {
                 let path = self.base_dir.join(file);
+                self.files.push(path.clone());
                 match std::fs::read(&path) {
                     Err(e) => {
                         self.problem(raw, format!("cannot read secret file {} ({e}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions", path.display()));
@@ -921,6 +932,39 @@ impl Checker<'_> {
 
 /// A line of the config file as shown in an error: a literal secret (`value: ...`) and the credentials of a
 /// URL (`://user:password@`) are replaced, so no error message shows a secret.
+/// The (1-based) numbers of the lines that continue a `value:` secret onto further lines: a block scalar
+/// (`value: |` or `value: >-`) or a plain or quoted scalar folded over several lines. Such lines are never
+/// shown in an error.
+fn secret_continuation_lines(text: &str) -> std::collections::HashSet<usize> {
+    let mut hidden = std::collections::HashSet::new();
+    let mut key_column: Option<usize> = None;
+    for (index, line) in text.lines().enumerate() {
+        let indentation = line.len() - line.trim_start().len();
+        if let Some(column) = key_column {
+            if line.trim().is_empty() || indentation > column {
+                hidden.insert(index + 1);
+                continue;
+            }
+            key_column = None;
+        }
+        if let Some(at) = line.find("value:") {
+            key_column = Some(at);
+        }
+    }
+    hidden
+}
+
+/// A snippet line as serde-saphyr renders it (`  9 | text`), hidden when it continues a secret.
+fn redact_snippet_line(line: &str, hidden: &std::collections::HashSet<usize>) -> String {
+    let number = line.split('|').next().and_then(|n| n.trim().parse::<usize>().ok());
+    match number {
+        Some(number) if hidden.contains(&number) => {
+            format!("{}| <redacted>", line.split('|').next().unwrap_or_default())
+        }
+        _ => redact_line(line),
+    }
+}
+
 fn redact_line(line: &str) -> String {
     let mut line = match line.find("value:") {
         Some(at) => format!("{} <redacted>", &line[..at + "value:".len()]),

@@ -64,6 +64,9 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("another metrics recorder was installed first; /metrics will be empty");
         }
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Both series exist from the start, so that an alert on increase() sees the first failure.
+        metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => "failure").increment(0);
+        metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => "success").increment(0);
         describe();
         handle
     })

@@ -171,6 +171,9 @@ impl Gateway {
         if new.tls.is_some() != old.tls.is_some() {
             restart.push("turning tls on or off".to_owned());
         }
+        if new.log.format != old.log.format || new.log.level != old.log.level {
+            restart.push("log.format and log.level".to_owned());
+        }
         if new.limits.header_timeout != old.limits.header_timeout
             || new.limits.max_concurrent != old.limits.max_concurrent
         {
@@ -573,6 +576,8 @@ pub async fn run(
         .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    // Whether the listener speaks TLS is decided at start; a reload changes the certificate, not that.
+    let started_with_tls = gateway.config().tls.clone();
     gateway.health.set_serving();
     loop {
         let (stream, peer) = tokio::select! {
@@ -592,7 +597,10 @@ pub async fn run(
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         // The certificate in force now: a reload's new certificate serves the next handshake.
-        let tls = gateway.config().tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let tls = started_with_tls
+            .as_ref()
+            .map(|first| gateway.config().tls.clone().unwrap_or_else(|| Arc::clone(first)))
+            .map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             let service = {
                 let gateway = Arc::clone(&gateway);

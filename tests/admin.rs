@@ -85,6 +85,7 @@ async fn request_metrics_count_each_outcome_with_its_source() {
     );
     assert!(!text.contains("quantile="), "histograms, not summaries");
     assert!(text.contains("hookgate_build_info{version=\""), "{text}");
+    assert!(text.contains("hookgate_config_reloads_total{result=\"failure\"} 0"), "exists before any failure: {text}");
     // A path no source has counts under a fixed label, never the path itself.
     send_raw(gateway.addr, &fixture.request("/hooks/made-up-by-a-caller")).await;
     let text = get(gateway.admin_addr, "/metrics").await.text();

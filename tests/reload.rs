@@ -112,3 +112,45 @@ async fn a_changed_file_is_reloaded_without_a_signal_and_a_new_listen_needs_a_re
     process.signal("TERM");
     let _ = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_file_is_picked_up_without_a_signal() {
+    let dir = temp_dir("reload-secret");
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("main"), "the-old-secret\n").unwrap();
+    let orders = Upstream::start().await;
+    let file = dir.join("hookgate.yaml");
+    let text = config(&route("orders", "\"order.*\"", &orders), "").replace(
+        "      - value: \"an-older-secret-tried-first\"\n",
+        &format!("      - file: {}\n", secrets.join("main").display()),
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let addr = process.addr;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = br#"{"id":9,"status":"processing"}"#;
+    let signed_with = |secret: &str| {
+        let signature = hookgate::verify::sign(
+            hookgate::verify::Algorithm::Sha256,
+            &hookgate::secret::Secret::new(secret.as_bytes().to_vec()),
+            body,
+        );
+        let headers: Vec<(String, String)> =
+            [("X-WC-Webhook-Topic", "order.created"), ("X-WC-Webhook-Signature", signature.as_str())]
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+        raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, body)
+    };
+    assert_eq!(send_raw(addr, &signed_with("the-old-secret")).await.status, 200);
+    assert_eq!(send_raw(addr, &signed_with("the-new-secret")).await.status, 401);
+    // Rotated the way Kubernetes updates a mounted Secret: a new file renamed over the old.
+    std::fs::write(secrets.join(".new"), "the-new-secret\n").unwrap();
+    std::fs::rename(secrets.join(".new"), secrets.join("main")).unwrap();
+    process.wait_for_log("the reload", reloaded);
+    assert_eq!(send_raw(addr, &signed_with("the-new-secret")).await.status, 200);
+    assert_eq!(send_raw(addr, &signed_with("the-old-secret")).await.status, 401);
+    process.signal("TERM");
+    let _ = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+}

@@ -182,6 +182,16 @@ fn no_error_shows_a_literal_secret_from_the_lines_around_it() {
     assert!(problem.contains("webhook_ids is empty"), "{problem}");
     assert!(problem.contains("- value: <redacted>"), "{problem}");
     assert!(!problem.contains("TOPSECRET"), "{problem}");
+    // A secret written as a block scalar spans lines of its own: they are hidden too.
+    let block = MINIMAL.replace(
+        "      - value: s3cret\n",
+        "      - value: >-\n          BLOCKSECRET-one\n          BLOCKSECRET-two\n    webhook_ids: []\n",
+    );
+    let problem = only_problem(&block);
+    assert!(problem.contains("webhook_ids is empty"), "{problem}");
+    assert!(!problem.contains("BLOCKSECRET"), "{problem}");
+    let problem = only_problem(&block.replace("    webhook_ids: []\n", "    colour: blue\n"));
+    assert!(problem.contains("unknown field `colour`") && !problem.contains("BLOCKSECRET"), "{problem}");
     // The same for an error found by the YAML parser itself.
     let problem =
         only_problem(&MINIMAL.replace("      - value: s3cret\n", "      - value: \"TOPSECRET\"\n    colour: blue\n"));

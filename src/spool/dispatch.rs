@@ -185,14 +185,17 @@ async fn dispatch(
 async fn update_queue_gauges(spool: &Spool, config: &Config) {
     let Ok(stats) = spool.read(store::stats).await else { return };
     let now = now_ms();
-    for route in &config.routes {
-        let found = stats.iter().find(|s| s.route == route.name);
+    // Configured routes, and routes removed from the config that still have entries in the spool.
+    let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.route(r).is_none()));
+    for route in routes {
+        let found = stats.iter().find(|s| s.route == route);
         let pending = found.map_or(0, |s| s.pending);
         let dead = found.map_or(0, |s| s.dead);
         let age = found.and_then(|s| s.oldest_pending_since).map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
-        metrics::gauge!(crate::metrics::QUEUE_PENDING, "route" => route.name.clone()).set(pending as f64);
-        metrics::gauge!(crate::metrics::DEAD_LETTERS, "route" => route.name.clone()).set(dead as f64);
-        metrics::gauge!(crate::metrics::QUEUE_OLDEST_PENDING_AGE_SECONDS, "route" => route.name.clone()).set(age);
+        metrics::gauge!(crate::metrics::QUEUE_PENDING, "route" => route.to_owned()).set(pending as f64);
+        metrics::gauge!(crate::metrics::DEAD_LETTERS, "route" => route.to_owned()).set(dead as f64);
+        metrics::gauge!(crate::metrics::QUEUE_OLDEST_PENDING_AGE_SECONDS, "route" => route.to_owned()).set(age);
     }
     metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.used_bytes() as f64);
 }

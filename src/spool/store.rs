@@ -79,6 +79,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Sorting and grouping stay in memory: the root filesystem may be read-only (Kubernetes).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // 16 MiB of page cache per connection keeps the backlog's pages in memory instead of re-reading them.
     conn.pragma_update(None, "cache_size", -16 * 1024)?;
     Ok(())
