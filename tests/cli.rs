@@ -239,14 +239,15 @@ fn diagnose_explains_a_signature_that_does_not_verify() {
 }
 
 #[tokio::test]
-async fn log_format_text_gives_human_lines() {
+async fn log_format_text_gives_human_lines_and_rust_log_overrides_the_level() {
     let dir = temp_dir("cli-log-text");
     let file = dir.join("hookgate.yaml");
     std::fs::write(
         &file,
-        "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nlog:\n  format: text\n  level: info\nsources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes: []\ndelivery:\n  mode: proxy\n",
+        "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nlog:\n  format: text\n  level: error\nsources:\n  - name: shop\n    path: /h\n    secrets: [{value: s}]\nroutes: []\ndelivery:\n  mode: proxy\n",
     )
     .unwrap();
+    // The config says `error`, but HookgateProcess sets RUST_LOG=info: the info start-up line still shows.
     let process = HookgateProcess::start(&file);
     let first = process.log.last().unwrap().clone();
     assert!(first.contains("hookgate is serving") && first.contains(" listen=127.0.0.1:"), "{first}");

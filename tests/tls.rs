@@ -117,3 +117,48 @@ fn certificate_key_only(name: &str) -> std::path::PathBuf {
     let other = certificate(name);
     other.dir.join("key.pem")
 }
+
+#[tokio::test]
+async fn a_reload_brings_a_new_certificate_to_the_next_handshake() {
+    let first = certificate("tls-reload-first");
+    let second = certificate("tls-reload-second");
+    let upstream = Upstream::start().await;
+    let routes = format!("  - name: all\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/"));
+    let tls_for = |c: &Certificate| {
+        format!(
+            "tls:\n  cert_file: {}\n  key_file: {}\n",
+            c.dir.join("cert.pem").display(),
+            c.dir.join("key.pem").display()
+        )
+    };
+    let config_file = first.dir.join("hookgate.yaml");
+    std::fs::write(&config_file, fixture_config(&routes, &tls_for(&first))).unwrap();
+    let gateway = TestGateway::start(&fixture_config(&routes, &tls_for(&first))).await;
+    let url = format!("https://localhost:{}/hooks/main", gateway.addr.port());
+    let ping = Fixture::load("ping");
+    assert_eq!(post(&client(&first, true), &url, &ping).await.1, 200);
+    let refused = try_post(&client(&second, true), &url, &ping).await;
+    assert!(refused.is_err(), "a client trusting only the second certificate refuses the first");
+
+    std::fs::write(&config_file, fixture_config(&routes, &tls_for(&second))).unwrap();
+    gateway.gateway.reload(&config_file).unwrap();
+    assert_eq!(post(&client(&second, true), &url, &ping).await.1, 200, "the next handshake uses the new certificate");
+    assert!(try_post(&client(&first, true), &url, &ping).await.is_err());
+    gateway.stop().await;
+}
+
+async fn try_post(
+    client: &Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>,
+    url: &str,
+    fixture: &Fixture,
+) -> Result<u16, String> {
+    let mut request = http::Request::post(url);
+    for (name, value) in fixture.headers() {
+        request = request.header(name, value);
+    }
+    client
+        .request(request.body(Full::new(Bytes::from(fixture.body.clone()))).unwrap())
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
