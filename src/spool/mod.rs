@@ -8,7 +8,6 @@ pub mod admin;
 pub mod dispatch;
 pub mod store;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,11 +210,6 @@ impl Spool {
         })
         .await
         .map_err(|_| SpoolError::WriterGone)?
-    }
-
-    /// Pending deliveries of `route` due now (see [`store::due`]).
-    pub async fn due(&self, route: String, limit: usize, in_flight: HashSet<i64>) -> Result<Vec<Due>, SpoolError> {
-        self.read(move |conn| store::due(conn, &route, now_ms(), limit, &in_flight)).await
     }
 
     /// Stops the writer once it has committed everything sent before, and waits for it.

@@ -430,28 +430,32 @@ pub fn list(
     state: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Listed>, SpoolError> {
-    let mut statement = conn.prepare(
-        "SELECT e.public_id, d.route, d.state, e.topic, e.source, d.attempts, e.received_at, d.next_attempt_at,
-                d.last_status, d.last_error
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE (?1 IS NULL OR d.route = ?1) AND (?2 IS NULL OR d.state = ?2)
-         ORDER BY d.id LIMIT ?3",
-    )?;
-    let rows = statement.query_map(params![route, state, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-        Ok(Listed {
-            public_id: row.get(0)?,
-            route: row.get(1)?,
-            state: row.get(2)?,
-            topic: row.get(3)?,
-            source: row.get(4)?,
-            attempts: row.get(5)?,
-            received_at: row.get(6)?,
-            next_attempt_at: row.get(7)?,
-            last_status: row.get(8)?,
-            last_error: row.get(9)?,
-        })
-    })?;
+    let mut statement = conn.prepare(&format!(
+        "{LISTED_COLUMNS} WHERE (?1 IS NULL OR d.route = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id LIMIT ?3"
+    ))?;
+    let rows = statement.query_map(params![route, state, i64::try_from(limit).unwrap_or(i64::MAX)], listed)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The columns [`listed`] reads, in its order, and the join they come from (the last answer is column 10).
+const LISTED_COLUMNS: &str = "SELECT e.public_id, d.route, d.state, e.topic, e.source, d.attempts, e.received_at,
+        d.next_attempt_at, d.last_status, d.last_error, d.last_answer
+ FROM deliveries d JOIN events e ON e.id = d.event_id";
+
+/// One row of [`LISTED_COLUMNS`].
+fn listed(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listed> {
+    Ok(Listed {
+        public_id: row.get(0)?,
+        route: row.get(1)?,
+        state: row.get(2)?,
+        topic: row.get(3)?,
+        source: row.get(4)?,
+        attempts: row.get(5)?,
+        received_at: row.get(6)?,
+        next_attempt_at: row.get(7)?,
+        last_status: row.get(8)?,
+        last_error: row.get(9)?,
+    })
 }
 
 /// An event with its headers, body and every route's delivery.
@@ -491,27 +495,8 @@ pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolEr
         )
         .optional()?;
     let Some((event_id, mut shown)) = event else { return Ok(None) };
-    let mut statement = conn.prepare(
-        "SELECT route, state, attempts, next_attempt_at, last_status, last_error, last_answer
-         FROM deliveries WHERE event_id = ?1 ORDER BY id",
-    )?;
-    let rows = statement.query_map([event_id], |row| {
-        Ok((
-            Listed {
-                public_id: shown.public_id.clone(),
-                route: row.get(0)?,
-                state: row.get(1)?,
-                topic: shown.topic.clone(),
-                source: shown.source.clone(),
-                attempts: row.get(2)?,
-                received_at: shown.received_at,
-                next_attempt_at: row.get(3)?,
-                last_status: row.get(4)?,
-                last_error: row.get(5)?,
-            },
-            row.get::<_, Option<Vec<u8>>>(6)?,
-        ))
-    })?;
+    let mut statement = conn.prepare(&format!("{LISTED_COLUMNS} WHERE d.event_id = ?1 ORDER BY d.id"))?;
+    let rows = statement.query_map([event_id], |row| Ok((listed(row)?, row.get::<_, Option<Vec<u8>>>(10)?)))?;
     shown.deliveries = rows.collect::<Result<_, _>>()?;
     Ok(Some(shown))
 }
