@@ -4,7 +4,19 @@ import csv
 import datetime
 import sys
 
-results_file, seconds, idle_kib, peak_proxy_kib, peak_queue_kib, cores, wrk_version, nginx_version = sys.argv[1:9]
+(
+    results_file,
+    seconds,
+    idle_kib,
+    idle_queue_kib,
+    peak_proxy_kib,
+    peak_queue_kib,
+    startup_proxy,
+    startup_queue,
+    cores,
+    wrk_version,
+    nginx_version,
+) = sys.argv[1:12]
 rows = list(csv.DictReader(open(results_file), delimiter="\t"))
 targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue"]
 connections = sorted({int(r["connections"]) for r in rows})
@@ -86,9 +98,18 @@ for c in connections:
         )
 lines += [
     "",
-    f"hookgate's memory: {int(idle_kib) / 1024:.1f} MiB resident when idle (proxy mode, after start), peak resident "
-    f"(VmHWM) over the whole run {int(peak_proxy_kib) / 1024:.1f} MiB in proxy mode and {int(peak_queue_kib) / 1024:.1f} MiB "
+    f"hookgate's memory: {int(idle_kib) / 1024:.1f} MiB resident when idle in proxy mode and "
+    f"{int(idle_queue_kib) / 1024:.1f} MiB in queue mode (after start); peak resident (VmHWM) over the whole run, "
+    f"up to {max(connections)} connections: {int(peak_proxy_kib) / 1024:.1f} MiB in proxy mode and {int(peak_queue_kib) / 1024:.1f} MiB "
     "in queue mode.",
+    "",
+    "Start-up to ready (exec until `/readyz` answers 200, `bench/startup.py`): "
+    + "; ".join(
+        f"{mode} mode {dict(kv.split('=') for kv in line.split())['median']} ms median, "
+        f"{dict(kv.split('=') for kv in line.split())['max']} ms at most over {dict(kv.split('=') for kv in line.split())['runs']} starts"
+        for mode, line in (startup_proxy.split(" ", 1), startup_queue.split(" ", 1))
+    )
+    + ".",
     "",
     "Queue mode against proxy mode: "
     + ", ".join(
@@ -99,4 +120,6 @@ lines += [
     + ".",
     "",
 ]
+# What the numbers mean, what the profiler showed and what was changed: written by hand, kept across runs.
+lines.append(open("bench/ANALYSIS.md").read())
 open("BENCHMARKS.md", "w").write("\n".join(lines))

@@ -95,7 +95,6 @@ routes:
     upstream: "http://{upstream}/orders"
 delivery:
   mode: {mode}
-  spool_path: ./spool.db
 dedupe:
   window: 0s
 "#

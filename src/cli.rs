@@ -256,6 +256,17 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
         .collect();
     folders.sort();
     folders.dedup();
+    let config = gateway.config();
+    if config.delivery.mode == crate::config::DeliveryMode::Queue
+        && let Some(spool_folder) = config.delivery.spool_path.parent()
+        && folders.iter().any(|f| same_folder(f, spool_folder))
+    {
+        // inotify reports every write in a watched folder: each spool commit would wake the watcher.
+        tracing::warn!(
+            spool = %config.delivery.spool_path.display(),
+            "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
+        );
+    }
     let names: Vec<std::ffi::OsString> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
     let watcher = {
         let causes = causes.clone();
@@ -300,6 +311,14 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
                 tracing::error!(cause = first, error = %error, "configuration reload refused: the previous configuration keeps serving");
             }
         }
+    }
+}
+
+fn same_folder(a: &Path, b: &Path) -> bool {
+    let b = if b.as_os_str().is_empty() { Path::new(".") } else { b };
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -183,6 +183,28 @@ async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
     let log = log.join("\n");
     assert!(!log.contains(FIXTURE_SECRET), "the secret never reaches the log");
     assert!(!log.contains("billing"), "the body never reaches the log");
+    assert!(!log.contains("watched for config changes"), "the default spool has a folder of its own");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A spool in the config file's own folder would wake the config watcher on every commit: hookgate says so.
+#[tokio::test]
+async fn serve_warns_when_the_spool_shares_the_watched_config_folder() {
+    let dir = temp_dir("spool-beside-config");
+    let config = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        .replace("spool_path: ./data/hookgate.db", "spool_path: ./hookgate.db");
+    assert!(config.contains("spool_path: ./hookgate.db"), "the example names its spool path");
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let warning = process.wait_for_log("the spool-folder warning", |line| {
+        line["message"].as_str().is_some_and(|m| m.contains("watched for config changes"))
+    });
+    assert_eq!(warning["level"], "WARN");
+    drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -81,8 +81,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Sorting and grouping stay in memory: the root filesystem may be read-only (Kubernetes).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 16 MiB of page cache per connection keeps the backlog's pages in memory instead of re-reading them.
-    conn.pragma_update(None, "cache_size", -16 * 1024)?;
+    // 4 MiB of page cache per connection holds the pending deliveries' index pages, the part that is read
+    // again and again. Measured under the 64-connection bench: the same throughput as 16 MiB, and a peak
+    // resident size of 37 MiB instead of 51 MiB.
+    conn.pragma_update(None, "cache_size", -4 * 1024)?;
     Ok(())
 }
 
