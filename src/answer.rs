@@ -22,6 +22,9 @@ pub enum Outcome {
     Queued,
     /// Verified, but a repeat of a delivery stored within the dedupe window.
     Duplicate,
+    /// Verified, but its signed `date_modified_gmt` is older than the source's `reject_older_than`: a
+    /// replayed capture, answered 200 `{"status":"stale"}` and sent nowhere.
+    Stale,
     /// WooCommerce's unsigned ping, answered 200.
     Ping,
     /// No signature header on a request that is not a ping.
@@ -51,6 +54,7 @@ impl Outcome {
             Outcome::Accepted => "accepted",
             Outcome::Queued => "queued",
             Outcome::Duplicate => "duplicate",
+            Outcome::Stale => "stale",
             Outcome::Ping => "ping",
             Outcome::MissingSignature => "missing_signature",
             Outcome::InvalidSignature => "invalid_signature",

@@ -119,6 +119,9 @@ pub struct Source {
     pub secrets: Vec<Secret>,
     /// When set, only these `X-WC-Webhook-ID` values are accepted.
     pub webhook_ids: Option<BTreeSet<u64>>,
+    /// When set, a verified delivery whose signed `date_modified_gmt` is older than this is answered
+    /// 200 `{"status":"stale"}` and goes nowhere (a replayed capture).
+    pub reject_older_than: Option<Duration>,
 }
 
 /// A rule sending deliveries of some topics to one upstream.
@@ -402,6 +405,7 @@ struct RawSource {
     algorithm: Option<Algorithm>,
     secrets: Spanned<Vec<Spanned<RawSecret>>>,
     webhook_ids: Option<Spanned<Vec<u64>>>,
+    reject_older_than: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -848,11 +852,23 @@ impl Checker<'_> {
             }
             ids.value.iter().copied().collect()
         });
+        let reject_older_than = raw
+            .reject_older_than
+            .as_ref()
+            .map(|value| self.duration(Some(value), Duration::ZERO, &format!("sources[{name}].reject_older_than")));
         if self.problems.len() > before {
             return None;
         }
         let algorithm = raw.algorithm.unwrap_or(Algorithm::Sha256);
-        Some(Source { verifier: Verifier::new(algorithm, &secrets), name, path, secret_origins, secrets, webhook_ids })
+        Some(Source {
+            verifier: Verifier::new(algorithm, &secrets),
+            name,
+            path,
+            secret_origins,
+            secrets,
+            webhook_ids,
+            reject_older_than,
+        })
     }
 
     fn secret(&mut self, raw: &Spanned<RawSecret>, source: &str) -> Option<(Secret, String)> {

@@ -154,6 +154,7 @@ mod tests {
             secret_origins: (1..=secrets.len()).map(|i| format!("env SECRET_{i}")).collect(),
             secrets,
             webhook_ids: None,
+            reject_older_than: None,
         }
     }
 

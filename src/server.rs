@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -253,6 +253,14 @@ impl Gateway {
         // Checked only now, so that an unsigned caller learns nothing about what else is expected.
         let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
         log.topic = Some(topic.to_owned());
+        if let Some(max_age) = source.reject_older_than
+            && let Some(modified) = delivery.modified_at()
+            && now_ms() / 1000 - modified > i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+        {
+            // 200, so that WooCommerce does not count a failure against the webhook for a replay.
+            log.outcome = Outcome::Stale;
+            return Ok(json(StatusCode::OK, r#"{"status":"stale"}"#));
+        }
         match &self.queue {
             None => self.proxy(config, source, delivery, log).await,
             Some(queue) => self.enqueue(config, &queue.spool, source, delivery, log).await,

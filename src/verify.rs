@@ -288,6 +288,29 @@ impl VerifiedDelivery {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// When the resource was last modified, in unix seconds, from the signed payload's `date_modified_gmt`
+    /// (top level, or one level down in a `legacy_v3`-style wrapper). `None` when the payload carries no
+    /// such date (deleted resources, actions, error objects) or not in WooCommerce's `YYYY-MM-DDTHH:MM:SS`.
+    pub fn modified_at(&self) -> Option<i64> {
+        #[derive(serde::Deserialize)]
+        struct Dated {
+            date_modified_gmt: Option<String>,
+        }
+        let date = match serde_json::from_slice::<Dated>(&self.body) {
+            Ok(Dated { date_modified_gmt: Some(date) }) => date,
+            _ => {
+                let wrapped: std::collections::HashMap<String, Dated> = serde_json::from_slice(&self.body).ok()?;
+                let mut dates = wrapped.into_values().filter_map(|d| d.date_modified_gmt);
+                let date = dates.next()?;
+                if dates.next().is_some() {
+                    return None;
+                }
+                date
+            }
+        };
+        parse_gmt(&date)
+    }
+
     /// The exact bytes that were signed.
     pub fn body(&self) -> &Bytes {
         &self.body
@@ -297,6 +320,42 @@ impl VerifiedDelivery {
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
+}
+
+/// Parses WooCommerce's GMT date `YYYY-MM-DDTHH:MM:SS` (an optional trailing `Z` allowed) into unix seconds.
+pub fn parse_gmt(text: &str) -> Option<i64> {
+    let text = text.strip_suffix('Z').unwrap_or(text).as_bytes();
+    if text.len() != 19
+        || text[4] != b'-'
+        || text[7] != b'-'
+        || text[10] != b'T'
+        || text[13] != b':'
+        || text[16] != b':'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = &text[range];
+        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month[(month - 1) as usize] {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[cfg(test)]
@@ -370,5 +429,19 @@ mod tests {
         let header = sign_with_key(Algorithm::Sha256, &secret("other"), b"body");
         let signature = Signature::from_header(header.as_bytes(), Algorithm::Sha256).unwrap();
         assert!(!verifier.matches(b"body", &signature));
+    }
+
+    #[test]
+    fn woocommerce_gmt_dates() {
+        assert_eq!(parse_gmt("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(parse_gmt("2026-11-21T13:03:09"), Some(1_795_266_189));
+        assert_eq!(parse_gmt("2026-11-21T13:03:09Z"), Some(1_795_266_189));
+        assert_eq!(parse_gmt("2024-02-29T23:59:59"), Some(1_709_251_199));
+        assert_eq!(parse_gmt("2023-02-29T00:00:00"), None, "not a leap year");
+        assert_eq!(parse_gmt("2026-13-01T00:00:00"), None);
+        assert_eq!(parse_gmt("2026-11-21 13:03:09"), None);
+        assert_eq!(parse_gmt("2026-11-21T13:03:09+02:00"), None, "WooCommerce's GMT dates carry no offset");
+        assert_eq!(parse_gmt("+026-11-21T13:03:09"), None);
+        assert_eq!(parse_gmt(""), None);
     }
 }
