@@ -328,8 +328,9 @@ impl ConfigError {
                 let first = lines.next().unwrap_or_default();
                 let message =
                     first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
+                let original: Vec<&str> = text.lines().collect();
                 let snippet: Vec<String> =
-                    lines.map(|l| redact_snippet_line(&l.replace("<input>", &file), &hidden)).collect();
+                    lines.map(|l| redact_snippet_line(&l.replace("<input>", &file), &hidden, &original)).collect();
                 format!("{file}:{}:{}: {message}\n{}", at.line(), at.column(), snippet.join("\n"))
             }
             None => format!("{file}: {rendered}"),
@@ -970,14 +971,20 @@ fn secret_continuation_lines(text: &str) -> std::collections::HashSet<usize> {
     hidden
 }
 
-/// A snippet line as serde-saphyr renders it (`  9 | text`), hidden when it continues a secret.
-fn redact_snippet_line(line: &str, hidden: &std::collections::HashSet<usize>) -> String {
-    let number = line.split('|').next().and_then(|n| n.trim().parse::<usize>().ok());
+/// A snippet line as serde-saphyr renders it (`  9 | text`), hidden when it continues a secret. A line of
+/// the file that holds a secret or credentials is shown redacted from the file's own text: serde-saphyr
+/// crops long lines around the error's column (`…lue: "s3cret"`), and a cropped line may have lost the
+/// `value:` or `://` that marks what to hide.
+fn redact_snippet_line(line: &str, hidden: &std::collections::HashSet<usize>, original: &[&str]) -> String {
+    let (gutter, _) = line.split_once('|').unwrap_or((line, ""));
+    let number = gutter.trim().parse::<usize>().ok();
     match number {
-        Some(number) if hidden.contains(&number) => {
-            format!("{}| <redacted>", line.split('|').next().unwrap_or_default())
-        }
-        _ => redact_line(line),
+        Some(number) if hidden.contains(&number) => format!("{gutter}| <redacted>"),
+        Some(number) => match number.checked_sub(1).and_then(|index| original.get(index)) {
+            Some(text) if redact_line(text) != *text => format!("{gutter}| {}", redact_line(text)),
+            _ => redact_line(line),
+        },
+        None => redact_line(line),
     }
 }
 

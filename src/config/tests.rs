@@ -199,6 +199,26 @@ fn no_error_shows_a_literal_secret_from_the_lines_around_it() {
     assert!(!problem.contains("TOPSECRET"), "{problem}");
 }
 
+/// Found by the `config` fuzz target: serde-saphyr crops long snippet lines around the error's column, and
+/// a cropped line (`…lue: "SECRET"`) had lost the `value:` that marked it for redaction.
+#[test]
+fn a_cropped_snippet_line_still_hides_its_secret() {
+    let long = format!("# {}\u{0}{}\n", "x".repeat(70), "y".repeat(60));
+    let text = MINIMAL.replace(
+        "      - value: s3cret\n",
+        &format!("      - value: \"{}CROPPEDSECRET\"\n{long}", " ".repeat(40).replace(' ', "z")),
+    );
+    let problem = only_problem(&text);
+    assert!(problem.contains("unexpected character"), "{problem}");
+    assert!(!problem.contains("CROPPEDSECRET"), "{problem}");
+    assert!(problem.contains("value: <redacted>"), "{problem}");
+    // A credential in an upstream URL, on a line cropped before its `://`.
+    let text = MINIMAL.replace("http://127.0.0.1", &format!("http://{}:CROPPEDPASS@127.0.0.1", "u".repeat(60)))
+        + &format!("# {}\u{0}\n", "x".repeat(90));
+    let problem = only_problem(&text);
+    assert!(!problem.contains("CROPPEDPASS"), "{problem}");
+}
+
 #[test]
 fn yaml_syntax_errors_name_the_file_line_and_column() {
     let problem = only_problem("sources: [\n");
