@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use arc_swap::ArcSwap;
 
@@ -601,6 +601,7 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, gateway.config().limits.body_timeout);
         let gateway = Arc::clone(&gateway);
         let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
@@ -664,7 +665,7 @@ pub async fn run(
 
 /// Reads just enough of a new connection to tell HTTP/2's preface from an HTTP/1 request line, and gives
 /// back the stream with those bytes put in front again.
-async fn sniff(mut stream: TcpStream) -> std::io::Result<(bool, Prefixed<TcpStream>)> {
+async fn sniff<S: AsyncRead + Unpin>(mut stream: S) -> std::io::Result<(bool, Prefixed<S>)> {
     let mut seen = Vec::with_capacity(HTTP2_PREFACE.len());
     let mut buffer = [0u8; 24];
     while seen.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&seen) {
@@ -676,6 +677,76 @@ async fn sniff(mut stream: TcpStream) -> std::io::Result<(bool, Prefixed<TcpStre
     }
     let is_http2 = seen.as_slice() == HTTP2_PREFACE;
     Ok((is_http2, Prefixed { prefix: Bytes::from(seen), inner: stream }))
+}
+
+/// A client connection whose writes must make progress: a client that leaves its answers unread (the
+/// socket's buffers full) for longer than `limit` is disconnected, instead of holding the connection and
+/// its task for ever. hyper has no write timeout of its own.
+struct WriteDeadline<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, limit: Duration) -> WriteDeadline<T> {
+        WriteDeadline { inner, limit, stalled: None }
+    }
+
+    /// Passes a finished write through; a pending one starts (or keeps) the stall timer and fails once it
+    /// runs out.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, result: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client left its answer unread for longer than limits.body_timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.watch(cx, result)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, result)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, result)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, result)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// A stream whose first bytes were already read: they are served again before the rest.

@@ -328,3 +328,36 @@ async fn two_thousand_idle_connections_do_not_delay_a_signed_delivery() {
     drop(idle);
     setup.gateway.stop().await;
 }
+
+/// A client that pipelines requests and never reads the answers fills its socket; the gateway's writes stall
+/// and, after `body_timeout`, it drops the connection instead of keeping it (and its task) for ever.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_disconnected() {
+    // Proxy mode, so the upstream's large answer is relayed to the client.
+    let big: &'static str = Box::leak("x".repeat(512 * 1024).into_boxed_str());
+    let upstream = Upstream::answering(UpstreamAnswer { body: big, ..UpstreamAnswer::default() }).await;
+    let routes = format!("  - name: all\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    let config = fixture_config(&routes, "").replace("  body_timeout: 5s\n", "  body_timeout: 1s\n");
+    let gateway = TestGateway::start(&config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(gateway.addr).await.unwrap();
+    let request = fixture_with(&[], &order().body);
+    let pipelined = 40;
+    for _ in 0..pipelined {
+        if stream.write_all(&request).await.is_err() {
+            break;
+        }
+    }
+    // Read nothing while the gateway's writes stall past body_timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut answers = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answers)).await;
+    assert!(ended.is_ok(), "the connection was still open");
+    let complete = String::from_utf8_lossy(&answers).matches("HTTP/1.1 200").count();
+    assert!(complete < pipelined, "all {complete} answers were written: the stalled connection was not dropped");
+    // And the gateway serves the next client.
+    let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    assert_eq!(answer.status, 200);
+    gateway.stop().await;
+}

@@ -75,10 +75,16 @@ fuzz_target!(|data: &[u8]| {
                 .await;
         });
         let (mut read, mut write) = tokio::io::split(client);
-        let _ = write.write_all(data).await;
-        let _ = write.shutdown().await;
+        // Written while the answers are read, as a client does: pipelined requests whose answers nobody
+        // reads would fill the pipe and stall both sides.
+        let data = data.to_vec();
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(&data).await;
+            let _ = write.shutdown().await;
+        });
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read.read_to_end(&mut answer)).await;
+        writer.abort();
         serve.abort();
         answer
     });
