@@ -467,12 +467,18 @@ impl HookgateProcess {
     /// Starts `hookgate serve --config FILE` (the file should listen on port 0) and waits until it says
     /// where it listens.
     pub fn start(config_file: &Path) -> HookgateProcess {
+        HookgateProcess::start_with_env(config_file, &[])
+    }
+
+    /// [`HookgateProcess::start`] with more environment variables (they may override `RUST_LOG`).
+    pub fn start_with_env(config_file: &Path, env: &[(&str, &str)]) -> HookgateProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config_file)
             .env_remove("HOOKGATE_CONFIG")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
