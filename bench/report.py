@@ -82,7 +82,7 @@ lines = [
     "",
     "![requests per second and p99 latency against connections](bench/throughput.svg)",
     "",
-    "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | requests/s vs nginx | p99 vs nginx |",
+    "| target | connections | 2xx answers/s | p50 ms | p99 ms | p99.9 ms | non-2xx | 2xx answers/s vs nginx | p99 vs nginx |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 for c in connections:

@@ -95,6 +95,7 @@ routes:
     upstream: "http://{upstream}/orders"
 delivery:
   mode: {mode}
+  max_spool_bytes: 17179869184
 dedupe:
   window: 0s
 "#
