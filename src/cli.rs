@@ -194,6 +194,11 @@ fn serve(path: &Path) -> ExitCode {
         let admin_bound = admin_listener.local_addr().map_or_else(|_| admin_listen.to_string(), |a| a.to_string());
         crate::metrics::config_loaded();
         crate::metrics::spawn_upkeep();
+        let stop = stop_signal();
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hangups = None;
         tracing::info!(
             listen = %bound,
             admin = %admin_bound,
@@ -214,8 +219,8 @@ fn serve(path: &Path) -> ExitCode {
         let admin = tokio::spawn(crate::admin::run(admin_listener, Arc::clone(&gateway), async {
             let _ = admin_stopped.await;
         }));
-        tokio::spawn(reloads(Arc::clone(&gateway), path.to_path_buf()));
-        let result = run(listener, gateway, stop_signal()).await;
+        tokio::spawn(reloads(Arc::clone(&gateway), path.to_path_buf(), hangups));
+        let result = run(listener, gateway, stop).await;
         let _ = admin_stop.send(());
         let _ = admin.await;
         match result {
@@ -231,22 +236,28 @@ fn serve(path: &Path) -> ExitCode {
     })
 }
 
+/// SIGHUP, installed before the gateway says it serves (its default action would end the process).
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
 /// Reloads the configuration on SIGHUP and when the file changes. The file's folder is watched, not the
 /// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
-async fn reloads(gateway: Arc<Gateway>, path: PathBuf) {
+async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>) {
     use notify::Watcher as _;
     let (causes, mut cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     #[cfg(unix)]
-    {
+    if let Some(mut hangups) = hangups {
         let causes = causes.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
             while hangups.recv().await.is_some() {
                 let _ = causes.send("SIGHUP");
             }
         });
     }
+    #[cfg(not(unix))]
+    let _ = hangups;
     // The config file and every file it reads (secret files, TLS certificate and key), by folder.
     let mut files: Vec<PathBuf> = vec![path.clone()];
     files.extend(gateway.config().files.iter().cloned());
@@ -323,27 +334,30 @@ fn same_folder(a: &Path, b: &Path) -> bool {
 }
 
 /// Completes on SIGINT or SIGTERM (what Kubernetes and systemd send to stop a process).
-async fn stop_signal() {
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    // The handlers are installed now, before the gateway says it serves: a signal sent right after that
+    // line must not meet the default action (which would end the process without a clean stop).
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut term, mut interrupt) = signals;
+            tokio::select! {
+                Some(()) = async { term.as_mut()?.recv().await } => {}
+                Some(()) = async { interrupt.as_mut()?.recv().await } => {}
+                else => { let _ = tokio::signal::ctrl_c().await; }
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("stop requested: finishing requests in flight");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("stop requested: finishing requests in flight");
 }
 
 /// Logs go to standard error: text on a terminal, JSON otherwise (unless `log.format` says), at

@@ -297,6 +297,9 @@ impl Config {
     }
 }
 
+/// What a YAML or type error on a line that may hold a secret says instead of serde's own message.
+const SECRET_ENTRY_PROBLEM: &str = "this secrets entry cannot be read (its text is not shown: it may be the secret); each entry is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
+
 /// Everything wrong with a configuration file.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -318,7 +321,7 @@ impl ConfigError {
     }
 
     fn syntax(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
-        let hidden = secret_continuation_lines(text);
+        let hidden = secret_lines(text);
         let rendered = error.to_string();
         let file = path.display().to_string();
         let problem = match error.location() {
@@ -326,11 +329,23 @@ impl ConfigError {
                 // serde-saphyr renders "error: line L column C: message" and then a snippet of the file.
                 let mut lines = rendered.lines();
                 let first = lines.next().unwrap_or_default();
-                let message =
+                let mut message =
                     first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
+                // serde's messages quote the value they could not use ("unknown variant `s3cret`"): on a
+                // line that may hold a secret, the message is replaced, in the snippet too.
+                let on_secret_line = usize::try_from(at.line()).is_ok_and(|line| hidden.contains(&line));
+                let original_message = message;
+                if on_secret_line {
+                    message = SECRET_ENTRY_PROBLEM;
+                }
                 let original: Vec<&str> = text.lines().collect();
-                let snippet: Vec<String> =
-                    lines.map(|l| redact_snippet_line(&l.replace("<input>", &file), &hidden, &original)).collect();
+                let snippet: Vec<String> = lines
+                    .map(|l| {
+                        let l = l.replace("<input>", &file);
+                        let l = if on_secret_line { l.replace(original_message, SECRET_ENTRY_PROBLEM) } else { l };
+                        redact_snippet_line(&l, &hidden, &original)
+                    })
+                    .collect();
                 format!("{file}:{}:{}: {message}\n{}", at.line(), at.column(), snippet.join("\n"))
             }
             None => format!("{file}: {rendered}"),
@@ -473,7 +488,7 @@ impl Checker<'_> {
         let mut rendered = format!("{file}:{line}:{column}: {message}\n --> {file}:{line}:{column}\n  |");
         let line_index = usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1);
         let first = line_index.saturating_sub(2);
-        let hidden = secret_continuation_lines(self.text);
+        let hidden = secret_lines(self.text);
         for (index, text) in self.text.lines().enumerate().skip(first).take(line_index + 1 - first) {
             let shown = if hidden.contains(&(index + 1)) { "<redacted>".to_owned() } else { redact_line(text) };
             rendered.push_str(&format!("\n{:>3} | {shown}", index + 1));
@@ -949,26 +964,109 @@ impl Checker<'_> {
 
 /// A line of the config file as shown in an error: a literal secret (`value: ...`) and the credentials of a
 /// URL (`://user:password@`) are replaced, so no error message shows a secret.
-/// The (1-based) numbers of the lines that continue a `value:` secret onto further lines: a block scalar
-/// (`value: |` or `value: >-`) or a plain or quoted scalar folded over several lines. Such lines are never
-/// shown in an error.
-fn secret_continuation_lines(text: &str) -> std::collections::HashSet<usize> {
+/// The (1-based) numbers of the lines never shown in an error, because they may hold a secret:
+/// - every line of a `secrets` block (its entries, however they are written: `- "value": x`, `- {value: x}`,
+///   `- "x"`), except a plain `value:` line, which is shown as `value: <redacted>`;
+/// - a `value` key written any other way (quoted, `value :`, in a flow mapping), wherever it is;
+/// - the lines that continue a secret: a block scalar, a scalar folded over several lines, and a quoted
+///   scalar up to its closing quote, whatever its indentation.
+fn secret_lines(text: &str) -> std::collections::HashSet<usize> {
     let mut hidden = std::collections::HashSet::new();
-    let mut key_column: Option<usize> = None;
+    // The column of a `secrets` key whose block is being read, and of a `value` key whose scalar may go on.
+    let mut secrets_column: Option<usize> = None;
+    let mut value_column: Option<usize> = None;
+    let mut open_quote: Option<u8> = None;
     for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        if let Some(quote) = open_quote {
+            hidden.insert(number);
+            if closing_quote(line.as_bytes(), quote).is_some() {
+                open_quote = None;
+            }
+            continue;
+        }
         let indentation = line.len() - line.trim_start().len();
-        if let Some(column) = key_column {
+        let blank = line.trim().is_empty() || line.trim_start().starts_with('#');
+        if let Some(column) = value_column {
+            // A comment at the key's indentation or less ends a scalar; an empty line does not.
             if line.trim().is_empty() || indentation > column {
-                hidden.insert(index + 1);
+                hidden.insert(number);
                 continue;
             }
-            key_column = None;
+            value_column = None;
         }
-        if let Some(at) = line.find("value:") {
-            key_column = Some(at);
+        if let Some(column) = secrets_column {
+            let inside = blank || indentation > column || (indentation == column && line.trim_start().starts_with('-'));
+            if !inside {
+                secrets_column = None;
+            }
+        }
+        if let Some((at, rest)) = key_at(line, "secrets") {
+            let rest = rest.trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                hidden.insert(number);
+            }
+            secrets_column = Some(at);
+        }
+        let plain_value = line.contains("value:");
+        if let Some((at, rest)) = key_at(line, "value") {
+            value_column = Some(at);
+            let rest = rest.trim_start();
+            if let Some(&quote @ (b'"' | b'\'')) = rest.as_bytes().first()
+                && closing_quote(&rest.as_bytes()[1..], quote).is_none()
+            {
+                open_quote = Some(quote);
+                hidden.insert(number);
+                continue;
+            }
+            if !plain_value {
+                hidden.insert(number);
+            }
+        }
+        if secrets_column.is_some() && !plain_value && !blank && key_at(line, "secrets").is_none() {
+            hidden.insert(number);
         }
     }
     hidden
+}
+
+/// Where `key` stands as a mapping key on `line` (bare or quoted, with or without spaces before the
+/// colon, at the start of a line, after `- `, or in a flow mapping): the column where it starts, and what
+/// follows the colon.
+fn key_at<'a>(line: &'a str, key: &str) -> Option<(usize, &'a str)> {
+    let bytes = line.as_bytes();
+    let mut from = 0;
+    while let Some(found) = line[from..].find(key).map(|i| from + i) {
+        from = found + key.len();
+        let (mut start, mut end) = (found, found + key.len());
+        if start > 0 && matches!(bytes[start - 1], b'"' | b'\'') {
+            start -= 1;
+            if bytes.get(end) != Some(&bytes[start]) {
+                continue;
+            }
+            end += 1;
+        }
+        let before_ok = start == 0 || matches!(bytes[start - 1], b' ' | b'\t' | b'{' | b',' | b'-' | b'[');
+        let after = line[end..].trim_start_matches([' ', '\t']);
+        if before_ok && let Some(rest) = after.strip_prefix(':') {
+            return Some((start, rest));
+        }
+    }
+    None
+}
+
+/// Where the quote that closes a quoted scalar is, in what follows its opening quote.
+fn closing_quote(bytes: &[u8], quote: u8) -> Option<usize> {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote == b'"' => i += 2,
+            b'\'' if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 2,
+            b if b == quote => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// A snippet line as serde-saphyr renders it (`  9 | text`), hidden when it continues a secret. A line of

@@ -288,19 +288,25 @@ impl VerifiedDelivery {
             .and_then(|v| v.to_str().ok())
     }
 
-    /// When the resource was last modified, in unix seconds, from the signed payload's `date_modified_gmt`
-    /// (top level, or one level down in a `legacy_v3`-style wrapper). `None` when the payload carries no
-    /// such date (deleted resources, actions, error objects) or not in WooCommerce's `YYYY-MM-DDTHH:MM:SS`.
+    /// When the resource was last modified, in unix seconds, from the signed payload: `date_modified_gmt`
+    /// at the top level (REST API v2 and v3), or `updated_at` one level down in a `legacy_v3` wrapper
+    /// (`{"order":{...,"updated_at":"2026-11-21T13:03:09Z"}}`). `None` when the payload carries no such
+    /// date (deleted resources, actions, error objects, API v1's local-time dates) or not in the form
+    /// `YYYY-MM-DDTHH:MM:SS[Z]`.
     pub fn modified_at(&self) -> Option<i64> {
         #[derive(serde::Deserialize)]
         struct Dated {
             date_modified_gmt: Option<String>,
         }
+        #[derive(serde::Deserialize)]
+        struct Legacy {
+            updated_at: Option<String>,
+        }
         let date = match serde_json::from_slice::<Dated>(&self.body) {
             Ok(Dated { date_modified_gmt: Some(date) }) => date,
             _ => {
-                let wrapped: std::collections::HashMap<String, Dated> = serde_json::from_slice(&self.body).ok()?;
-                let mut dates = wrapped.into_values().filter_map(|d| d.date_modified_gmt);
+                let wrapped: std::collections::HashMap<String, Legacy> = serde_json::from_slice(&self.body).ok()?;
+                let mut dates = wrapped.into_values().filter_map(|d| d.updated_at);
                 let date = dates.next()?;
                 if dates.next().is_some() {
                     return None;
@@ -443,5 +449,33 @@ mod tests {
         assert_eq!(parse_gmt("2026-11-21T13:03:09+02:00"), None, "WooCommerce's GMT dates carry no offset");
         assert_eq!(parse_gmt("+026-11-21T13:03:09"), None);
         assert_eq!(parse_gmt(""), None);
+    }
+
+    fn delivery(body: &str) -> VerifiedDelivery {
+        let secret = Secret::new(b"k".to_vec());
+        let verifier = Verifier::new(Algorithm::Sha256, std::slice::from_ref(&secret));
+        let signature =
+            Signature::from_header(sign(Algorithm::Sha256, &secret, body.as_bytes()).as_bytes(), Algorithm::Sha256)
+                .unwrap();
+        verifier
+            .verify(UnverifiedDelivery { body: Bytes::from(body.to_owned()), headers: HeaderMap::new() }, &signature)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_modification_date_comes_from_the_signed_payload() {
+        let at = |body: &str| delivery(body).modified_at();
+        assert_eq!(at(r#"{"id":1,"date_modified_gmt":"2026-11-21T13:03:09"}"#), Some(1_795_266_189));
+        assert_eq!(at(r#"{"order":{"id":1,"updated_at":"2026-11-21T13:03:09Z"}}"#), Some(1_795_266_189), "legacy_v3");
+        assert_eq!(at(r#"{"id":1,"date_modified_gmt":"2100-01-01T00:00:00"}"#), Some(4_102_444_800), "a future date");
+        assert_eq!(at(r#"{"id":1,"date_modified_gmt":null}"#), None, "not judged");
+        assert_eq!(at(r#"{"id":1}"#), None, "a deleted resource: not judged");
+        assert_eq!(at(r#"{"action":"woocommerce_add_to_cart","arg":"x"}"#), None);
+        assert_eq!(at(r#"{"id":1,"date_modified_gmt":"2026-11-21T13:03:09.123"}"#), None, "not WooCommerce's form");
+        assert_eq!(at(r#"[1,2]"#), None);
+        assert_eq!(
+            at(r#"{"a":{"updated_at":"2026-11-21T13:03:09Z"},"b":{"updated_at":"2026-11-21T13:03:09Z"}}"#),
+            None
+        );
     }
 }

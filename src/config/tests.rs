@@ -219,6 +219,35 @@ fn a_cropped_snippet_line_still_hides_its_secret() {
     assert!(!problem.contains("CROPPEDPASS"), "{problem}");
 }
 
+/// Found in review: the snippet's redaction looked only for the text `value:`, so a secret written in
+/// another YAML spelling was shown.
+#[test]
+fn a_secret_in_any_yaml_spelling_stays_out_of_error_snippets() {
+    let cases = [
+        "      - \"value\": \"QSECRET\"\n    colour: blue\n",
+        "      - 'value': QSECRET\n    colour: blue\n",
+        "      - {\"value\": \"QSECRET\", x: 1}\n",
+        "      - value : QSECRET\n    colour: blue\n",
+        "      - value: \"QSECRET-first-line\nQSECRET-second-line\"\n    colour: blue\n",
+        "      - value: 'QSECRET-first-line\n  QSECRET-second-line'\n    colour: blue\n",
+        "      - \"QSECRET\"\n",
+        "      - QSECRET\n",
+    ];
+    for case in cases {
+        let text = MINIMAL.replace("      - value: s3cret\n", case);
+        let error = parse(&text).expect_err(case).to_string();
+        assert!(!error.contains("QSECRET"), "{case:?} showed the secret:\n{error}");
+    }
+    // A secrets list in flow style on one line.
+    let text = MINIMAL.replace("    secrets:\n      - value: s3cret\n", "    secrets: [\"QSECRET\"]\n");
+    let error = parse(&text).expect_err("a string is no secret entry").to_string();
+    assert!(!error.contains("QSECRET"), "{error}");
+    // What is not a secret is still shown, so the snippet keeps its use.
+    let error =
+        parse(&MINIMAL.replace("    path: /hooks/shop\n", "    path: /hooks/shop\n    colour: blue\n")).unwrap_err();
+    assert!(error.to_string().contains("colour: blue"), "{error}");
+}
+
 #[test]
 fn yaml_syntax_errors_name_the_file_line_and_column() {
     let problem = only_problem("sources: [\n");
