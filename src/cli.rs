@@ -174,22 +174,9 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listen = config.listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("cannot listen on {listen} (listen: in {}): {error}", path.display());
-                return ExitCode::FAILURE;
-            }
-        };
-        let admin_listen = config.admin_listen;
-        let admin_listener = match tokio::net::TcpListener::bind(admin_listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("cannot listen on {admin_listen} (admin_listen: in {}): {error}", path.display());
-                return ExitCode::FAILURE;
-            }
-        };
+        let (listen, admin_listen) = (config.listen, config.admin_listen);
+        let Some(listener) = bind(listen, "listen", path).await else { return ExitCode::FAILURE };
+        let Some(admin_listener) = bind(admin_listen, "admin_listen", path).await else { return ExitCode::FAILURE };
         let bound = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
         let admin_bound = admin_listener.local_addr().map_or_else(|_| admin_listen.to_string(), |a| a.to_string());
         crate::metrics::config_loaded();
@@ -234,6 +221,17 @@ fn serve(path: &Path) -> ExitCode {
             }
         }
     })
+}
+
+/// Binds the address the config's `key` names, or says why not.
+async fn bind(addr: std::net::SocketAddr, key: &str, path: &Path) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            eprintln!("cannot listen on {addr} ({key}: in {}): {error}", path.display());
+            None
+        }
+    }
 }
 
 /// SIGHUP, installed before the gateway says it serves (its default action would end the process).

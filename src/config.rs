@@ -526,33 +526,23 @@ impl Checker<'_> {
         }
     }
 
+    /// A socket address for `key`, or `default` when it is absent (and after a problem is recorded).
+    fn address(&mut self, value: Option<&Spanned<String>>, default: &str, key: &str, example: &str) -> SocketAddr {
+        let default = || default.parse().expect("the default address parses");
+        let Some(spanned) = value else { return default() };
+        spanned.value.parse().unwrap_or_else(|e| {
+            self.problem(
+                spanned,
+                format!("{key}: {:?} is not an address ({e}): write IP:PORT, such as \"{example}\"", spanned.value),
+            );
+            default()
+        })
+    }
+
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
-        let listen = match &raw.listen {
-            None => DEFAULT_LISTEN.parse().expect("the default listen address parses"),
-            Some(spanned) => spanned.value.parse().unwrap_or_else(|e| {
-                self.problem(
-                    spanned,
-                    format!(
-                        "listen: {:?} is not an address ({e}): write IP:PORT, such as \"0.0.0.0:8080\"",
-                        spanned.value
-                    ),
-                );
-                DEFAULT_LISTEN.parse().expect("the default listen address parses")
-            }),
-        };
-        let admin_listen = match &raw.admin_listen {
-            None => DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses"),
-            Some(spanned) => spanned.value.parse().unwrap_or_else(|e| {
-                self.problem(
-                    spanned,
-                    format!(
-                        "admin_listen: {:?} is not an address ({e}): write IP:PORT, such as \"127.0.0.1:9090\"",
-                        spanned.value
-                    ),
-                );
-                DEFAULT_ADMIN_LISTEN.parse().expect("the default admin address parses")
-            }),
-        };
+        let listen = self.address(raw.listen.as_ref(), DEFAULT_LISTEN, "listen", "0.0.0.0:8080");
+        let admin_listen =
+            self.address(raw.admin_listen.as_ref(), DEFAULT_ADMIN_LISTEN, "admin_listen", "127.0.0.1:9090");
         let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls));
         let shutdown_grace =
             self.duration_or_zero(raw.shutdown_grace.as_ref(), DEFAULT_SHUTDOWN_GRACE, "shutdown_grace", true);

@@ -36,14 +36,6 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> RawResponse {
     send_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await
 }
 
-/// The value of the one sample whose line starts with `series` (name and labels as rendered).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-}
-
 #[tokio::test]
 async fn request_metrics_count_each_outcome_with_its_source() {
     let upstream = Upstream::start().await;
@@ -65,20 +57,21 @@ async fn request_metrics_count_each_outcome_with_its_source() {
     assert_eq!(scrape.status, 200);
     assert!(scrape.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     let text = scrape.text();
-    let requests =
-        |outcome: &str| sample(&text, &format!("hookgate_requests_total{{source=\"counted\",outcome=\"{outcome}\"}}"));
+    let requests = |outcome: &str| {
+        metric_sample(&text, &format!("hookgate_requests_total{{source=\"counted\",outcome=\"{outcome}\"}}"))
+    };
     assert_eq!(requests("accepted"), Some(2.0), "{text}");
     assert_eq!(requests("ping"), Some(1.0));
     assert_eq!(requests("invalid_signature"), Some(2.0));
     assert_eq!(requests("missing_signature"), Some(1.0));
     assert_eq!(requests("method_not_allowed"), Some(1.0));
     assert_eq!(
-        sample(&text, "hookgate_upstream_requests_total{route=\"counted-route\",result=\"2xx\"}"),
+        metric_sample(&text, "hookgate_upstream_requests_total{route=\"counted-route\",result=\"2xx\"}"),
         Some(2.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "hookgate_request_duration_seconds_count{source=\"counted\"}"), Some(7.0));
-    assert_eq!(sample(&text, "hookgate_upstream_duration_seconds_count{route=\"counted-route\"}"), Some(2.0));
+    assert_eq!(metric_sample(&text, "hookgate_request_duration_seconds_count{source=\"counted\"}"), Some(7.0));
+    assert_eq!(metric_sample(&text, "hookgate_upstream_duration_seconds_count{route=\"counted-route\"}"), Some(2.0));
     assert!(
         text.contains("hookgate_request_body_bytes_bucket{source=\"counted\",le=\"4096\"}"),
         "explicit buckets: {text}"
@@ -90,7 +83,7 @@ async fn request_metrics_count_each_outcome_with_its_source() {
     send_raw(gateway.addr, &fixture.request("/hooks/made-up-by-a-caller")).await;
     let text = get(gateway.admin_addr, "/metrics").await.text();
     assert!(!text.contains("made-up-by-a-caller"));
-    assert!(sample(&text, "hookgate_requests_total{source=\"none\",outcome=\"not_found\"}").is_some(), "{text}");
+    assert!(metric_sample(&text, "hookgate_requests_total{source=\"none\",outcome=\"not_found\"}").is_some(), "{text}");
     gateway.stop().await;
 }
 
@@ -105,17 +98,24 @@ async fn queue_gauges_show_pending_and_dead_letters() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let text = get(gateway.admin_addr, "/metrics").await.text();
-        if sample(&text, "hookgate_dead_letters{route=\"queued-route\"}") == Some(1.0) {
+        if metric_sample(&text, "hookgate_dead_letters{route=\"queued-route\"}") == Some(1.0) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no dead letter in the gauge: {text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let text = get(gateway.admin_addr, "/metrics").await.text();
-    assert_eq!(sample(&text, "hookgate_queue_pending{route=\"queued-route\"}"), Some(0.0));
-    assert_eq!(sample(&text, "hookgate_delivery_attempts_total{route=\"queued-route\",result=\"dead\"}"), Some(1.0));
-    assert_eq!(sample(&text, "hookgate_requests_total{source=\"queued\",outcome=\"queued\"}"), Some(1.0), "{text}");
-    assert!(sample(&text, "hookgate_spool_bytes").unwrap() > 0.0);
+    assert_eq!(metric_sample(&text, "hookgate_queue_pending{route=\"queued-route\"}"), Some(0.0));
+    assert_eq!(
+        metric_sample(&text, "hookgate_delivery_attempts_total{route=\"queued-route\",result=\"dead\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_sample(&text, "hookgate_requests_total{source=\"queued\",outcome=\"queued\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(metric_sample(&text, "hookgate_spool_bytes").unwrap() > 0.0);
     gateway.stop().await;
 }
 
@@ -163,7 +163,11 @@ async fn past_max_concurrent_requests_get_503_at_once() {
     assert_eq!(first.await.unwrap().status, 200);
     assert_eq!(upstream.received().len(), 1, "the refused request reached no one");
     let text = get(gateway.admin_addr, "/metrics").await.text();
-    assert_eq!(sample(&text, "hookgate_requests_total{source=\"busy\",outcome=\"overloaded\"}"), Some(1.0), "{text}");
+    assert_eq!(
+        metric_sample(&text, "hookgate_requests_total{source=\"busy\",outcome=\"overloaded\"}"),
+        Some(1.0),
+        "{text}"
+    );
     // Once the first is answered, requests are taken again.
     assert_eq!(send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/busy")).await.status, 200);
     gateway.stop().await;

@@ -28,6 +28,14 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")
 }
 
+/// The example config's text, listening on ports the system picks.
+fn example_on_free_ports() -> String {
+    std::fs::read_to_string(example())
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+}
+
 #[test]
 fn check_summarises_the_example_without_printing_its_secret() {
     let output = hookgate(&["check", "--config", example().to_str().unwrap()]).output().unwrap();
@@ -143,10 +151,7 @@ fn sign_prints_what_woocommerce_sends_from_every_secret_source() {
 async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
     let upstream = Upstream::start().await;
     let dir = temp_dir("serve");
-    let config = std::fs::read_to_string(example())
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9090", "127.0.0.1:0")
+    let config = example_on_free_ports()
         .replace("demo-secret-change-me", FIXTURE_SECRET)
         .replace("http://127.0.0.1:3000/woocommerce/orders", &upstream.url("/orders"));
     let file = dir.join("hookgate.yaml");
@@ -191,11 +196,7 @@ async fn serve_runs_the_gateway_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn serve_warns_when_the_spool_shares_the_watched_config_folder() {
     let dir = temp_dir("spool-beside-config");
-    let config = std::fs::read_to_string(example())
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9090", "127.0.0.1:0")
-        .replace("spool_path: ./data/hookgate.db", "spool_path: ./hookgate.db");
+    let config = example_on_free_ports().replace("spool_path: ./data/hookgate.db", "spool_path: ./hookgate.db");
     assert!(config.contains("spool_path: ./hookgate.db"), "the example names its spool path");
     let file = dir.join("hookgate.yaml");
     std::fs::write(&file, config).unwrap();

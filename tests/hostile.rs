@@ -58,19 +58,10 @@ fn order() -> Fixture {
     Fixture::load("order-created")
 }
 
-/// The order-created fixture's headers with some replaced or removed (`None`), with its body.
+/// The order-created fixture's request with some headers replaced or removed (`None`), with `body`.
 fn fixture_with(changes: &[(&str, Option<&str>)], body: &[u8]) -> Vec<u8> {
-    let mut headers: Vec<(String, String)> = order()
-        .headers()
-        .into_iter()
-        .filter(|(n, _)| !changes.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)))
-        .collect();
+    let mut headers = order().headers_with(changes);
     headers.push(("Host".into(), "hooks.example.com".into()));
-    for (name, value) in changes {
-        if let Some(value) = value {
-            headers.push((name.to_string(), value.to_string()));
-        }
-    }
     raw_request("POST", "/hooks/main", "HTTP/1.1", &headers, body)
 }
 

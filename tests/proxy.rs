@@ -22,21 +22,6 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
     pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
 }
 
-/// Fixture `name`'s WooCommerce headers, with some replaced or removed (`None`).
-fn fixture_headers_with(fixture: &Fixture, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = fixture
-        .headers()
-        .into_iter()
-        .filter(|(n, _)| !changes.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)))
-        .collect();
-    for (name, value) in changes {
-        if let Some(value) = value {
-            headers.push((name.to_string(), value.to_string()));
-        }
-    }
-    headers
-}
-
 #[tokio::test]
 async fn every_signed_fixture_reaches_the_upstream_byte_for_byte_with_its_headers() {
     let upstream = Upstream::start().await;
@@ -187,7 +172,7 @@ async fn a_body_past_the_bound_gets_413() {
         &hookgate::secret::Secret::new(FIXTURE_SECRET.as_bytes().to_vec()),
         &body,
     );
-    let request_headers = fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", Some(&signature))]);
+    let request_headers = fixture.headers_with(&[("X-WC-Webhook-Signature", Some(&signature))]);
     let answer = send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.0", &request_headers, &body)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(upstream.received().len(), 1, "only the body within the bound went through");
@@ -232,30 +217,23 @@ async fn missing_or_malformed_signatures_get_401_and_reach_no_upstream() {
     let fixture = Fixture::load("order-created");
     let good = fixture.field("signature").to_owned();
     let cases: Vec<(String, Headers, &str)> = vec![
-        (
-            "no signature".into(),
-            fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", None)]),
-            "missing_signature",
-        ),
+        ("no signature".into(), fixture.headers_with(&[("X-WC-Webhook-Signature", None)]), "missing_signature"),
         (
             "not base64".into(),
-            fixture_headers_with(
-                &fixture,
-                &[("X-WC-Webhook-Signature", Some("!!!!not-base64-at-all-but-44-characters!!!!"))],
-            ),
+            fixture.headers_with(&[("X-WC-Webhook-Signature", Some("!!!!not-base64-at-all-but-44-characters!!!!"))]),
             "invalid_signature",
         ),
         (
             "no padding".into(),
-            fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", Some(good.trim_end_matches('=')))]),
+            fixture.headers_with(&[("X-WC-Webhook-Signature", Some(good.trim_end_matches('=')))]),
             "invalid_signature",
         ),
         (
             "sha1 length on a sha256 source".into(),
-            fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", Some("47FDOQRhzljLD4wECTmW14V4tM0="))]),
+            fixture.headers_with(&[("X-WC-Webhook-Signature", Some("47FDOQRhzljLD4wECTmW14V4tM0="))]),
             "invalid_signature",
         ),
-        ("empty".into(), fixture_headers_with(&fixture, &[("X-WC-Webhook-Signature", Some(""))]), "invalid_signature"),
+        ("empty".into(), fixture.headers_with(&[("X-WC-Webhook-Signature", Some(""))]), "invalid_signature"),
         (
             "a second signature header".into(),
             {
@@ -276,7 +254,7 @@ async fn missing_or_malformed_signatures_get_401_and_reach_no_upstream() {
     let coupon = Fixture::load("coupon-deleted");
     let url_safe = coupon.field("signature").replace('+', "-");
     assert_ne!(url_safe, coupon.field("signature"));
-    let headers = fixture_headers_with(&coupon, &[("X-WC-Webhook-Signature", Some(&url_safe))]);
+    let headers = coupon.headers_with(&[("X-WC-Webhook-Signature", Some(&url_safe))]);
     let answer = send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, &coupon.body)).await;
     assert_eq!(answer.status, 401, "url-safe alphabet");
     assert!(upstream.received().is_empty(), "nothing rejected reaches the upstream");
@@ -290,7 +268,7 @@ async fn a_webhook_id_outside_the_allow_list_gets_403() {
     let gateway = gateway_with(&upstream).await;
     let fixture = Fixture::load("customer-created-sha1");
     for id in [Some("538"), Some("0537"), Some("+537"), Some(" 537x"), Some("x"), None, Some("537")] {
-        let headers = fixture_headers_with(&fixture, &[("X-WC-Webhook-ID", id)]);
+        let headers = fixture.headers_with(&[("X-WC-Webhook-ID", id)]);
         let answer =
             send_raw(gateway.addr, &raw_request("POST", "/hooks/legacy", "HTTP/1.0", &headers, &fixture.body)).await;
         if id == Some("537") {
@@ -391,14 +369,14 @@ async fn a_verified_delivery_without_a_valid_topic_gets_400() {
     let gateway = gateway_with(&upstream).await;
     let fixture = Fixture::load("order-created");
     for topic in [None, Some("order created"), Some("")] {
-        let headers = fixture_headers_with(&fixture, &[("X-WC-Webhook-Topic", topic)]);
+        let headers = fixture.headers_with(&[("X-WC-Webhook-Topic", topic)]);
         let answer =
             send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, &fixture.body)).await;
         assert_eq!(answer.status, 400, "{topic:?}");
         assert_eq!(answer.text(), r#"{"error":"missing_topic"}"#);
     }
     // Unsigned with no topic is still 401: the caller learns nothing about what else is checked.
-    let headers = fixture_headers_with(&fixture, &[("X-WC-Webhook-Topic", None), ("X-WC-Webhook-Signature", None)]);
+    let headers = fixture.headers_with(&[("X-WC-Webhook-Topic", None), ("X-WC-Webhook-Signature", None)]);
     let answer = send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, &fixture.body)).await;
     assert_eq!(answer.status, 401);
     assert!(upstream.received().is_empty());

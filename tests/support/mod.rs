@@ -276,6 +276,21 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The fixture's WooCommerce headers, with some replaced or removed (`None`).
+    pub fn headers_with(&self, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers()
+            .into_iter()
+            .filter(|(n, _)| !changes.iter().any(|(c, _)| c.eq_ignore_ascii_case(n)))
+            .collect();
+        for (name, value) in changes {
+            if let Some(value) = value {
+                headers.push((name.to_string(), value.to_string()));
+            }
+        }
+        headers
+    }
+
     /// Loads `NAME.json` and `NAME.body`.
     pub fn load(name: &str) -> Fixture {
         let dir = fixtures_dir();
@@ -558,4 +573,13 @@ pub fn logged_listen_address(line: &str) -> Option<SocketAddr> {
         return json.get("listen")?.as_str()?.parse().ok();
     }
     line.split(" listen=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// The value of the one sample in a Prometheus scrape whose line starts with `series` (name and labels
+/// as rendered).
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
 }
