@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hookgate::spool::{NewEvent, Spool, Stored, now_ms, resource_key};
+use hookgate::secret::Secret;
+use hookgate::spool::{Spool, Stored};
+use hookgate::verify::{Algorithm, Signature, UnverifiedDelivery, VerifiedDelivery, Verifier, sign};
 
 fn group_commit(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -16,7 +18,7 @@ fn group_commit(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let spool = Arc::new(runtime.block_on(async { Spool::open(&dir.join("spool.db")) }).unwrap());
-    let headers = b"content-type: application/json\nx-wc-webhook-topic: order.created\n".to_vec();
+    let delivery = Arc::new(verified(body));
 
     let mut group = c.benchmark_group("spool_group_commit");
     for together in [1usize, 16, 64] {
@@ -25,19 +27,8 @@ fn group_commit(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let inserts = (0..together).map(|_| {
-                        let spool = Arc::clone(&spool);
-                        let event = NewEvent {
-                            public_id: uuid::Uuid::now_v7().to_string(),
-                            received_at: now_ms(),
-                            source: "main".into(),
-                            topic: "order.created".into(),
-                            resource_key: resource_key("main", "order.created", &body),
-                            headers: headers.clone(),
-                            body: body.clone(),
-                            routes: vec!["orders".into()],
-                            dedupe: None,
-                        };
-                        tokio::spawn(async move { spool.insert(event).await })
+                        let (spool, delivery) = (Arc::clone(&spool), Arc::clone(&delivery));
+                        tokio::spawn(async move { spool.enqueue("main", &delivery, vec!["orders".into()], None).await })
                     });
                     for insert in inserts.collect::<Vec<_>>() {
                         assert!(matches!(insert.await.unwrap(), Ok(Stored::Queued { .. })));
@@ -49,6 +40,18 @@ fn group_commit(c: &mut Criterion) {
     group.finish();
     runtime.block_on(spool.close());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The fixture as a verified delivery: the spool takes nothing else.
+fn verified(body: Bytes) -> VerifiedDelivery {
+    let secret = Secret::new(b"bench-secret".to_vec());
+    let verifier = Verifier::new(Algorithm::Sha256, std::slice::from_ref(&secret));
+    let signature =
+        Signature::from_header(sign(Algorithm::Sha256, &secret, &body).as_bytes(), Algorithm::Sha256).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+    headers.insert("x-wc-webhook-topic", http::HeaderValue::from_static("order.created"));
+    verifier.verify(UnverifiedDelivery { body, headers }, &signature).expect("signed with its own secret")
 }
 
 criterion_group!(benches, group_commit);

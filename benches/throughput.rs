@@ -107,7 +107,7 @@ fn start_hookgate(config: &PathBuf) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,hookgate::cli=info")
+        .env("RUST_LOG", "warn,hookgate::cli=info,hookgate::server=info,hookgate::server::log=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

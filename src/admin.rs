@@ -25,10 +25,7 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
+            accepted = crate::server::listener::accept(&listener, "admin") => accepted,
             () = &mut shutdown => return,
         };
         let gateway = Arc::clone(&gateway);

@@ -1,9 +1,13 @@
-//! Every answer the gateway makes itself, and the one place where each failure becomes an HTTP status.
+//! Every answer the gateway makes, and the one place where each becomes an HTTP status: [`Accepted`] for
+//! what was taken (a pong, a stored or relayed delivery), [`Rejection`] for what was refused. Each carries
+//! its outcome label for logs and metrics, so no step sets an outcome or writes JSON by hand.
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+
+use crate::forward::{UpstreamAnswer, UpstreamError};
 
 /// A full spool drains as deliveries succeed; a minute is a fair first guess for a client that honours it.
 const SPOOL_FULL_RETRY_AFTER: &str = "60";
@@ -16,8 +20,10 @@ pub type Body = Full<Bytes>;
 /// What became of a request, as logged and (later) counted. The labels are a fixed set, never request input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Verified and handed to its upstream (whatever the upstream answered): proxy mode.
+    /// Verified and handed to its upstream, whose answer is relayed (whatever its status): proxy mode.
     Accepted,
+    /// Verified, but its upstream could not be reached or did not answer in time: proxy mode's own 502/504.
+    UpstreamFailed,
     /// Verified and stored durably for delivery: queue mode.
     Queued,
     /// Verified, but a repeat of a delivery stored within the dedupe window.
@@ -43,8 +49,10 @@ pub enum Outcome {
     MethodNotAllowed,
     /// A path that no source has.
     NotFound,
-    /// Refused for lack of room (a full spool) or of a working spool: 503.
+    /// Refused for lack of room (a full spool, `max_concurrent`) or of a working spool: 503.
     Overloaded,
+    /// A failure inside hookgate that no other outcome names (never expected): 500.
+    InternalError,
 }
 
 impl Outcome {
@@ -52,6 +60,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Accepted => "accepted",
+            Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Queued => "queued",
             Outcome::Duplicate => "duplicate",
             Outcome::Stale => "stale",
@@ -65,12 +74,13 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::NotFound => "not_found",
             Outcome::Overloaded => "overloaded",
+            Outcome::InternalError => "internal_error",
         }
     }
 }
 
 /// Why a request is refused. Each maps to exactly one status and one small JSON body in [`Rejection::answer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Rejection {
     #[error("no source has this path")]
     NotFound,
@@ -98,11 +108,17 @@ pub enum Rejection {
     SpoolUnavailable,
     #[error("limits.max_concurrent requests are being answered")]
     Overloaded,
+    /// Proxy mode: the delivery was verified, but its upstream gave no answer to relay.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A layer of the request path failed in a way no other rejection names.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Rejection {
     /// The outcome label the rejection is logged and counted under.
-    pub fn outcome(self) -> Outcome {
+    pub fn outcome(&self) -> Outcome {
         match self {
             Rejection::NotFound => Outcome::NotFound,
             Rejection::MethodNotAllowed => Outcome::MethodNotAllowed,
@@ -113,11 +129,13 @@ impl Rejection {
             Rejection::MissingTopic | Rejection::BodyTimeout | Rejection::BodyUnreadable => Outcome::BadRequest,
             Rejection::Unrouted => Outcome::Unrouted,
             Rejection::SpoolFull | Rejection::SpoolUnavailable | Rejection::Overloaded => Outcome::Overloaded,
+            Rejection::Upstream(_) => Outcome::UpstreamFailed,
+            Rejection::Internal(_) => Outcome::InternalError,
         }
     }
 
     /// The status and the JSON body. No answer says which secret was tried or why a comparison failed.
-    pub fn answer(self) -> Response<Body> {
+    pub fn answer(&self) -> Response<Body> {
         let (status, body) = match self {
             Rejection::NotFound => (StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
             Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method_not_allowed"}"#),
@@ -132,6 +150,16 @@ impl Rejection {
             Rejection::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_full"}"#),
             Rejection::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_unavailable"}"#),
             Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"overloaded"}"#),
+            Rejection::Upstream(UpstreamError::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, r#"{"error":"upstream_timeout"}"#)
+            }
+            Rejection::Upstream(UpstreamError::Connect(_)) => {
+                (StatusCode::BAD_GATEWAY, r#"{"error":"upstream_unreachable"}"#)
+            }
+            Rejection::Upstream(UpstreamError::AnswerTooLarge { .. } | UpstreamError::Failed(_)) => {
+                (StatusCode::BAD_GATEWAY, r#"{"error":"upstream_failed"}"#)
+            }
+            Rejection::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"internal"}"#),
         };
         let mut response = json(status, body);
         match self {
@@ -157,27 +185,58 @@ impl Rejection {
     }
 }
 
-/// Why a verified delivery did not get an answer from its upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("cannot connect to the upstream: {0}")]
-    Connect(String),
-    #[error("the upstream did not answer within the route's timeout")]
-    Timeout,
-    #[error("the upstream's answer is larger than {limit} bytes")]
-    AnswerTooLarge { limit: usize },
-    #[error("the exchange with the upstream failed: {0}")]
-    Failed(String),
+/// What hookgate took: each variant is one answer and one outcome label.
+#[derive(Debug)]
+pub enum Accepted {
+    /// WooCommerce's unsigned ping: 200 `{"status":"pong"}`.
+    Pong,
+    /// A verified replay older than `reject_older_than`: 200 `{"status":"stale"}`, so that WooCommerce does
+    /// not count a failure against the webhook.
+    Stale,
+    /// A verified delivery that no route takes, under `unrouted: accept`: 200 `{"status":"unrouted"}`.
+    Unrouted,
+    /// Queue mode: stored durably under this event id.
+    Queued { id: String },
+    /// Queue mode: a repeat of the delivery already stored under this event id.
+    Duplicate { id: String },
+    /// Proxy mode: the upstream's answer, relayed as it came.
+    Relayed(UpstreamAnswer),
 }
 
-impl UpstreamError {
-    /// 504 for a timeout, 502 for everything else.
-    pub fn answer(&self) -> Response<Body> {
+impl Accepted {
+    /// The outcome label the answer is logged and counted under.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            UpstreamError::Timeout => json(StatusCode::GATEWAY_TIMEOUT, r#"{"error":"upstream_timeout"}"#),
-            UpstreamError::Connect(_) => json(StatusCode::BAD_GATEWAY, r#"{"error":"upstream_unreachable"}"#),
-            UpstreamError::AnswerTooLarge { .. } | UpstreamError::Failed(_) => {
-                json(StatusCode::BAD_GATEWAY, r#"{"error":"upstream_failed"}"#)
+            Accepted::Pong => Outcome::Ping,
+            Accepted::Stale => Outcome::Stale,
+            Accepted::Unrouted => Outcome::Unrouted,
+            Accepted::Queued { .. } => Outcome::Queued,
+            Accepted::Duplicate { .. } => Outcome::Duplicate,
+            Accepted::Relayed(_) => Outcome::Accepted,
+        }
+    }
+
+    /// The spool's event id, for the log line.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Accepted::Queued { id } | Accepted::Duplicate { id } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The HTTP answer.
+    pub fn answer(self) -> Response<Body> {
+        match self {
+            Accepted::Pong => json(StatusCode::OK, r#"{"status":"pong"}"#),
+            Accepted::Stale => json(StatusCode::OK, r#"{"status":"stale"}"#),
+            Accepted::Unrouted => json(StatusCode::OK, r#"{"status":"unrouted"}"#),
+            Accepted::Queued { id } => status_with_id("queued", &id),
+            Accepted::Duplicate { id } => status_with_id("duplicate", &id),
+            Accepted::Relayed(answer) => {
+                let mut response = Response::new(Full::new(answer.body));
+                *response.status_mut() = answer.status;
+                *response.headers_mut() = answer.headers;
+                response
             }
         }
     }
@@ -185,7 +244,7 @@ impl UpstreamError {
 
 /// `{"status":"<status>","id":"<id>"}`: the answer to a delivery stored (or found already stored) in the
 /// spool. The id is a UUID, so it needs no escaping.
-pub fn status_with_id(status: &'static str, id: &str) -> Response<Body> {
+fn status_with_id(status: &'static str, id: &str) -> Response<Body> {
     let body = format!(r#"{{"status":"{status}","id":"{id}"}}"#);
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -3,13 +3,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::server::{Gateway, run};
+use crate::server::Server;
 use crate::verify::{Algorithm, sign};
 
 /// A gateway that verifies WooCommerce webhook deliveries and forwards them to the services that act on them.
@@ -162,6 +161,7 @@ fn load(path: &Path) -> Option<Config> {
 
 fn serve(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
+    // From here on every message, start-up errors included, is a log line in the configured format.
     init_logging(&config.log);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -169,166 +169,31 @@ fn serve(path: &Path) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
+            tracing::error!(%error, "cannot start the runtime");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async move {
-        let (listen, admin_listen) = (config.listen, config.admin_listen);
-        let Some(listener) = bind(listen, "listen", path).await else { return ExitCode::FAILURE };
-        let Some(admin_listener) = bind(admin_listen, "admin_listen", path).await else { return ExitCode::FAILURE };
-        let bound = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
-        let admin_bound = admin_listener.local_addr().map_or_else(|_| admin_listen.to_string(), |a| a.to_string());
-        crate::metrics::config_loaded();
-        crate::metrics::spawn_upkeep();
+        // Installed before anything can say it serves: a signal right after that line must meet our handler.
         let stop = stop_signal();
-        #[cfg(unix)]
-        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        #[cfg(not(unix))]
-        let hangups = None;
-        tracing::info!(
-            listen = %bound,
-            admin = %admin_bound,
-            sources = config.sources.len(),
-            routes = config.routes.len(),
-            mode = %config.delivery.mode.as_str(),
-            "hookgate is serving"
-        );
-        let gateway = match Gateway::new(config) {
-            Ok(gateway) => Arc::new(gateway),
+        let server = match Server::bind(config).await {
+            Ok(server) => server.reload_from(path, true),
             Err(error) => {
-                eprintln!("cannot open the spool (delivery.spool_path in {}): {error}", path.display());
+                tracing::error!("{error}");
                 return ExitCode::FAILURE;
             }
         };
-        // The admin listener outlives the webhook listener, so that /readyz says 503 during the stop.
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(crate::admin::run(admin_listener, Arc::clone(&gateway), async {
-            let _ = admin_stopped.await;
-        }));
-        tokio::spawn(reloads(Arc::clone(&gateway), path.to_path_buf(), hangups));
-        let result = run(listener, gateway, stop).await;
-        let _ = admin_stop.send(());
-        let _ = admin.await;
-        match result {
+        match server.run(stop).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!("the server failed: {error}");
+                tracing::error!(%error, "the server failed");
                 ExitCode::FAILURE
             }
         }
     })
-}
-
-/// Binds the address the config's `key` names, or says why not.
-async fn bind(addr: std::net::SocketAddr, key: &str, path: &Path) -> Option<tokio::net::TcpListener> {
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            eprintln!("cannot listen on {addr} ({key}: in {}): {error}", path.display());
-            None
-        }
-    }
-}
-
-/// SIGHUP, installed before the gateway says it serves (its default action would end the process).
-#[cfg(unix)]
-type Hangups = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangups = ();
-
-/// Reloads the configuration on SIGHUP and when the file changes. The file's folder is watched, not the
-/// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
-async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>) {
-    use notify::Watcher as _;
-    let (causes, mut cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    #[cfg(unix)]
-    if let Some(mut hangups) = hangups {
-        let causes = causes.clone();
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                let _ = causes.send("SIGHUP");
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    let _ = hangups;
-    // The config file and every file it reads (secret files, TLS certificate and key), by folder.
-    let mut files: Vec<PathBuf> = vec![path.clone()];
-    files.extend(gateway.config().files.iter().cloned());
-    let mut folders: Vec<PathBuf> = files
-        .iter()
-        .map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
-        .collect();
-    folders.sort();
-    folders.dedup();
-    let config = gateway.config();
-    if config.delivery.mode == crate::config::DeliveryMode::Queue
-        && let Some(spool_folder) = config.delivery.spool_path.parent()
-        && folders.iter().any(|f| same_folder(f, spool_folder))
-    {
-        // inotify reports every write in a watched folder: each spool commit would wake the watcher.
-        tracing::warn!(
-            spool = %config.delivery.spool_path.display(),
-            "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
-        );
-    }
-    let names: Vec<std::ffi::OsString> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
-    let watcher = {
-        let causes = causes.clone();
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            let ours = event.paths.iter().any(|changed| {
-                changed
-                    .file_name()
-                    .is_some_and(|file| names.iter().any(|n| n == file) || file.to_string_lossy().starts_with("..data"))
-            });
-            if ours && !event.kind.is_access() {
-                let _ = causes.send("file change");
-            }
-        })
-    };
-    let _watcher = match watcher {
-        Ok(mut watcher) => {
-            for folder in &folders {
-                if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(%error, folder = %folder.display(), "cannot watch a folder the config reads from: reload with SIGHUP");
-                }
-            }
-            Some(watcher)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
-            None
-        }
-    };
-    while let Some(first) = cause.recv().await {
-        // Editors and Kubernetes write in several steps: let them finish, then reload once.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        while cause.try_recv().is_ok() {}
-        match gateway.reload(&path) {
-            Ok(restart) => {
-                tracing::info!(cause = first, file = %path.display(), "configuration reloaded");
-                for setting in restart {
-                    tracing::warn!(setting = %setting, "changed in the file, but takes effect only after a restart");
-                }
-            }
-            Err(error) => {
-                tracing::error!(cause = first, error = %error, "configuration reload refused: the previous configuration keeps serving");
-            }
-        }
-    }
-}
-
-fn same_folder(a: &Path, b: &Path) -> bool {
-    let b = if b.as_os_str().is_empty() { Path::new(".") } else { b };
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// Completes on SIGINT or SIGTERM (what Kubernetes and systemd send to stop a process).

@@ -12,7 +12,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::answer::UpstreamError;
 use crate::config::Route;
 use crate::verify::VerifiedDelivery;
 
@@ -38,6 +37,31 @@ pub struct UpstreamAnswer {
     pub headers: HeaderMap,
     /// Its body, whole.
     pub body: Bytes,
+}
+
+/// Why a verified delivery did not get an answer from its upstream. Its text never holds request input.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    #[error("the upstream did not answer within the route's timeout")]
+    Timeout,
+    #[error("the upstream's answer is larger than {limit} bytes")]
+    AnswerTooLarge { limit: usize },
+    #[error("the exchange with the upstream failed: {0}")]
+    Failed(String),
+}
+
+impl UpstreamError {
+    /// The `result` label of `hookgate_upstream_requests_total` for this failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect_error",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::AnswerTooLarge { .. } => "answer_too_large",
+            UpstreamError::Failed(_) => "exchange_error",
+        }
+    }
 }
 
 /// The pooled HTTP/HTTPS client shared by every route.
@@ -111,9 +135,8 @@ impl Forwarder {
             Err(_) => Err(UpstreamError::Timeout),
         };
         let label = match &result {
-            Ok(answer) => crate::metrics::upstream_result(Some(answer.status), false),
-            Err(UpstreamError::Timeout) => crate::metrics::upstream_result(None, true),
-            Err(_) => crate::metrics::upstream_result(None, false),
+            Ok(answer) => crate::metrics::upstream_status_class(answer.status),
+            Err(error) => error.metric_label(),
         };
         metrics::counter!(crate::metrics::UPSTREAM_REQUESTS_TOTAL, "route" => route.name.clone(), "result" => label)
             .increment(1);
@@ -166,6 +189,39 @@ pub enum AnswerBody {
     Whole,
     /// Only its first bytes, to record why an attempt failed.
     Start(usize),
+}
+
+/// The headers sent upstream: what WooCommerce sent about the delivery (`Content-Type`, `User-Agent`, every
+/// `X-WC-Webhook-*`) and the usual `X-Forwarded-*`. Everything else, hop-by-hop headers included, stays here.
+pub fn forwarded_headers(parts: &http::request::Parts, peer: std::net::SocketAddr, scheme: &'static str) -> HeaderMap {
+    let incoming = &parts.headers;
+    let connection_only = connection_named(incoming);
+    let mut headers = HeaderMap::with_capacity(16);
+    for (name, value) in incoming {
+        let wanted = name == header::CONTENT_TYPE
+            || name == header::USER_AGENT
+            || name.as_str().starts_with(crate::woocommerce::HEADER_PREFIX);
+        if wanted && !connection_only.contains(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    // HTTP/2 carries the host in the :authority pseudo-header, which hyper puts in the URI.
+    let host = incoming
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers
 }
 
 /// Names and values in the config are plain ASCII (validated), so this cannot fail in practice.

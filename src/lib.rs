@@ -1,9 +1,21 @@
 //! hookgate: a gateway between WooCommerce stores and the services that act on their webhooks.
 //!
-//! A request goes through these modules in this order: [`server`] (listener and the contract's steps),
-//! [`verify`] (WooCommerce's signature), [`route`] (topic patterns), [`forward`] (the upstream client).
-//! [`config`] turns the YAML file into validated values once; [`answer`] maps every failure to its one
-//! HTTP answer; [`cli`] is the command line.
+//! The modules, in the order a delivery passes through them:
+//!
+//! 1. [`server`]: the listeners, one connection ([`server::conn`]), overload shedding and the one place
+//!    where every end of a request becomes an answer ([`server::service`]), the contract's steps
+//!    ([`server::gateway`]) and the request's log line ([`server::log`]).
+//! 2. [`woocommerce`]: the sender's contract: header names, webhook ids, the ping, what a payload says.
+//! 3. [`verify`]: WooCommerce's signature; the only way to a [`verify::VerifiedDelivery`].
+//! 4. [`route`]: topic patterns and which routes take a delivery.
+//! 5. [`forward`]: the upstream client and the header policy (proxy mode, and the queue's attempts).
+//! 6. [`spool`]: queue mode's durable store, entered only with a verified delivery, and its dispatcher.
+//! 7. [`answer`]: what each end of a request ([`answer::Accepted`], [`answer::Rejection`]) answers and is
+//!    counted as.
+//!
+//! Around them: [`config`] turns the YAML file into validated values once, [`secret`] holds and resolves
+//! secrets, [`metrics`] and [`admin`] are what Prometheus and Kubernetes see, [`diagnose`] explains a
+//! signature that does not match, and [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
 
@@ -19,3 +31,4 @@ pub mod secret;
 pub mod server;
 pub mod spool;
 pub mod verify;
+pub mod woocommerce;

@@ -33,6 +33,8 @@ pub const SPOOL_BYTES: &str = "hookgate_spool_bytes";
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 /// When the configuration was last loaded successfully.
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str = "hookgate_config_last_reload_success_timestamp_seconds";
+/// Failed accepts, by listener (`webhook`, `admin`): file descriptors running out, say.
+pub const ACCEPT_ERRORS_TOTAL: &str = "hookgate_accept_errors_total";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
 
@@ -90,6 +92,7 @@ fn describe() {
         Unit::Seconds,
         "Unix time of the last successful configuration load."
     );
+    describe_counter!(ACCEPT_ERRORS_TOTAL, "Failed accepts on a listener (out of file descriptors, say).");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
 }
 
@@ -106,25 +109,26 @@ pub fn render() -> String {
     handle().render()
 }
 
-/// Runs the exporter's upkeep on an interval, for as long as the process serves.
-pub fn spawn_upkeep() {
+/// Runs the exporter's upkeep on an interval, until the returned task is aborted.
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
     tokio::spawn(async {
         let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
         loop {
             interval.tick().await;
             handle().run_upkeep();
         }
-    });
+    })
 }
 
-/// The `result` label of an upstream exchange: the status class, `timeout` or `connect_error`.
-pub fn upstream_result(status: Option<http::StatusCode>, timed_out: bool) -> &'static str {
-    match status {
-        Some(s) if s.is_success() || s.is_informational() => "2xx",
-        Some(s) if s.is_redirection() => "3xx",
-        Some(s) if s.is_client_error() => "4xx",
-        Some(_) => "5xx",
-        None if timed_out => "timeout",
-        None => "connect_error",
+/// The `result` label of an upstream exchange that was answered: its status class.
+pub fn upstream_status_class(status: http::StatusCode) -> &'static str {
+    if status.is_success() || status.is_informational() {
+        "2xx"
+    } else if status.is_redirection() {
+        "3xx"
+    } else if status.is_client_error() {
+        "4xx"
+    } else {
+        "5xx"
     }
 }

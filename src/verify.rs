@@ -9,22 +9,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use serde::Deserialize;
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::route::is_valid_topic;
 use crate::secret::Secret;
-use crate::server::single_header;
-
-/// The signature header; WooCommerce sends exactly one.
-pub static X_WC_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-wc-webhook-signature");
-/// The webhook's numeric id, checked against `webhook_ids`.
-pub static X_WC_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-wc-webhook-id");
-/// The topic that routes a delivery.
-pub static X_WC_WEBHOOK_TOPIC: HeaderName = HeaderName::from_static("x-wc-webhook-topic");
-/// Logged to tie a line to WooCommerce's delivery log.
-pub static X_WC_WEBHOOK_DELIVERY_ID: HeaderName = HeaderName::from_static("x-wc-webhook-delivery-id");
+use crate::woocommerce::{Payload, ResourceId, X_WC_WEBHOOK_TOPIC, single_header};
 
 /// The hash behind the HMAC. WooCommerce uses SHA-256 unless a site changes it with the
 /// `woocommerce_webhook_hash_algorithm` filter; no header names it, so each source configures it.
@@ -227,8 +218,11 @@ impl Verifier {
 
     /// Checks a delivery and, when its signature matches, turns it into a [`VerifiedDelivery`].
     pub fn verify(&self, delivery: UnverifiedDelivery, signature: &Signature) -> Option<VerifiedDelivery> {
-        self.matches(&delivery.body, signature)
-            .then(|| VerifiedDelivery { body: delivery.body, headers: delivery.headers })
+        self.matches(&delivery.body, signature).then(|| VerifiedDelivery {
+            body: delivery.body,
+            headers: delivery.headers,
+            payload: Payload::default(),
+        })
     }
 }
 
@@ -278,6 +272,8 @@ pub struct UnverifiedDelivery {
 pub struct VerifiedDelivery {
     body: Bytes,
     headers: HeaderMap,
+    /// What the signed payload says, read once when first asked.
+    payload: Payload,
 }
 
 impl VerifiedDelivery {
@@ -288,33 +284,15 @@ impl VerifiedDelivery {
             .and_then(|v| v.to_str().ok())
     }
 
-    /// When the resource was last modified, in unix seconds, from the signed payload: `date_modified_gmt`
-    /// at the top level (REST API v2 and v3), or `updated_at` one level down in a `legacy_v3` wrapper
-    /// (`{"order":{...,"updated_at":"2026-11-21T13:03:09Z"}}`). `None` when the payload carries no such
-    /// date (deleted resources, actions, error objects, API v1's local-time dates) or not in the form
-    /// `YYYY-MM-DDTHH:MM:SS[Z]`.
+    /// When the resource was last modified, in unix seconds, from the signed payload (see
+    /// [`Payload::modified_at`]).
     pub fn modified_at(&self) -> Option<i64> {
-        #[derive(serde::Deserialize)]
-        struct Dated {
-            date_modified_gmt: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Legacy {
-            updated_at: Option<String>,
-        }
-        let date = match serde_json::from_slice::<Dated>(&self.body) {
-            Ok(Dated { date_modified_gmt: Some(date) }) => date,
-            _ => {
-                let wrapped: std::collections::HashMap<String, Legacy> = serde_json::from_slice(&self.body).ok()?;
-                let mut dates = wrapped.into_values().filter_map(|d| d.updated_at);
-                let date = dates.next()?;
-                if dates.next().is_some() {
-                    return None;
-                }
-                date
-            }
-        };
-        parse_gmt(&date)
+        self.payload.modified_at(&self.body)
+    }
+
+    /// The resource's id in the signed payload (see [`Payload::resource_id`]).
+    pub fn resource_id(&self) -> Option<ResourceId> {
+        self.payload.resource_id(&self.body)
     }
 
     /// The exact bytes that were signed.
@@ -326,42 +304,6 @@ impl VerifiedDelivery {
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
-}
-
-/// Parses WooCommerce's GMT date `YYYY-MM-DDTHH:MM:SS` (an optional trailing `Z` allowed) into unix seconds.
-pub fn parse_gmt(text: &str) -> Option<i64> {
-    let text = text.strip_suffix('Z').unwrap_or(text).as_bytes();
-    if text.len() != 19
-        || text[4] != b'-'
-        || text[7] != b'-'
-        || text[10] != b'T'
-        || text[13] != b':'
-        || text[16] != b':'
-    {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = &text[range];
-        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month[(month - 1) as usize] {
-        return None;
-    }
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[cfg(test)]
@@ -435,20 +377,6 @@ mod tests {
         let header = sign_with_key(Algorithm::Sha256, &secret("other"), b"body");
         let signature = Signature::from_header(header.as_bytes(), Algorithm::Sha256).unwrap();
         assert!(!verifier.matches(b"body", &signature));
-    }
-
-    #[test]
-    fn woocommerce_gmt_dates() {
-        assert_eq!(parse_gmt("1970-01-01T00:00:00"), Some(0));
-        assert_eq!(parse_gmt("2026-11-21T13:03:09"), Some(1_795_266_189));
-        assert_eq!(parse_gmt("2026-11-21T13:03:09Z"), Some(1_795_266_189));
-        assert_eq!(parse_gmt("2024-02-29T23:59:59"), Some(1_709_251_199));
-        assert_eq!(parse_gmt("2023-02-29T00:00:00"), None, "not a leap year");
-        assert_eq!(parse_gmt("2026-13-01T00:00:00"), None);
-        assert_eq!(parse_gmt("2026-11-21 13:03:09"), None);
-        assert_eq!(parse_gmt("2026-11-21T13:03:09+02:00"), None, "WooCommerce's GMT dates carry no offset");
-        assert_eq!(parse_gmt("+026-11-21T13:03:09"), None);
-        assert_eq!(parse_gmt(""), None);
     }
 
     fn delivery(body: &str) -> VerifiedDelivery {

@@ -5,10 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(id) = hookgate::server::ping_webhook_id(data) {
+    if let Some(id) = hookgate::woocommerce::ping_webhook_id(data) {
         assert_eq!(format!("webhook_id={id}").as_bytes(), data);
     }
-    if let Some(id) = hookgate::server::parse_webhook_id(data) {
+    if let Some(id) = hookgate::woocommerce::parse_webhook_id(data) {
         assert_eq!(id.to_string().as_bytes(), data);
     }
 });

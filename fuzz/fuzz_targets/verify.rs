@@ -48,6 +48,6 @@ fuzz_target!(|data: &[u8]| {
         .expect("verifies");
     let topic = delivery.topic().unwrap_or("order.created").to_owned();
     let _ = delivery.modified_at();
-    let _ = hookgate::spool::resource_key("main", &topic, body);
+    let _ = delivery.resource_id();
     let _ = hookgate::spool::dedupe_key("main", &topic, body);
 });

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
-use crate::answer::UpstreamError;
 use crate::config::{Config, Retry, Route};
+use crate::forward::UpstreamError;
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
 use arc_swap::ArcSwap;
 

@@ -17,7 +17,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-pub use store::{Attempted, Due, NewEvent, Stored};
+use crate::verify::VerifiedDelivery;
+use crate::woocommerce::ResourceId;
+
+use store::NewEvent;
+pub use store::{Attempted, Due, Stored};
 
 /// Operations waiting for the writer are committed together, up to this many in one transaction.
 const MAX_BATCH: usize = 512;
@@ -55,44 +59,10 @@ pub fn dedupe_key(source: &str, topic: &str, body: &[u8]) -> [u8; 32] {
 
 /// What orders deliveries: the source, the topic's resource and the payload's `id` (`main/order:727`).
 /// `None` when the payload has no id (action topics, error payloads): such deliveries are not ordered.
-/// A `legacy_v3` payload wraps the resource (`{"order":{"id":727,...}}`); its inner id is used.
-pub fn resource_key(source: &str, topic: &str, body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Number(u64),
-        Text(String),
-    }
-    #[derive(serde::Deserialize)]
-    struct Top {
-        id: Option<Id>,
-    }
+/// The id is asked for only when the topic names a resource.
+fn resource_key(source: &str, topic: &str, id: impl FnOnce() -> Option<ResourceId>) -> Option<String> {
     let resource = topic.split('.').next().filter(|r| !r.is_empty() && *r != "action")?;
-    // WooCommerce's REST representation starts with the id: `{"id":727,...}`. Read it without parsing the
-    // rest; anything else takes the full parse below.
-    if let Some(rest) = body.strip_prefix(b"{\"id\":") {
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if (1..=19).contains(&digits) && matches!(rest.get(digits), Some(b',' | b'}')) {
-            let id = std::str::from_utf8(&rest[..digits]).ok()?;
-            return Some(format!("{source}/{resource}:{id}"));
-        }
-    }
-    let id = match serde_json::from_slice::<Top>(body) {
-        Ok(Top { id: Some(id) }) => id,
-        _ => {
-            let wrapped: std::collections::HashMap<String, Top> = serde_json::from_slice(body).ok()?;
-            let mut ids = wrapped.into_values().filter_map(|t| t.id);
-            let id = ids.next()?;
-            if ids.next().is_some() {
-                return None;
-            }
-            id
-        }
-    };
-    Some(match id {
-        Id::Number(n) => format!("{source}/{resource}:{n}"),
-        Id::Text(t) => format!("{source}/{resource}:{t}"),
-    })
+    Some(format!("{source}/{resource}:{}", id()?))
 }
 
 enum WriteOp {
@@ -174,8 +144,38 @@ impl Spool {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
-    /// Stores a delivery; returns once the transaction holding it has committed (durable on disk).
-    pub async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
+    /// Stores a verified delivery from `source` with one pending entry per route in `routes`, unless it
+    /// repeats one stored within `dedupe_window`; returns once the transaction holding it has committed
+    /// (durable on disk). A verified delivery is the only way in.
+    pub async fn enqueue(
+        &self,
+        source: &str,
+        delivery: &VerifiedDelivery,
+        routes: Vec<String>,
+        dedupe_window: Option<std::time::Duration>,
+    ) -> Result<Stored, SpoolError> {
+        let topic = delivery.topic().unwrap_or_default();
+        let body = delivery.body();
+        let received_at = now_ms();
+        let dedupe = dedupe_window.map(|window| {
+            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            (dedupe_key(source, topic, body), received_at.saturating_sub(window))
+        });
+        let event = NewEvent {
+            public_id: uuid::Uuid::now_v7().to_string(),
+            received_at,
+            source: source.to_owned(),
+            topic: topic.to_owned(),
+            resource_key: resource_key(source, topic, || delivery.resource_id()),
+            headers: encode_headers(delivery.headers()),
+            body: body.clone(),
+            routes,
+            dedupe,
+        };
+        self.insert(event).await
+    }
+
+    async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
         let (reply, answer) = oneshot::channel();
         self.ops.send(WriteOp::Insert(Box::new(event), reply)).await.map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
@@ -384,6 +384,9 @@ mod tests {
 
     #[test]
     fn resource_keys() {
+        let resource_key = |source: &str, topic: &str, body: &[u8]| {
+            resource_key(source, topic, || crate::woocommerce::Payload::default().resource_id(body))
+        };
         assert_eq!(resource_key("s", "order.created", br#"{"id":727,"x":1}"#).as_deref(), Some("s/order:727"));
         assert_eq!(resource_key("s", "coupon.deleted", br#"{"id":9}"#).as_deref(), Some("s/coupon:9"));
         assert_eq!(resource_key("s", "order.created", br#"{"x":1,"id":"a-1"}"#).as_deref(), Some("s/order:a-1"));

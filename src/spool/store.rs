@@ -122,16 +122,16 @@ pub fn used_bytes(conn: &Connection) -> Result<u64, SpoolError> {
 /// A verified delivery to be stored, with the routes it goes to.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub public_id: String,
-    pub received_at: i64,
-    pub source: String,
-    pub topic: String,
-    pub resource_key: Option<String>,
-    pub headers: Vec<u8>,
-    pub body: Bytes,
-    pub routes: Vec<String>,
+    pub(crate) public_id: String,
+    pub(crate) received_at: i64,
+    pub(crate) source: String,
+    pub(crate) topic: String,
+    pub(crate) resource_key: Option<String>,
+    pub(crate) headers: Vec<u8>,
+    pub(crate) body: Bytes,
+    pub(crate) routes: Vec<String>,
     /// When set: the dedupe key and the oldest time an earlier delivery counts as a repeat.
-    pub dedupe: Option<([u8; 32], i64)>,
+    pub(crate) dedupe: Option<([u8; 32], i64)>,
 }
 
 /// What storing a delivery did.

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use hookgate::config::Config;
-use hookgate::server::{Gateway, run};
+use hookgate::server::{Gateway, Server};
 
 /// The secret most fixtures are signed with.
 pub const FIXTURE_SECRET: &str = "k3Y9pQ2wXr7Lm4Tz8Vb1Nc6Hd0Sf5Gj";
@@ -40,25 +40,24 @@ impl TestGateway {
     /// Starts hookgate on `config_yaml`, which is validated exactly as a file would be.
     pub async fn start(config_yaml: &str) -> TestGateway {
         let config = Config::from_yaml(config_yaml, Path::new("test-config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        TestGateway::serve(config, None).await
+    }
+
+    /// Starts hookgate the way `hookgate serve` does (the same [`Server`]), on loopback listeners, reloading
+    /// from `reload_from` when given.
+    pub async fn serve(config: Config, reload_from: Option<&Path>) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let gateway = Arc::new(Gateway::new(config).unwrap_or_else(|e| panic!("{e}")));
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_addr = admin_listener.local_addr().unwrap();
-        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
-        tokio::spawn(hookgate::admin::run(admin_listener, Arc::clone(&gateway), async {
-            let _ = admin_stopped.await;
+        let mut server = Server::with_listeners(config, listener, admin_listener).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(path) = reload_from {
+            server = server.reload_from(path, false);
+        }
+        let (addr, admin_addr) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
+        let gateway = Arc::clone(server.gateway());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
         }));
-        let served = Arc::clone(&gateway);
-        let task = tokio::spawn(async move {
-            let result = run(listener, served, async {
-                let _ = stopped.await;
-            })
-            .await;
-            let _ = admin_stop.send(());
-            result
-        });
         TestGateway { addr, admin_addr, gateway, stop: Some(stop), task: Some(task) }
     }
 

@@ -1,0 +1,351 @@
+//! The contract's steps for one request, in order: source (by path), method, declared size, the unsigned
+//! ping, the signature, the webhook allow-list, the body, verification, topic, replay age, then the
+//! delivery mode (proxy: relay to the first route; queue: store for every route). Each step either moves
+//! on or ends the request with an [`Accepted`] or a [`Rejection`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::answer::{Accepted, Rejection};
+use crate::config::{Config, DeliveryMode, Source, Unrouted};
+use crate::forward::{Forwarder, forwarded_headers};
+use crate::spool::dispatch::Dispatcher;
+use crate::spool::{Spool, SpoolError, Stored};
+use crate::verify::{Signature, UnverifiedDelivery, VerifiedDelivery};
+use crate::woocommerce::{
+    MAX_PING_BODY_BYTES, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE, parse_webhook_id, single_header,
+};
+
+use super::log::Found;
+
+/// The most memory reserved for a body before its bytes arrive.
+const INITIAL_BODY_BUFFER: usize = 256 * 1024;
+
+/// Everything a request needs: the configuration, the upstream client and the delivery mode's half.
+pub struct Gateway {
+    /// The configuration in force; a reload swaps it whole, and a request keeps the one it started with.
+    config: Arc<ArcSwap<Config>>,
+    forwarder: Forwarder,
+    scheme: &'static str,
+    mode: Mode,
+    /// One permit per request being answered: `limits.max_concurrent` (see [`super::service`]).
+    pub(super) permits: Arc<tokio::sync::Semaphore>,
+    /// What `/readyz` reports.
+    pub health: Health,
+}
+
+/// The delivery mode's half of the gateway.
+enum Mode {
+    /// Each delivery is relayed now; nothing is kept.
+    Proxy,
+    /// Each delivery is stored, and the dispatcher delivers from the spool.
+    Queue { spool: Arc<Spool>, dispatcher: std::sync::Mutex<Option<Dispatcher>> },
+}
+
+/// Readiness: serving once everything is started, not once a stop has begun.
+#[derive(Default)]
+pub struct Health {
+    serving: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Health {
+    /// Marks the gateway as serving: listeners bound, spool open.
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the start of a graceful stop: readiness goes 503 at once.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Gateway {
+    /// A gateway serving `config`. In queue mode this opens (creating or migrating) the spool and starts
+    /// delivering what it holds, so it must run inside a tokio runtime.
+    pub fn new(config: Config) -> Result<Gateway, SpoolError> {
+        // The recorder must be in place before the first request is counted.
+        crate::metrics::handle();
+        let config = Arc::new(config);
+        let shared = Arc::new(ArcSwap::new(Arc::clone(&config)));
+        let forwarder = Forwarder::new();
+        let mode = match config.delivery.mode {
+            DeliveryMode::Proxy => Mode::Proxy,
+            DeliveryMode::Queue => {
+                let spool = Arc::new(Spool::open(&config.delivery.spool_path)?);
+                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone());
+                Mode::Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) }
+            }
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        Ok(Gateway { config: shared, forwarder, scheme, mode, permits, health: Health::default() })
+    }
+
+    /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.health.stopping.load(Ordering::SeqCst) {
+            return Some("stopping");
+        }
+        if !self.health.serving.load(Ordering::SeqCst) {
+            return Some("the webhook listener is not serving yet");
+        }
+        if let Mode::Queue { spool, .. } = &self.mode
+            && !spool.writable()
+        {
+            return Some("the spool cannot be written");
+        }
+        None
+    }
+
+    /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
+    /// delivered stays pending for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        if let Mode::Queue { spool, dispatcher } = &self.mode {
+            let dispatcher = dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(dispatcher) = dispatcher {
+                dispatcher.stop(grace).await;
+            }
+            spool.close().await;
+        }
+    }
+
+    /// The configuration requests are served with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Loads `path` again and, when it validates, swaps it in atomically: sources, secrets (read again from
+    /// their environment variables and files), routes, limits, TLS certificate. A file that does not validate
+    /// is refused and the configuration in force keeps serving. Settings that only take effect at start are
+    /// reported as needing a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<Vec<String>, crate::config::ConfigError> {
+        let new = match Config::load(path) {
+            Ok(new) => new,
+            Err(error) => {
+                metrics::counter!(crate::metrics::CONFIG_RELOADS_TOTAL, "result" => "failure").increment(1);
+                return Err(error);
+            }
+        };
+        let restart = needs_restart(&self.config(), &new);
+        self.config.store(Arc::new(new));
+        crate::metrics::config_loaded();
+        Ok(restart)
+    }
+
+    /// The contract's steps for one request, with what they learn written into `found`.
+    pub(super) async fn steps(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        found: &mut Found,
+    ) -> Result<Accepted, Rejection> {
+        let source = config.source_for_path(request.uri().path()).ok_or(Rejection::NotFound)?;
+        found.source = Some(Arc::clone(source));
+        if request.method() != Method::POST {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let (parts, body) = request.into_parts();
+        let declared_length = declared_length(&parts.headers)?;
+        if declared_length.is_some_and(|n| n > config.limits.max_body_bytes) {
+            return Err(Rejection::TooLarge);
+        }
+
+        let mut signatures = parts.headers.get_all(&X_WC_WEBHOOK_SIGNATURE).iter();
+        let Some(signature_header) = signatures.next() else {
+            return answer_unsigned(config, source, body, declared_length, found).await;
+        };
+        if signatures.next().is_some() {
+            // Two signatures are refused, never "either one".
+            return Err(Rejection::InvalidSignature);
+        }
+        let signature = Signature::from_header(signature_header.as_bytes(), source.verifier.algorithm())
+            .map_err(|_| Rejection::InvalidSignature)?;
+        if let Some(allowed) = &source.webhook_ids {
+            let webhook_id =
+                single_header(&parts.headers, &X_WC_WEBHOOK_ID).and_then(|v| parse_webhook_id(v.as_bytes()));
+            if !webhook_id.is_some_and(|id| allowed.contains(&id)) {
+                return Err(Rejection::ForbiddenWebhook);
+            }
+        }
+
+        let headers = forwarded_headers(&parts, peer, self.scheme);
+        let body = read_body(body, config.limits.max_body_bytes, declared_length, config.limits.body_timeout).await?;
+        found.bytes = body.len();
+        let delivery = source
+            .verifier
+            .verify(UnverifiedDelivery { body, headers }, &signature)
+            .ok_or(Rejection::InvalidSignature)?;
+        // Checked only now, so that an unsigned caller learns nothing about what else is expected.
+        let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
+        found.topic = Some(topic.to_owned());
+        if let Some(max_age) = source.reject_older_than
+            && let Some(modified) = delivery.modified_at()
+            && crate::spool::now_ms() / 1000 - modified > i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+        {
+            return Ok(Accepted::Stale);
+        }
+        match &self.mode {
+            Mode::Proxy => self.proxy(config, source, delivery, found).await,
+            Mode::Queue { spool, .. } => enqueue(config, spool, source, delivery, found).await,
+        }
+    }
+
+    /// Proxy mode: the first matching route gets the delivery now, and its answer is WooCommerce's answer.
+    async fn proxy(
+        &self,
+        config: &Config,
+        source: &Source,
+        delivery: VerifiedDelivery,
+        found: &mut Found,
+    ) -> Result<Accepted, Rejection> {
+        let topic = delivery.topic().unwrap_or_default();
+        let Some(route) = config.first_route(&source.name, topic) else {
+            return unrouted(config);
+        };
+        found.route = Some(route.name.clone());
+        let answer = self.forwarder.send(route, &source.name, &delivery).await?;
+        Ok(Accepted::Relayed(answer))
+    }
+}
+
+/// Queue mode: store the delivery with one pending entry per matching route (fan-out), and answer 200
+/// only once that is committed to disk.
+async fn enqueue(
+    config: &Config,
+    spool: &Spool,
+    source: &Source,
+    delivery: VerifiedDelivery,
+    found: &mut Found,
+) -> Result<Accepted, Rejection> {
+    let topic = delivery.topic().unwrap_or_default();
+    let routes: Vec<String> = config.matching_routes(&source.name, topic).map(|r| r.name.clone()).collect();
+    if routes.is_empty() {
+        return unrouted(config);
+    }
+    found.route = Some(routes.join(","));
+    if spool.used_bytes().saturating_add(delivery.body().len() as u64) > config.delivery.max_spool_bytes {
+        tracing::warn!(
+            spool_bytes = spool.used_bytes(),
+            max_spool_bytes = config.delivery.max_spool_bytes,
+            "spool full: refusing a delivery with 503"
+        );
+        return Err(Rejection::SpoolFull);
+    }
+    let dedupe_window = config.dedupe.applies_to(topic).then_some(config.dedupe.window);
+    match spool.enqueue(&source.name, &delivery, routes, dedupe_window).await {
+        Ok(Stored::Queued { public_id }) => Ok(Accepted::Queued { id: public_id }),
+        Ok(Stored::Duplicate { public_id }) => Ok(Accepted::Duplicate { id: public_id }),
+        Err(error) => {
+            tracing::error!(%error, "cannot store a delivery: answering 503");
+            Err(Rejection::SpoolUnavailable)
+        }
+    }
+}
+
+/// What changed between `old` and `new` that only a restart applies.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut restart = Vec::new();
+    if new.listen != old.listen {
+        restart.push(format!("listen ({} → {})", old.listen, new.listen));
+    }
+    if new.admin_listen != old.admin_listen {
+        restart.push(format!("admin_listen ({} → {})", old.admin_listen, new.admin_listen));
+    }
+    if new.delivery.mode != old.delivery.mode || new.delivery.spool_path != old.delivery.spool_path {
+        restart.push("delivery.mode and delivery.spool_path".to_owned());
+    }
+    if new.tls.is_some() != old.tls.is_some() {
+        restart.push("turning tls on or off".to_owned());
+    }
+    if new.log.format != old.log.format || new.log.level != old.log.level {
+        restart.push("log.format and log.level".to_owned());
+    }
+    if new.limits.header_timeout != old.limits.header_timeout || new.limits.max_concurrent != old.limits.max_concurrent
+    {
+        restart.push("limits.header_timeout and limits.max_concurrent".to_owned());
+    }
+    restart
+}
+
+/// A verified delivery that no route takes: `unrouted` decides.
+fn unrouted(config: &Config) -> Result<Accepted, Rejection> {
+    match config.unrouted {
+        Unrouted::Accept => Ok(Accepted::Unrouted),
+        Unrouted::Reject => Err(Rejection::Unrouted),
+    }
+}
+
+/// An unsigned request is only acceptable as WooCommerce's ping: `webhook_id=<digits>`, answered 200 at
+/// once (a ping that fails makes WooCommerce refuse to activate the webhook) and forwarded nowhere.
+async fn answer_unsigned(
+    config: &Config,
+    source: &Source,
+    body: Incoming,
+    declared_length: Option<u64>,
+    found: &mut Found,
+) -> Result<Accepted, Rejection> {
+    if declared_length.is_some_and(|n| n > MAX_PING_BODY_BYTES) {
+        return Err(Rejection::MissingSignature);
+    }
+    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, config.limits.body_timeout).await {
+        Ok(body) => body,
+        Err(Rejection::TooLarge) => return Err(Rejection::MissingSignature),
+        Err(other) => return Err(other),
+    };
+    found.bytes = body.len();
+    let id = crate::woocommerce::ping_webhook_id(&body).ok_or(Rejection::MissingSignature)?;
+    found.ping_webhook_id = Some(id);
+    if source.webhook_ids.as_ref().is_some_and(|allowed| !allowed.contains(&id)) {
+        return Err(Rejection::ForbiddenWebhook);
+    }
+    Ok(Accepted::Pong)
+}
+
+/// The body's declared length. hyper has already refused a malformed or conflicting `Content-Length`.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(value) => value.to_str().ok().and_then(|v| v.parse().ok()).map(Some).ok_or(Rejection::BodyUnreadable),
+    }
+}
+
+/// Reads the whole body into one buffer, refusing it once it passes `limit` bytes (a chunked body stops
+/// being read there) or when it does not arrive within `timeout`.
+async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    declared_length: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, Rejection> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // Sized from Content-Length so a body is read into one buffer, but never more than INITIAL_BODY_BUFFER up
+    // front: a client cannot make the gateway reserve memory for bytes it has not sent.
+    let capacity =
+        declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit).min(INITIAL_BODY_BUFFER);
+    let read = async {
+        let mut buffer = BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Rejection::BodyUnreadable)?;
+            if let Ok(data) = frame.into_data() {
+                if buffer.len() + data.len() > limit {
+                    return Err(Rejection::TooLarge);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| Rejection::BodyTimeout)?
+}

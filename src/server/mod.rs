@@ -1,0 +1,168 @@
+//! Serving: [`Server`] is the one way a gateway starts, for the command line and the tests alike. It binds
+//! the webhook and admin listeners, opens the gateway (in queue mode its spool), says "hookgate is
+//! serving" only then, watches for reloads, and at a stop lets requests and delivery attempts in flight
+//! finish within one grace period.
+//!
+//! A request's path through the parts: [`listener`] accepts the connection, [`conn`] does TLS or protocol
+//! detection and hands it to hyper, [`service`] sheds load and maps every end to an answer, [`gateway`]
+//! takes the request through the contract's steps, and [`log`] writes its one line.
+
+pub mod conn;
+pub mod gateway;
+pub(crate) mod listener;
+pub mod log;
+mod reload;
+pub mod service;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::spool::SpoolError;
+
+pub use gateway::{Gateway, Health};
+
+/// Why a gateway could not start. Each names the setting and the file to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}: in {file}): {error}")]
+    Bind { addr: SocketAddr, key: &'static str, file: String, error: std::io::Error },
+    #[error("cannot open the spool (delivery.spool_path in {file}): {error}")]
+    Spool { file: String, error: SpoolError },
+}
+
+/// A gateway with everything it needs open: its listeners bound and, in queue mode, its spool open and
+/// its dispatcher started. [`Server::run`] serves until a stop.
+pub struct Server {
+    gateway: Arc<Gateway>,
+    webhook: TcpListener,
+    admin: TcpListener,
+    reload: Option<reload::Reload>,
+}
+
+impl Server {
+    /// Binds `listen` and `admin_listen` from `config`, then opens the gateway.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let file = config.file.display().to_string();
+        let bind = |addr: SocketAddr, key: &'static str| {
+            let file = file.clone();
+            async move { TcpListener::bind(addr).await.map_err(|error| StartError::Bind { addr, key, file, error }) }
+        };
+        let webhook = bind(config.listen, "listen").await?;
+        let admin = bind(config.admin_listen, "admin_listen").await?;
+        Server::with_listeners(config, webhook, admin)
+    }
+
+    /// Opens the gateway on listeners already bound (tests bind `127.0.0.1:0`).
+    pub fn with_listeners(config: Config, webhook: TcpListener, admin: TcpListener) -> Result<Server, StartError> {
+        let file = config.file.display().to_string();
+        let gateway = Gateway::new(config).map_err(|error| StartError::Spool { file, error })?;
+        Ok(Server { gateway: Arc::new(gateway), webhook, admin, reload: None })
+    }
+
+    /// Reloads the configuration from `path` when it, or a file it reads, changes; and on SIGHUP when
+    /// `on_hangup` (the handler is installed now, before the gateway says it serves: SIGHUP's default
+    /// action would end the process).
+    pub fn reload_from(mut self, path: &Path, on_hangup: bool) -> Server {
+        self.reload = Some(reload::Reload::new(path.to_path_buf(), on_hangup));
+        self
+    }
+
+    /// The gateway being served.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Where the webhook listener listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.webhook.local_addr()
+    }
+
+    /// Where the admin listener listens.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops: the webhook listener closes and `/readyz` says 503,
+    /// requests in flight and then delivery attempts get what is left of `shutdown_grace`, the spool is
+    /// closed, and the admin listener closes last.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Server { gateway, webhook, admin, reload } = self;
+        crate::metrics::config_loaded();
+        let upkeep = crate::metrics::spawn_upkeep();
+        let config = gateway.config();
+        // The admin listener outlives the webhook listener, so that /readyz says 503 during the stop.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_addr = admin.local_addr()?;
+        let admin = tokio::spawn(crate::admin::run(admin, Arc::clone(&gateway), async {
+            let _ = admin_stopped.await;
+        }));
+        tracing::info!(
+            listen = %webhook.local_addr()?,
+            admin = %admin_addr,
+            sources = config.sources.len(),
+            routes = config.routes.len(),
+            mode = %config.delivery.mode.as_str(),
+            "hookgate is serving"
+        );
+        drop(config);
+        // After the serving line, so that what the watcher warns about follows it (its SIGHUP handler has
+        // been in place since `reload_from`).
+        let reloads = reload.map(|reload| tokio::spawn(reload.run(Arc::clone(&gateway))));
+        let result = serve_webhooks(webhook, Arc::clone(&gateway), shutdown).await;
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
+        let _ = admin_stop.send(());
+        let _ = admin.await;
+        upkeep.abort();
+        result
+    }
+}
+
+/// The webhook listener's accept loop, then the stop: one grace period for requests being answered and
+/// then delivery attempts in flight.
+async fn serve_webhooks(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let protocols = conn::Protocols::new(&gateway.config().limits);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    // Whether the listener speaks TLS is decided at start; a reload changes the certificate, not that.
+    let started_with_tls = gateway.config().tls.clone();
+    gateway.health.set_serving();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener::accept(&listener, "webhook") => accepted,
+            () = &mut shutdown => break,
+        };
+        let config = gateway.config();
+        // The certificate in force now: a reload's new certificate serves the next handshake.
+        let tls = started_with_tls.as_ref().map(|first| config.tls.clone().unwrap_or_else(|| Arc::clone(first)));
+        let protocols = protocols.clone().with_body_timeout(config.limits.body_timeout);
+        let webhook = service::webhook(Arc::clone(&gateway), peer);
+        let gateway = Arc::clone(&gateway);
+        let hyper_service = service_fn(move |request| {
+            let (webhook, gateway) = (webhook.clone(), Arc::clone(&gateway));
+            async move { Ok::<_, Infallible>(service::respond(webhook, &gateway, request).await) }
+        });
+        tokio::spawn(protocols.serve(stream, peer, tls, hyper_service, graceful.watcher()));
+    }
+    gateway.health.set_stopping();
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + gateway.config().shutdown_grace;
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+    gateway.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    Ok(())
+}
