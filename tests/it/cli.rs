@@ -1,13 +1,11 @@
 //! The `hookgate` binary itself: `check`, `sign` and `serve`, run as a user would run them.
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hookgate");
 

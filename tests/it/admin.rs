@@ -1,12 +1,10 @@
 //! The admin listener: metric values after a known sequence of requests, health and readiness (also
 //! during a graceful stop), and the overload bound.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 /// A config with one source named `source` (so tests sharing this process's metrics do not mix), one
 /// route to `upstream`, and `extra` at the top level.

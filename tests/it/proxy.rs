@@ -1,12 +1,10 @@
 //! Proxy mode end to end: a real hookgate and a real upstream on loopback sockets, driven with the
 //! WooCommerce fixtures. Each test names the behaviour of the contract it checks.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -1,8 +1,6 @@
 //! What the integration tests share: a real hookgate on a real port, a recording upstream, the
 //! WooCommerce fixtures, and a raw HTTP/1.x client that shows exactly what went over the wire.
 
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
