@@ -14,12 +14,11 @@
 //!    counted as.
 //!
 //! Around them: [`config`] turns the YAML file into validated values once, [`secret`] holds and resolves
-//! secrets, [`metrics`] and [`admin`] are what Prometheus and Kubernetes see, [`diagnose`] explains a
+//! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes see, [`diagnose`] explains a
 //! signature that does not match, and [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod answer;
 pub mod cli;
 pub mod config;

@@ -7,6 +7,7 @@
 //! detection and hands it to hyper, [`service`] sheds load and maps every end to an answer, [`gateway`]
 //! takes the request through the contract's steps, and [`log`] writes its one line.
 
+pub mod admin;
 pub mod conn;
 pub mod gateway;
 pub(crate) mod listener;
@@ -101,7 +102,7 @@ impl Server {
         // The admin listener outlives the webhook listener, so that /readyz says 503 during the stop.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_addr = admin.local_addr()?;
-        let admin = tokio::spawn(crate::admin::run(admin, Arc::clone(&gateway), async {
+        let admin = tokio::spawn(admin::run(admin, Arc::clone(&gateway), async {
             let _ = admin_stopped.await;
         }));
         tracing::info!(

@@ -2,13 +2,11 @@
 //! of a stream of deliveries and started again on the same spool. Every delivery it answered 2xx must reach
 //! the upstream at least once, and nothing unsigned or wrongly signed may ever reach it.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// Senders running at once.
 const SENDERS: u64 = 4;

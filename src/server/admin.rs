@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use super::Gateway;
 use crate::answer::{Body, json};
-use crate::server::Gateway;
 
 /// Prometheus's text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -25,7 +25,7 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            accepted = crate::server::listener::accept(&listener, "admin") => accepted,
+            accepted = super::listener::accept(&listener, "admin") => accepted,
             () = &mut shutdown => return,
         };
         let gateway = Arc::clone(&gateway);

@@ -1,13 +1,11 @@
 //! The `hookgate` binary itself: `check`, `sign` and `serve`, run as a user would run them.
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hookgate");
 
@@ -278,4 +276,33 @@ async fn log_format_text_gives_human_lines_and_rust_log_overrides_the_level() {
     process.signal("TERM");
     let (status, _) = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Every line the binary wrote, parsed as JSON (its log format when stderr is not a terminal).
+fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}")))
+        .collect()
+}
+
+#[test]
+fn a_gateway_that_cannot_open_its_spool_never_says_it_serves_and_says_why_in_its_log_format() {
+    let dir = temp_dir("cli-second-gateway");
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, example_on_free_ports()).unwrap();
+    let first = HookgateProcess::start(&file);
+    let second = hookgate(&["serve", "--config", file.to_str().unwrap()]).env("RUST_LOG", "info").output().unwrap();
+    assert!(!second.status.success(), "a second gateway on one spool must not run");
+    let lines = json_lines(&second.stderr);
+    assert!(
+        !lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("hookgate is serving"))),
+        "it said it serves before it could: {lines:?}"
+    );
+    let error = lines.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("no error line: {lines:?}"));
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("cannot open the spool (delivery.spool_path in"), "{message}");
+    assert!(message.contains("another hookgate is delivering from"), "{message}");
+    drop(first);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,12 +1,10 @@
 //! Proxy mode end to end: a real hookgate and a real upstream on loopback sockets, driven with the
 //! WooCommerce fixtures. Each test names the behaviour of the contract it checks.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -559,4 +557,38 @@ async fn connections_that_send_nothing_or_stall_are_closed_at_header_timeout() {
     // Meanwhile a delivery is answered as usual.
     assert_eq!(send_raw(gateway.addr, &fixture.request("/hooks/main")).await.status, 200);
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_answer_too_large_is_counted_as_such_and_logged_as_an_upstream_failure() {
+    // A body past the 1 MiB bound on relayed answers.
+    let body: &'static str = Box::leak("x".repeat(hookgate::forward::MAX_UPSTREAM_ANSWER_BYTES + 1).into_boxed_str());
+    let upstream = Upstream::answering(UpstreamAnswer { body, ..UpstreamAnswer::default() }).await;
+    let dir = temp_dir("proxy-answer-too-large");
+    let file = dir.join("hookgate.yaml");
+    let route = format!("  - name: oversized\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    std::fs::write(&file, fixture_config(&route, "")).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let answer = send_raw(process.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert_eq!(upstream.received().len(), 1);
+    let line = process.wait_for_log("the request line", |line| line["message"] == "request");
+    assert_eq!(line["outcome"], "upstream_failed", "{line}");
+    assert_eq!(line["status"], 502, "{line}");
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("larger than")), "{line}");
+    let metrics =
+        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await;
+    let metrics = metrics.text();
+    let result = |label: &str| {
+        metric_sample(&metrics, &format!("hookgate_upstream_requests_total{{route=\"oversized\",result=\"{label}\"}}"))
+    };
+    assert_eq!(result("answer_too_large"), Some(1.0), "{metrics}");
+    assert_eq!(result("connect_error"), None, "{metrics}");
+    assert_eq!(
+        metric_sample(&metrics, "hookgate_requests_total{source=\"main\",outcome=\"upstream_failed\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,15 +1,13 @@
 //! The TLS webhook listener: a throwaway certificate (rcgen), a real rustls client, HTTP/2 and HTTP/1.1
 //! chosen by ALPN.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::*;
 
 struct Certificate {
     dir: std::path::PathBuf,

@@ -1,10 +1,8 @@
 //! WooCommerce's signatures, checked against deliveries signed by PHP's own `hash_hmac`.
 
-mod support;
-
+use crate::support::Fixture;
 use hookgate::secret::Secret;
 use hookgate::verify::{Algorithm, Signature, SignatureError, Verifier, sign, sign_with_key};
-use support::Fixture;
 
 fn signed_fixtures() -> Vec<Fixture> {
     Fixture::all().into_iter().filter(|f| f.meta.get("secret").is_some()).collect()

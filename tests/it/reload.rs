@@ -1,13 +1,11 @@
 //! Hot reload with the real binary: SIGHUP and a changed file swap the configuration in; a bad file is
 //! refused while the old configuration keeps serving every request.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn config(routes: &str, extra: &str) -> String {
     fixture_config(routes, extra)

@@ -3,14 +3,12 @@
 //! output of `check` and `diagnose`, is searched for each secret as written, decoded, base64 (standard and
 //! URL-safe, padded or not, at any alignment) and hex.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use support::*;
 
 const ENV_SECRET: &str = "env-secret-7fQ2mZ9xLw3R";
 const FILE_SECRET: &str = "file-secret-Vb8Nn4Kp1Tq6";

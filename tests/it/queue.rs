@@ -1,13 +1,11 @@
 //! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

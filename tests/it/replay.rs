@@ -2,11 +2,9 @@
 //! capture) is answered 200 `{"status":"stale"}`, counted under outcome `stale`, and goes nowhere, in both
 //! delivery modes. Fresh deliveries and payloads without a date pass.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::*;
+use crate::support::*;
 
 /// The `main` source renamed to `name` (metrics are process-wide: each test counts its own source) and
 /// given `reject_older_than`.

@@ -2,15 +2,13 @@
 //! clients, oversized and malformed requests. Each refused request gets its status, reaches no upstream,
 //! stores nothing in the spool, and the gateway goes on answering valid deliveries.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hookgate::secret::Secret;
 use hookgate::verify::{Algorithm, sign};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,0 +1,208 @@
+//! A hookgate on a real port, in this process, and a recording upstream for it to forward to.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use hookgate::config::Config;
+use hookgate::server::{Gateway, Server};
+
+/// A hookgate serving on 127.0.0.1 with an ephemeral port; stopped when dropped.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Starts hookgate on `config_yaml`, which is validated exactly as a file would be.
+    pub async fn start(config_yaml: &str) -> TestGateway {
+        let config = Config::from_yaml(config_yaml, Path::new("test-config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        TestGateway::serve(config, None).await
+    }
+
+    /// Starts hookgate the way `hookgate serve` does (the same [`Server`]), on loopback listeners, reloading
+    /// from `reload_from` when given.
+    pub async fn serve(config: Config, reload_from: Option<&Path>) -> TestGateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut server = Server::with_listeners(config, listener, admin_listener).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(path) = reload_from {
+            server = server.reload_from(path, false);
+        }
+        let (addr, admin_addr) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
+        let gateway = Arc::clone(server.gateway());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestGateway { addr, admin_addr, gateway, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Asks for a graceful stop and waits for the server to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When its body had arrived.
+    pub at: std::time::Instant,
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How the recording upstream answers.
+#[derive(Clone)]
+pub struct UpstreamAnswer {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: &'static str,
+    pub delay: Duration,
+}
+
+impl Default for UpstreamAnswer {
+    fn default() -> Self {
+        UpstreamAnswer { status: StatusCode::OK, headers: vec![], body: r#"{"ok":true}"#, delay: Duration::ZERO }
+    }
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request it gets.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<Mutex<usize>>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrency: Arc<Mutex<(usize, usize)>>,
+}
+
+impl Upstream {
+    /// Starts an upstream answering 200 `{"ok":true}`.
+    pub async fn start() -> Upstream {
+        Upstream::answering(UpstreamAnswer::default()).await
+    }
+
+    /// Starts an upstream that answers every request with `answer`.
+    pub async fn answering(answer: UpstreamAnswer) -> Upstream {
+        Upstream::scripted(vec![answer]).await
+    }
+
+    /// Starts an upstream that gives the answers in order, the last one from then on.
+    pub async fn scripted(answers: Vec<UpstreamAnswer>) -> Upstream {
+        Upstream::scripted_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), answers).await
+    }
+
+    /// Starts an upstream answering 200 on a given address (to bring a "down" upstream up).
+    pub async fn start_on(addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        Upstream::scripted_on(listener, vec![UpstreamAnswer::default()]).await
+    }
+
+    async fn scripted_on(listener: TcpListener, answers: Vec<UpstreamAnswer>) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let concurrency = Arc::new(Mutex::new((0, 0)));
+        let (received_in, connections_in, concurrency_in) =
+            (Arc::clone(&received), Arc::clone(&connections), Arc::clone(&concurrency));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                *connections_in.lock().unwrap() += 1;
+                let received = Arc::clone(&received_in);
+                let script = Arc::clone(&script);
+                let concurrency = Arc::clone(&concurrency_in);
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let received = Arc::clone(&received);
+                    let concurrency = Arc::clone(&concurrency);
+                    let answer = {
+                        let mut script = script.lock().unwrap();
+                        if script.len() > 1 { script.pop_front().unwrap() } else { script[0].clone() }
+                    };
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        received.lock().unwrap().push(Received {
+                            at: std::time::Instant::now(),
+                            method: parts.method.to_string(),
+                            path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                            headers: parts.headers,
+                            body,
+                        });
+                        {
+                            let mut now = concurrency.lock().unwrap();
+                            now.0 += 1;
+                            now.1 = now.1.max(now.0);
+                        }
+                        tokio::time::sleep(answer.delay).await;
+                        concurrency.lock().unwrap().0 -= 1;
+                        let mut response = Response::new(Full::new(Bytes::from_static(answer.body.as_bytes())));
+                        *response.status_mut() = answer.status;
+                        for (name, value) in &answer.headers {
+                            response.headers_mut().append(*name, value.parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Upstream { addr, received, connections, concurrency }
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The most requests the upstream was answering at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.concurrency.lock().unwrap().1
+    }
+
+    /// How many TCP connections the upstream accepted.
+    pub fn connections(&self) -> usize {
+        *self.connections.lock().unwrap()
+    }
+
+    /// The upstream's URL with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}

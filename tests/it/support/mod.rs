@@ -1,0 +1,44 @@
+//! What the integration tests share, by area: `gateway` (a real hookgate on a real port in this process,
+//! and a recording upstream), `process` (the real binary, with its log lines), `fixtures` (the WooCommerce
+//! deliveries, requests signed like them, configs that accept them) and `raw_http` (a raw HTTP/1.x client
+//! that shows exactly what went over the wire). Everything is re-exported here, so a test module needs only
+//! `use crate::support::*`; what is left in this file serves every area.
+
+mod fixtures;
+mod gateway;
+mod process;
+mod raw_http;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use fixtures::*;
+pub use gateway::*;
+pub use process::*;
+pub use raw_http::*;
+
+/// Waits until `check` holds, polling every 20 ms, for at most `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh folder for a test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The value of the one sample in a Prometheus scrape whose line starts with `series` (name and labels
+/// as rendered).
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
