@@ -31,9 +31,23 @@ const BODY_FORMS: [(&str, BodyForm); 3] = [
 
 /// Explains `signature` (the header value) for `body` against `source`'s secrets and algorithm.
 pub fn diagnose(source: &Source, signature: &str, body: &[u8]) -> Diagnosis {
+    let signature = signature.trim_end_matches(['\r', '\n']);
+    let mut lines = header_shape(source, signature);
+    let verifies = match search(source, signature.trim(), body) {
+        Some(found) => explain_match(source, &found, &mut lines),
+        None => {
+            explain_no_match(source, &mut lines);
+            false
+        }
+    };
+    Diagnosis { verifies, lines }
+}
+
+/// What the header value itself shows: spaces, an alphabet that is not base64, a length of another
+/// algorithm or of none.
+fn header_shape(source: &Source, signature: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let configured = source.verifier.algorithm();
-    let signature = signature.trim_end_matches(['\r', '\n']);
     if signature != signature.trim() {
         lines.push(
             "The signature has spaces around it: WooCommerce sends none, and hookgate compares the exact header value."
@@ -63,70 +77,85 @@ pub fn diagnose(source: &Source, signature: &str, body: &[u8]) -> Diagnosis {
             }
         }
     }
+    lines
+}
 
-    let signature = signature.trim();
-    let mut found = None;
-    'search: for (index, secret) in source.secrets.iter().enumerate() {
+/// The first combination that makes `signature`: which secret (by index), in which form, with which
+/// algorithm, over which form of the body.
+struct Match {
+    index: usize,
+    key_form: &'static str,
+    algorithm: Algorithm,
+    body_form: &'static str,
+}
+
+/// Tries every secret (as written, then entity-decoded), every algorithm (the configured one first) and
+/// every body form, in that order.
+fn search(source: &Source, signature: &str, body: &[u8]) -> Option<Match> {
+    let configured = source.verifier.algorithm();
+    for (index, secret) in source.secrets.iter().enumerate() {
         let mut keys = vec![(secret.clone(), "as written")];
         if let Some(decoded) = secret.entity_decoded() {
             keys.push((decoded, "with its HTML entities decoded"));
         }
-        for (key, key_form) in &keys {
+        for (key, key_form) in keys {
             for algorithm in preferred_order(configured) {
                 for (body_form, alter) in BODY_FORMS {
                     let Some(altered) = alter(body) else { continue };
                     if body_form != BODY_FORMS[0].0 && altered == body {
                         continue;
                     }
-                    if signs(algorithm, key, altered, signature) {
-                        found = Some((index, *key_form, algorithm, body_form));
-                        break 'search;
+                    if signs(algorithm, &key, altered, signature) {
+                        return Some(Match { index, key_form, algorithm, body_form });
                     }
                 }
             }
         }
     }
-    let verifies = match found {
-        Some((index, key_form, algorithm, body_form)) => {
-            let which = format!("secret {} ({}) {key_form}", index + 1, source.secret_origins[index]);
-            let accepted = algorithm == configured && body_form == BODY_FORMS[0].0;
-            if accepted {
-                lines.push(format!(
-                    "The signature verifies: it matches {which} with {algorithm} over {body_form}. hookgate accepts this delivery."
-                ));
-            } else if algorithm != configured {
-                lines.push(format!(
-                    "It matches {which} with {algorithm}: set algorithm: {algorithm} for source {:?} (the site uses WooCommerce's woocommerce_webhook_hash_algorithm filter).",
-                    source.name
-                ));
-            }
-            if body_form != BODY_FORMS[0].0 {
-                lines.push(format!(
-                    "It matches {which} with {algorithm} over {body_form}: the body was changed after it was signed. \
-                     Send the exact bytes WooCommerce sent (a tool or a file added or removed the whitespace)."
-                ));
-            }
-            accepted
-        }
-        None => {
-            lines.push(format!(
-                "No configured secret of source {:?} ({} secret{}, each tried as written and entity-decoded) matches with any \
-                 algorithm, over the body as given, trimmed or without a trailing newline.",
-                source.name,
-                source.secrets.len(),
-                if source.secrets.len() == 1 { "" } else { "s" }
-            ));
-            lines.push(
-                "Usual causes: the body was re-serialised before the signature was checked (parsed and encoded again, \
-                 which changes escaped slashes, \\u escapes or spacing: check the raw bytes received); the secret is the REST \
-                 API consumer secret instead of the webhook's own secret (WooCommerce > Settings > Advanced > Webhooks); \
-                 or the webhook's secret was changed in WooCommerce and not here."
-                    .to_owned(),
-            );
-            false
-        }
-    };
-    Diagnosis { verifies, lines }
+    None
+}
+
+/// Says what matched and what to change; true when hookgate, as configured, accepts it.
+fn explain_match(source: &Source, found: &Match, lines: &mut Vec<String>) -> bool {
+    let Match { index, key_form, algorithm, body_form } = *found;
+    let configured = source.verifier.algorithm();
+    let which = format!("secret {} ({}) {key_form}", index + 1, source.secret_origins[index]);
+    let accepted = algorithm == configured && body_form == BODY_FORMS[0].0;
+    if accepted {
+        lines.push(format!(
+            "The signature verifies: it matches {which} with {algorithm} over {body_form}. hookgate accepts this delivery."
+        ));
+    } else if algorithm != configured {
+        lines.push(format!(
+            "It matches {which} with {algorithm}: set algorithm: {algorithm} for source {:?} (the site uses WooCommerce's woocommerce_webhook_hash_algorithm filter).",
+            source.name
+        ));
+    }
+    if body_form != BODY_FORMS[0].0 {
+        lines.push(format!(
+            "It matches {which} with {algorithm} over {body_form}: the body was changed after it was signed. \
+             Send the exact bytes WooCommerce sent (a tool or a file added or removed the whitespace)."
+        ));
+    }
+    accepted
+}
+
+/// Says that nothing matched, and the usual causes.
+fn explain_no_match(source: &Source, lines: &mut Vec<String>) {
+    lines.push(format!(
+        "No configured secret of source {:?} ({} secret{}, each tried as written and entity-decoded) matches with any \
+         algorithm, over the body as given, trimmed or without a trailing newline.",
+        source.name,
+        source.secrets.len(),
+        if source.secrets.len() == 1 { "" } else { "s" }
+    ));
+    lines.push(
+        "Usual causes: the body was re-serialised before the signature was checked (parsed and encoded again, \
+         which changes escaped slashes, \\u escapes or spacing: check the raw bytes received); the secret is the REST \
+         API consumer secret instead of the webhook's own secret (WooCommerce > Settings > Advanced > Webhooks); \
+         or the webhook's secret was changed in WooCommerce and not here."
+            .to_owned(),
+    );
 }
 
 /// The configured algorithm first, then the others.

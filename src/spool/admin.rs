@@ -61,106 +61,132 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
 }
 
 fn execute(conn: &mut Connection, path: &Path, command: Command, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
-    let write_error = |e: std::io::Error| SpoolError::Open(format!("cannot write the output: {e}"));
     match command {
-        Command::Stats => {
-            let now = now_ms();
-            writeln!(
-                out,
-                "spool {} (schema {}, {} bytes in use)",
-                path.display(),
-                store::schema_version(conn)?,
-                store::used_bytes(conn)?
-            )
+        Command::Stats => stats(conn, path, out),
+        Command::List { route, state, limit } => list(conn, route, state, limit, out),
+        Command::Show { id } => show(conn, &id, out),
+        Command::Replay { id, route } => replay(conn, id, route, out),
+        Command::Drop { id } => drop_event(conn, &id, out),
+    }
+}
+
+fn write_error(error: std::io::Error) -> SpoolError {
+    SpoolError::Open(format!("cannot write the output: {error}"))
+}
+
+/// `spool stats`: the file, its schema and size, and per route what is pending, dead and delivered.
+fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    let now = now_ms();
+    writeln!(
+        out,
+        "spool {} (schema {}, {} bytes in use)",
+        path.display(),
+        store::schema_version(conn)?,
+        store::used_bytes(conn)?
+    )
+    .map_err(write_error)?;
+    writeln!(out, "{:<24} {:>9} {:>7} {:>10}  oldest pending", "route", "pending", "dead", "delivered")
+        .map_err(write_error)?;
+    for stats in store::stats(conn)? {
+        let oldest = stats.oldest_pending_since.map_or_else(|| "-".to_owned(), |at| age(now - at));
+        writeln!(out, "{:<24} {:>9} {:>7} {:>10}  {oldest}", stats.route, stats.pending, stats.dead, stats.delivered)
             .map_err(write_error)?;
-            writeln!(out, "{:<24} {:>9} {:>7} {:>10}  oldest pending", "route", "pending", "dead", "delivered")
-                .map_err(write_error)?;
-            for stats in store::stats(conn)? {
-                let oldest = stats.oldest_pending_since.map_or_else(|| "-".to_owned(), |at| age(now - at));
-                writeln!(
-                    out,
-                    "{:<24} {:>9} {:>7} {:>10}  {oldest}",
-                    stats.route, stats.pending, stats.dead, stats.delivered
-                )
-                .map_err(write_error)?;
-            }
-        }
-        Command::List { route, state, limit } => {
-            let rows = store::list(conn, route.as_deref(), state.as_deref(), limit)?;
-            let shown = rows.len();
-            for row in rows {
-                let last = match (row.last_status, &row.last_error) {
-                    (Some(status), _) => format!("last status {status}"),
-                    (None, Some(error)) => format!("last error: {error}"),
-                    (None, None) => "not attempted".to_owned(),
-                };
-                let next =
-                    if row.state == "pending" { format!(" next {}", time(row.next_attempt_at)) } else { String::new() };
-                writeln!(
-                    out,
-                    "{}  {}  {}  {} from {}  received {}  attempts {}  {last}{next}",
-                    row.public_id,
-                    row.route,
-                    row.state,
-                    row.topic,
-                    row.source,
-                    time(row.received_at),
-                    row.attempts
-                )
-                .map_err(write_error)?;
-            }
-            if shown == limit {
-                eprintln!("(the first {limit} shown: there may be more; raise --limit)");
-            }
-        }
-        Command::Show { id } => {
-            let Some(event) = store::show(conn, &id)? else {
-                eprintln!("no event {id} in the spool");
-                return Ok(ExitCode::FAILURE);
-            };
-            writeln!(out, "event {}", event.public_id).map_err(write_error)?;
-            writeln!(out, "received {} from {}, topic {}", time(event.received_at), event.source, event.topic)
-                .map_err(write_error)?;
-            writeln!(out, "resource {}", event.resource_key.as_deref().unwrap_or("- (not ordered)"))
-                .map_err(write_error)?;
-            for (delivery, answer) in &event.deliveries {
-                writeln!(
-                    out,
-                    "route {}: {}, attempts {}, last status {}, last error {}",
-                    delivery.route,
-                    delivery.state,
-                    delivery.attempts,
-                    delivery.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                    delivery.last_error.as_deref().unwrap_or("-"),
-                )
-                .map_err(write_error)?;
-                if let Some(answer) = answer.as_ref().filter(|a| !a.is_empty()) {
-                    writeln!(out, "  answer: {}", String::from_utf8_lossy(answer)).map_err(write_error)?;
-                }
-            }
-            writeln!(out, "headers:").map_err(write_error)?;
-            out.write_all(&event.headers).map_err(write_error)?;
-            writeln!(out, "body ({} bytes):", event.body.len()).map_err(write_error)?;
-            out.write_all(&event.body).map_err(write_error)?;
-            writeln!(out).map_err(write_error)?;
-        }
-        Command::Replay { id, route } => {
-            let replayed = store::replay(conn, id.as_deref(), route.as_deref(), now_ms())?;
-            writeln!(out, "replayed {replayed} deliver{}", if replayed == 1 { "y" } else { "ies" })
-                .map_err(write_error)?;
-            if replayed == 0 && id.is_some() {
-                eprintln!("nothing to replay: no such event, or its deliveries are already pending");
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Drop { id } => {
-            if !store::drop_event(conn, &id)? {
-                eprintln!("no event {id} in the spool");
-                return Ok(ExitCode::FAILURE);
-            }
-            writeln!(out, "dropped event {id} and its deliveries").map_err(write_error)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool list`: one line per delivery, newest first, filtered by route and state.
+fn list(
+    conn: &Connection,
+    route: Option<String>,
+    state: Option<String>,
+    limit: usize,
+    out: &mut impl Write,
+) -> Result<ExitCode, SpoolError> {
+    let rows = store::list(conn, route.as_deref(), state.as_deref(), limit)?;
+    let shown = rows.len();
+    for row in rows {
+        let last = match (row.last_status, &row.last_error) {
+            (Some(status), _) => format!("last status {status}"),
+            (None, Some(error)) => format!("last error: {error}"),
+            (None, None) => "not attempted".to_owned(),
+        };
+        let next = if row.state == "pending" { format!(" next {}", time(row.next_attempt_at)) } else { String::new() };
+        writeln!(
+            out,
+            "{}  {}  {}  {} from {}  received {}  attempts {}  {last}{next}",
+            row.public_id,
+            row.route,
+            row.state,
+            row.topic,
+            row.source,
+            time(row.received_at),
+            row.attempts
+        )
+        .map_err(write_error)?;
+    }
+    if shown == limit {
+        eprintln!("(the first {limit} shown: there may be more; raise --limit)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool show`: one event whole: its deliveries, their last answers, its headers and body.
+fn show(conn: &Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    let Some(event) = store::show(conn, id)? else {
+        eprintln!("no event {id} in the spool");
+        return Ok(ExitCode::FAILURE);
+    };
+    writeln!(out, "event {}", event.public_id).map_err(write_error)?;
+    writeln!(out, "received {} from {}, topic {}", time(event.received_at), event.source, event.topic)
+        .map_err(write_error)?;
+    writeln!(out, "resource {}", event.resource_key.as_deref().unwrap_or("- (not ordered)")).map_err(write_error)?;
+    for (delivery, answer) in &event.deliveries {
+        writeln!(
+            out,
+            "route {}: {}, attempts {}, last status {}, last error {}",
+            delivery.route,
+            delivery.state,
+            delivery.attempts,
+            delivery.last_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            delivery.last_error.as_deref().unwrap_or("-"),
+        )
+        .map_err(write_error)?;
+        if let Some(answer) = answer.as_ref().filter(|a| !a.is_empty()) {
+            writeln!(out, "  answer: {}", String::from_utf8_lossy(answer)).map_err(write_error)?;
         }
     }
+    writeln!(out, "headers:").map_err(write_error)?;
+    out.write_all(&event.headers).map_err(write_error)?;
+    writeln!(out, "body ({} bytes):", event.body.len()).map_err(write_error)?;
+    out.write_all(&event.body).map_err(write_error)?;
+    writeln!(out).map_err(write_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool replay`: dead or delivered deliveries pending again, by event or by route.
+fn replay(
+    conn: &mut Connection,
+    id: Option<String>,
+    route: Option<String>,
+    out: &mut impl Write,
+) -> Result<ExitCode, SpoolError> {
+    let replayed = store::replay(conn, id.as_deref(), route.as_deref(), now_ms())?;
+    writeln!(out, "replayed {replayed} deliver{}", if replayed == 1 { "y" } else { "ies" }).map_err(write_error)?;
+    if replayed == 0 && id.is_some() {
+        eprintln!("nothing to replay: no such event, or its deliveries are already pending");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool drop`: an event and its deliveries, gone.
+fn drop_event(conn: &mut Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    if !store::drop_event(conn, id)? {
+        eprintln!("no event {id} in the spool");
+        return Ok(ExitCode::FAILURE);
+    }
+    writeln!(out, "dropped event {id} and its deliveries").map_err(write_error)?;
     Ok(ExitCode::SUCCESS)
 }
 

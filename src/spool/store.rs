@@ -1,123 +1,19 @@
-//! The spool's SQL: the schema and its migrations, and every read and write, as plain functions over a
-//! connection. The writer thread, the dispatcher's reader and the `spool` commands all go through here, so
+//! The spool's SQL: every read and write, as plain functions over a connection (the schema and its
+//! migrations in `schema`, what operators read in `inspect`). The writer thread, the dispatcher's reader and the `spool` commands all go through here, so
 //! an operator's `sqlite3` sees the same tables the code uses.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SpoolError;
 
-/// The schema this build writes. Older files are migrated on open; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+mod inspect;
+mod schema;
 
-/// Each migration takes the schema from version N to N + 1 (index N).
-const MIGRATIONS: [&str; 1] = [r#"
-CREATE TABLE events (
-    id           INTEGER PRIMARY KEY,             -- order of receipt
-    public_id    TEXT NOT NULL UNIQUE,            -- the id answered to WooCommerce and sent as X-Hookgate-Event-Id
-    received_at  INTEGER NOT NULL,                -- unix milliseconds
-    source       TEXT NOT NULL,
-    topic        TEXT NOT NULL,
-    resource_key TEXT,                            -- source/resource:id, for ordering; NULL when the payload has no id
-    headers      BLOB NOT NULL,                   -- the forwarded headers, one "name: value" per line
-    body         BLOB NOT NULL                    -- the exact bytes WooCommerce signed
-);
-CREATE TABLE deliveries (
-    id              INTEGER PRIMARY KEY,
-    event_id        INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE,
-    route           TEXT NOT NULL,
-    resource_key    TEXT,
-    state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-    is_head         INTEGER NOT NULL DEFAULT 1,   -- 1 for the oldest pending delivery of its route and resource
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    pending_since   INTEGER NOT NULL,             -- when it was queued or last replayed; give_up_after counts from here
-    next_attempt_at INTEGER NOT NULL,
-    last_attempt_at INTEGER,
-    last_status     INTEGER,                      -- the upstream's last status, if it answered
-    last_error      TEXT,                         -- why the last attempt failed
-    last_answer     BLOB,                         -- the start of the upstream's last answer
-    finished_at     INTEGER                       -- when it was delivered or became a dead letter
-);
--- Partial indexes over pending deliveries only: they stay as small as the backlog, however many delivered
--- entries are kept.
-CREATE INDEX deliveries_due ON deliveries (route, next_attempt_at, id) WHERE state = 'pending' AND is_head = 1;
-CREATE INDEX deliveries_pending_resource ON deliveries (route, resource_key, id) WHERE state = 'pending';
-CREATE INDEX deliveries_delivered ON deliveries (finished_at) WHERE state = 'delivered';
-CREATE INDEX deliveries_event ON deliveries (event_id);
-CREATE INDEX deliveries_dead ON deliveries (route) WHERE state = 'dead';
-CREATE TABLE dedupe (
-    key       BLOB PRIMARY KEY,                   -- SHA-256 of source, topic and body
-    event_id  TEXT NOT NULL,                      -- the public id of the delivery it repeats
-    seen_at   INTEGER NOT NULL
-);
-CREATE INDEX dedupe_seen ON dedupe (seen_at);
-"#];
-
-/// Opens (creating it and its folder if needed) and migrates the spool. `synchronous=FULL` with WAL makes
-/// every commit durable before it returns: an answer sent after a commit is a promise kept across crashes.
-pub fn open(path: &Path) -> Result<Connection, SpoolError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let mut conn =
-        Connection::open(path).map_err(|e| SpoolError::Open(format!("cannot open {}: {e}", path.display())))?;
-    configure(&conn).map_err(|e| SpoolError::Open(format!("cannot set up {}: {e}", path.display())))?;
-    migrate(&mut conn).map_err(|e| match e {
-        SpoolError::Sqlite(e) => SpoolError::Open(format!("cannot migrate {}: {e}", path.display())),
-        other => other,
-    })?;
-    Ok(conn)
-}
-
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    // Readers (the dispatcher, `hookgate spool`) and the one writer wait for each other instead of failing.
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Sorting and grouping stay in memory: the root filesystem may be read-only (Kubernetes).
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 4 MiB of page cache per connection holds the pending deliveries' index pages, the part that is read
-    // again and again. Measured under the 64-connection bench: the same throughput as 16 MiB, and a peak
-    // resident size of 37 MiB instead of 51 MiB.
-    conn.pragma_update(None, "cache_size", -4 * 1024)?;
-    Ok(())
-}
-
-/// Brings the schema to [`SCHEMA_VERSION`] in one transaction per step.
-pub fn migrate(conn: &mut Connection) -> Result<(), SpoolError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(SpoolError::Open(format!(
-            "the spool's schema is version {version}, newer than this hookgate's {SCHEMA_VERSION}: run a newer hookgate"
-        )));
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-/// The schema version of an open spool.
-pub fn schema_version(conn: &Connection) -> Result<i64, SpoolError> {
-    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
-}
-
-/// Bytes the spool's live pages take (free pages left by pruning are reused, so they do not count).
-pub fn used_bytes(conn: &Connection) -> Result<u64, SpoolError> {
-    // Run after every commit: cached statements, not pragmas parsed anew each time.
-    let pages: i64 = conn.prepare_cached("PRAGMA page_count")?.query_row([], |row| row.get(0))?;
-    let free: i64 = conn.prepare_cached("PRAGMA freelist_count")?.query_row([], |row| row.get(0))?;
-    let size: i64 = conn.prepare_cached("PRAGMA page_size")?.query_row([], |row| row.get(0))?;
-    Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
-}
+pub use inspect::{Listed, RouteStats, Shown, list, show, stats};
+pub use schema::{SCHEMA_VERSION, migrate, open, schema_version, used_bytes};
 
 /// A verified delivery to be stored, with the routes it goes to.
 #[derive(Debug, Clone)]
@@ -377,130 +273,6 @@ pub fn prune(conn: &Connection, now: i64, keep_delivered_ms: i64, dedupe_window_
         .prepare_cached("DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE seen_at < ?1 LIMIT ?2)")?
         .execute(params![now - dedupe_window_ms, chunk])?;
     Ok(events.len().max(forgotten))
-}
-
-/// Counts by route and state, for `spool stats` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteStats {
-    pub route: String,
-    pub pending: i64,
-    pub dead: i64,
-    pub delivered: i64,
-    /// When the oldest pending delivery was queued (unix ms).
-    pub oldest_pending_since: Option<i64>,
-}
-
-/// Counts per route.
-pub fn stats(conn: &Connection) -> Result<Vec<RouteStats>, SpoolError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT route,
-                SUM(state = 'pending'), SUM(state = 'dead'), SUM(state = 'delivered'),
-                MIN(CASE WHEN state = 'pending' THEN pending_since END)
-         FROM deliveries GROUP BY route ORDER BY route",
-    )?;
-    let rows = statement.query_map([], |row| {
-        Ok(RouteStats {
-            route: row.get(0)?,
-            pending: row.get(1)?,
-            dead: row.get(2)?,
-            delivered: row.get(3)?,
-            oldest_pending_since: row.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// One delivery, as listed.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    pub public_id: String,
-    pub route: String,
-    pub state: String,
-    pub topic: String,
-    pub source: String,
-    pub attempts: u32,
-    pub received_at: i64,
-    pub next_attempt_at: i64,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-}
-
-/// Deliveries, oldest first, filtered by route and state.
-pub fn list(
-    conn: &Connection,
-    route: Option<&str>,
-    state: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Listed>, SpoolError> {
-    let mut statement = conn.prepare(&format!(
-        "{LISTED_COLUMNS} WHERE (?1 IS NULL OR d.route = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id LIMIT ?3"
-    ))?;
-    let rows = statement.query_map(params![route, state, i64::try_from(limit).unwrap_or(i64::MAX)], listed)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// The columns [`listed`] reads, in its order, and the join they come from (the last answer is column 10).
-const LISTED_COLUMNS: &str = "SELECT e.public_id, d.route, d.state, e.topic, e.source, d.attempts, e.received_at,
-        d.next_attempt_at, d.last_status, d.last_error, d.last_answer
- FROM deliveries d JOIN events e ON e.id = d.event_id";
-
-/// One row of [`LISTED_COLUMNS`].
-fn listed(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listed> {
-    Ok(Listed {
-        public_id: row.get(0)?,
-        route: row.get(1)?,
-        state: row.get(2)?,
-        topic: row.get(3)?,
-        source: row.get(4)?,
-        attempts: row.get(5)?,
-        received_at: row.get(6)?,
-        next_attempt_at: row.get(7)?,
-        last_status: row.get(8)?,
-        last_error: row.get(9)?,
-    })
-}
-
-/// An event with its headers, body and every route's delivery.
-#[derive(Debug, Clone)]
-pub struct Shown {
-    pub public_id: String,
-    pub received_at: i64,
-    pub source: String,
-    pub topic: String,
-    pub resource_key: Option<String>,
-    pub headers: Vec<u8>,
-    pub body: Vec<u8>,
-    pub deliveries: Vec<(Listed, Option<Vec<u8>>)>,
-}
-
-/// One event by its public id.
-pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolError> {
-    let event = conn
-        .query_row(
-            "SELECT id, public_id, received_at, source, topic, resource_key, headers, body FROM events WHERE public_id = ?1",
-            [public_id],
-            |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    Shown {
-                        public_id: row.get(1)?,
-                        received_at: row.get(2)?,
-                        source: row.get(3)?,
-                        topic: row.get(4)?,
-                        resource_key: row.get(5)?,
-                        headers: row.get(6)?,
-                        body: row.get(7)?,
-                        deliveries: Vec::new(),
-                    },
-                ))
-            },
-        )
-        .optional()?;
-    let Some((event_id, mut shown)) = event else { return Ok(None) };
-    let mut statement = conn.prepare(&format!("{LISTED_COLUMNS} WHERE d.event_id = ?1 ORDER BY d.id"))?;
-    let rows = statement.query_map([event_id], |row| Ok((listed(row)?, row.get::<_, Option<Vec<u8>>>(10)?)))?;
-    shown.deliveries = rows.collect::<Result<_, _>>()?;
-    Ok(Some(shown))
 }
 
 /// Makes dead (or delivered) deliveries pending again, due now, with a fresh give-up clock. With a public
