@@ -1,4 +1,5 @@
 use super::*;
+use crate::verify::Algorithm;
 
 const FILE: &str = "test.yaml";
 
