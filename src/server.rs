@@ -278,7 +278,7 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
         let topic = delivery.topic().unwrap_or_default();
-        let routes: Vec<String> = config.matching_routes(&source.name, topic).map(|r| r.name.clone()).collect();
+        let routes: Vec<String> = config.routes.matching(&source.name, topic).map(|r| r.name.clone()).collect();
         if routes.is_empty() {
             return unrouted(config, log);
         }
@@ -335,7 +335,7 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
         let topic = delivery.topic().unwrap_or_default();
-        let Some(route) = config.first_route(&source.name, topic) else {
+        let Some(route) = config.routes.first(&source.name, topic) else {
             return unrouted(config, log);
         };
         log.outcome = Outcome::Accepted;

@@ -14,7 +14,7 @@ use super::raw::{RawConfig, RawDedupe, RawDelivery, RawLimits, RawLog, RawRoute,
 use super::redact::{redact_line, secret_lines};
 // The runtime types and their defaults.
 use super::*;
-use crate::route::TopicPattern;
+use crate::route::{Route, TopicPattern};
 use crate::secret::Secret;
 use crate::verify::{Algorithm, Verifier};
 
@@ -529,7 +529,7 @@ fn route_warnings(file: &Path, routes: &[(Route, u64)], mode: DeliveryMode, only
         }
         if mode == DeliveryMode::Proxy
             && let Some((earlier, earlier_line)) =
-                routes[..index].iter().find(|(earlier, _)| hides(earlier, route, only_source))
+                routes[..index].iter().find(|(earlier, _)| earlier.hides(route, only_source))
         {
             warnings.push(format!(
                 "{}:{line}: route {:?} is never used in proxy mode: route {:?} (line {earlier_line}) comes first and takes every delivery it would take",
@@ -540,17 +540,6 @@ fn route_warnings(file: &Path, routes: &[(Route, u64)], mode: DeliveryMode, only
         }
     }
     warnings
-}
-
-/// True when `earlier` takes every delivery `later` would take, so `later` never wins in proxy mode.
-fn hides(earlier: &Route, later: &Route, only_source: Option<&str>) -> bool {
-    let sources_covered = match (&earlier.source, &later.source) {
-        (None, _) => true,
-        (Some(a), Some(b)) => a == b,
-        // A route for every source takes no more than one for the only source there is.
-        (Some(a), None) => only_source == Some(a.as_str()),
-    };
-    sources_covered && later.topics.iter().all(|t| earlier.topics.iter().any(|e| e.covers(t)))
 }
 
 /// Names appear in logs, metric labels and headers, so they are kept plain.

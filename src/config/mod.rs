@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::route::TopicPattern;
+use crate::route::{Routes, TopicPattern};
 use crate::secret::Secret;
 use crate::verify::Verifier;
 
@@ -84,7 +84,7 @@ pub struct Config {
     /// One per WooCommerce store, in file order.
     pub sources: Vec<Arc<Source>>,
     /// Routes in file order: in proxy mode the first that matches wins.
-    pub routes: Vec<Route>,
+    pub routes: Routes,
     /// What happens to a verified delivery that no route matches.
     pub unrouted: Unrouted,
     /// How verified deliveries reach their upstreams.
@@ -132,28 +132,6 @@ pub struct Source {
     /// When set, a verified delivery whose signed `date_modified_gmt` is older than this is answered
     /// 200 `{"status":"stale"}` and goes nowhere (a replayed capture).
     pub reject_older_than: Option<Duration>,
-}
-
-/// A rule sending deliveries of some topics to one upstream.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The route's name, used in logs and forwarded headers.
-    pub name: String,
-    /// When set, only deliveries from this source take the route.
-    pub source: Option<String>,
-    /// The topics taken, as exact topics or globs.
-    pub topics: Vec<TopicPattern>,
-    /// Where the delivery is POSTed.
-    pub upstream: http::Uri,
-    /// How long the upstream has to answer in full.
-    pub timeout: Duration,
-}
-
-impl Route {
-    /// True when a delivery from `source` with `topic` takes this route.
-    pub fn matches(&self, source: &str, topic: &str) -> bool {
-        self.source.as_deref().is_none_or(|s| s == source) && self.topics.iter().any(|p| p.matches(topic))
-    }
 }
 
 /// How logs are written (`RUST_LOG`, when set, overrides the level).
@@ -283,21 +261,6 @@ impl Config {
     /// The source whose Delivery URL has this path.
     pub fn source_for_path(&self, path: &str) -> Option<&Arc<Source>> {
         self.source_by_path.get(path).map(|&i| &self.sources[i])
-    }
-
-    /// In proxy mode: the first route, in file order, that takes this delivery.
-    pub fn first_route(&self, source: &str, topic: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(source, topic))
-    }
-
-    /// In queue mode: every route that takes this delivery (fan-out).
-    pub fn matching_routes<'a>(&'a self, source: &'a str, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
-        self.routes.iter().filter(move |r| r.matches(source, topic))
-    }
-
-    /// The route with this name.
-    pub fn route(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.name == name)
     }
 }
 

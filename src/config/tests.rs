@@ -46,7 +46,7 @@ fn defaults_apply_to_a_minimal_config() {
     assert_eq!(config.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.limits.header_timeout, DEFAULT_HEADER_TIMEOUT);
     assert_eq!(config.limits.body_timeout, DEFAULT_BODY_TIMEOUT);
-    assert_eq!(config.routes[0].timeout, DEFAULT_ROUTE_TIMEOUT);
+    assert_eq!(config.routes.iter().next().unwrap().timeout, DEFAULT_ROUTE_TIMEOUT);
     assert_eq!(config.unrouted, Unrouted::Accept);
     assert_eq!(config.sources[0].verifier.algorithm(), Algorithm::Sha256);
     assert!(config.source_for_path("/hooks/shop").is_some());
@@ -172,7 +172,7 @@ fn an_upstream_with_credentials_is_refused_without_echoing_them() {
     assert!(problem.contains("http://<redacted>@127.0.0.1"), "{problem}");
     // An '@' in the path or query is no credential.
     let config = parse(&MINIMAL.replace("/orders", "/orders?notify=ops@example.com")).unwrap();
-    assert_eq!(config.routes[0].upstream.query(), Some("notify=ops@example.com"));
+    assert_eq!(config.routes.iter().next().unwrap().upstream.query(), Some("notify=ops@example.com"));
 }
 
 #[test]
@@ -310,8 +310,8 @@ fn first_route_is_the_first_match_in_file_order() {
     let text = MINIMAL.replace("[\"order.*\"]", "[\"order.created\"]")
         + "  - name: rest\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:3001/\n";
     let config = parse(&text).unwrap();
-    assert_eq!(config.first_route("shop", "order.created").unwrap().name, "orders");
-    assert_eq!(config.first_route("shop", "order.updated").unwrap().name, "rest");
+    assert_eq!(config.routes.first("shop", "order.created").unwrap().name, "orders");
+    assert_eq!(config.routes.first("shop", "order.updated").unwrap().name, "rest");
 }
 
 #[test]

@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 
 use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
 use crate::answer::UpstreamError;
-use crate::config::{Config, Retry, Route};
+use crate::config::{Config, Retry};
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
+use crate::route::Route;
 use arc_swap::ArcSwap;
 
 /// The event's id, the same on every attempt, so a receiver can drop a repeat.
@@ -61,7 +62,7 @@ async fn dispatch(
 ) {
     let config = shared_config.load_full();
     let unknown = spool.read(store::stats).await.unwrap_or_default();
-    for stats in unknown.iter().filter(|s| s.pending > 0 && config.route(&s.route).is_none()) {
+    for stats in unknown.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
     }
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
@@ -187,7 +188,7 @@ async fn update_queue_gauges(spool: &Spool, config: &Config) {
     let now = now_ms();
     // Configured routes, and routes removed from the config that still have entries in the spool.
     let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-    routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.route(r).is_none()));
+    routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.routes.by_name(r).is_none()));
     for route in routes {
         let found = stats.iter().find(|s| s.route == route);
         let pending = found.map_or(0, |s| s.pending);
