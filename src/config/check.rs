@@ -15,7 +15,7 @@ use super::redact::{redact_line, secret_lines};
 // The runtime types and their defaults.
 use super::*;
 use crate::route::{Route, TopicPattern};
-use crate::secret::Secret;
+use crate::secret::{self, ResolveError, Secret, SecretOrigin};
 use crate::verify::{Algorithm, Verifier};
 
 /// Checks the raw shapes of the file at `path` (whose text is `text`) and builds the configuration: whole,
@@ -439,38 +439,41 @@ impl Checker<'_> {
         })
     }
 
+    /// One secret of `source`, resolved, and where it came from (for summaries); the resolver's errors are
+    /// told with the source's name and how to fix them.
     fn secret(&mut self, raw: &Spanned<RawSecret>, source: &str) -> Option<(Secret, String)> {
-        let (secret, origin) = match &raw.value {
-            RawSecret::Env(var) => match std::env::var_os(var) {
-                None => {
-                    self.problem(raw, format!("environment variable {var} is not set (secret of source {source:?}): export it, or use file: or value:"));
-                    return None;
-                }
-                Some(value) => (Secret::new(value.into_encoded_bytes()), format!("env {var}")),
-            },
+        let (origin, label) = match &raw.value {
+            RawSecret::Env(var) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
             RawSecret::File(file) => {
                 let path = self.base_dir.join(file);
                 self.files.push(path.clone());
-                match std::fs::read(&path) {
-                    Err(e) => {
-                        self.problem(raw, format!("cannot read secret file {} ({e}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions", path.display()));
-                        return None;
-                    }
-                    Ok(mut bytes) => {
-                        strip_one_newline(&mut bytes);
-                        (Secret::new(bytes), format!("file {}", path.display()))
-                    }
-                }
+                let label = format!("file {}", path.display());
+                (SecretOrigin::File(path), label)
             }
-            RawSecret::Value(value) => {
-                (Secret::new(value.as_bytes().to_vec()), "value (literal in the config file)".to_owned())
-            }
+            RawSecret::Value(value) => (
+                SecretOrigin::Value(Secret::new(value.as_bytes().to_vec())),
+                "value (literal in the config file)".to_owned(),
+            ),
         };
-        if secret.is_empty() {
-            self.problem(raw, format!("the {origin} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"));
-            return None;
+        match secret::resolve(&origin) {
+            Ok(secret) => Some((secret, label)),
+            Err(error) => {
+                let message = match error {
+                    ResolveError::EnvUnset(var) => format!(
+                        "environment variable {var} is not set (secret of source {source:?}): export it, or use file: or value:"
+                    ),
+                    ResolveError::Unreadable { path, error } => format!(
+                        "cannot read secret file {} ({error}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions",
+                        path.display()
+                    ),
+                    ResolveError::Empty => format!(
+                        "the {label} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"
+                    ),
+                };
+                self.problem(raw, message);
+                None
+            }
         }
-        Some((secret, origin))
     }
 
     fn route(&mut self, raw: &RawRoute, sources: &[&str]) -> Option<Route> {

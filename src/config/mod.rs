@@ -331,15 +331,5 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Removes one trailing newline (`\n` or `\r\n`) from a secret read from a file: files written by `echo`
-/// or an editor end with one, and it is not part of the secret.
-pub fn strip_one_newline(bytes: &mut Vec<u8>) {
-    if bytes.ends_with(b"\r\n") {
-        bytes.truncate(bytes.len() - 2);
-    } else if bytes.ends_with(b"\n") {
-        bytes.truncate(bytes.len() - 1);
-    }
-}
-
 #[cfg(test)]
 mod tests;
