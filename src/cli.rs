@@ -191,7 +191,7 @@ fn serve(path: &Path) -> ExitCode {
             admin = %admin_bound,
             sources = config.sources.len(),
             routes = config.routes.len(),
-            mode = %config.delivery.mode.as_str(),
+            mode = %config.delivery.mode().as_str(),
             "hookgate is serving"
         );
         let gateway = match Gateway::new(config) {
@@ -266,13 +266,13 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>)
     folders.sort();
     folders.dedup();
     let config = gateway.config();
-    if config.delivery.mode == crate::config::DeliveryMode::Queue
-        && let Some(spool_folder) = config.delivery.spool_path.parent()
+    if let Some(queue) = config.delivery.queue()
+        && let Some(spool_folder) = queue.spool_path.parent()
         && folders.iter().any(|f| same_folder(f, spool_folder))
     {
         // inotify reports every write in a watched folder: each spool commit would wake the watcher.
         tracing::warn!(
-            spool = %config.delivery.spool_path.display(),
+            spool = %queue.spool_path.display(),
             "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
         );
     }
@@ -377,9 +377,8 @@ fn check(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
     println!("{}: OK", path.display());
     println!("listen: {}", config.listen);
-    println!("delivery mode: {}", config.delivery.mode.as_str());
-    if config.delivery.mode == crate::config::DeliveryMode::Queue {
-        let delivery = &config.delivery;
+    println!("delivery mode: {}", config.delivery.mode().as_str());
+    if let Some(delivery) = config.delivery.queue() {
         println!(
             "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
             delivery.spool_path.display(),

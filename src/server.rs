@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use arc_swap::ArcSwap;
 
 use crate::answer::{Body, Outcome, Rejection, json, status_with_id};
-use crate::config::{Config, DeliveryMode, Source, Unrouted};
+use crate::config::{Config, Delivery, QueueSettings, Source, Unrouted};
 use crate::forward::Forwarder;
 use crate::spool::dispatch::Dispatcher;
 use crate::spool::{NewEvent, Spool, SpoolError, Stored, dedupe_key, encode_headers, now_ms, resource_key};
@@ -88,6 +88,9 @@ impl Health {
 struct Queue {
     spool: Arc<Spool>,
     dispatcher: std::sync::Mutex<Option<Dispatcher>>,
+    /// The queue settings at start: in force while a reload has switched the file to proxy mode, which takes
+    /// effect only at a restart.
+    settings: QueueSettings,
 }
 
 impl Gateway {
@@ -99,12 +102,13 @@ impl Gateway {
         let config = Arc::new(config);
         let shared = Arc::new(ArcSwap::new(Arc::clone(&config)));
         let forwarder = Forwarder::new();
-        let queue = match config.delivery.mode {
-            DeliveryMode::Proxy => None,
-            DeliveryMode::Queue => {
-                let spool = Arc::new(Spool::open(&config.delivery.spool_path)?);
-                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone());
-                Some(Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) })
+        let queue = match &config.delivery {
+            Delivery::Proxy => None,
+            Delivery::Queue(settings) => {
+                let spool = Arc::new(Spool::open(&settings.spool_path)?);
+                let dispatcher =
+                    Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone(), settings.clone());
+                Some(Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)), settings: settings.clone() })
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
@@ -165,7 +169,8 @@ impl Gateway {
         if new.admin_listen != old.admin_listen {
             restart.push(format!("admin_listen ({} → {})", old.admin_listen, new.admin_listen));
         }
-        if new.delivery.mode != old.delivery.mode || new.delivery.spool_path != old.delivery.spool_path {
+        let spool_path = |config: &Config| config.delivery.queue().map(|queue| queue.spool_path.clone());
+        if new.delivery.mode() != old.delivery.mode() || spool_path(&new) != spool_path(&old) {
             restart.push("delivery.mode and delivery.spool_path".to_owned());
         }
         if new.tls.is_some() != old.tls.is_some() {
@@ -263,7 +268,7 @@ impl Gateway {
         }
         match &self.queue {
             None => self.proxy(config, source, delivery, log).await,
-            Some(queue) => self.enqueue(config, &queue.spool, source, delivery, log).await,
+            Some(queue) => self.enqueue(config, queue, source, delivery, log).await,
         }
     }
 
@@ -272,11 +277,12 @@ impl Gateway {
     async fn enqueue(
         &self,
         config: &Config,
-        spool: &Spool,
+        queue: &Queue,
         source: &Source,
         delivery: VerifiedDelivery,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
+        let (spool, settings) = (&queue.spool, config.delivery.queue().unwrap_or(&queue.settings));
         let topic = delivery.topic().unwrap_or_default();
         let routes: Vec<String> = config.routes.matching(&source.name, topic).map(|r| r.name.clone()).collect();
         if routes.is_empty() {
@@ -284,17 +290,17 @@ impl Gateway {
         }
         log.route = Some(routes.join(","));
         let body = delivery.body();
-        if spool.used_bytes().saturating_add(body.len() as u64) > config.delivery.max_spool_bytes {
+        if spool.used_bytes().saturating_add(body.len() as u64) > settings.max_spool_bytes {
             tracing::warn!(
                 spool_bytes = spool.used_bytes(),
-                max_spool_bytes = config.delivery.max_spool_bytes,
+                max_spool_bytes = settings.max_spool_bytes,
                 "spool full: refusing a delivery with 503"
             );
             return Err(Rejection::SpoolFull);
         }
         let received_at = now_ms();
-        let dedupe = config.dedupe.applies_to(topic).then(|| {
-            let window = i64::try_from(config.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+        let dedupe = settings.dedupe.applies_to(topic).then(|| {
+            let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
             (dedupe_key(&source.name, topic, body), received_at.saturating_sub(window))
         });
         let event = NewEvent {

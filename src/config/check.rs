@@ -119,8 +119,7 @@ impl Checker<'_> {
         };
         let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
         let warnings = route_warnings(self.file, &routes, mode, only_source);
-        let delivery = self.delivery(&raw.delivery);
-        let dedupe = self.dedupe(&raw.dedupe);
+        let delivery = self.delivery(&raw.delivery, &raw.dedupe);
         let log = self.log(&raw.log);
         Config {
             file: self.file.to_path_buf(),
@@ -133,7 +132,6 @@ impl Checker<'_> {
             routes: routes.into_iter().map(|(route, _)| route).collect(),
             unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
             delivery,
-            dedupe,
             log,
             files: std::mem::take(&mut self.files),
             warnings,
@@ -310,7 +308,18 @@ impl Checker<'_> {
         }
     }
 
-    fn delivery(&mut self, raw: &RawDelivery) -> Delivery {
+    /// The delivery mode and, in queue mode, its settings. The queue-only keys (and `dedupe`) are checked in
+    /// proxy mode too, as they always were, so a mistake in them shows before the mode is switched.
+    fn delivery(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> Delivery {
+        let settings = self.queue_settings(raw, raw_dedupe);
+        match raw.mode.unwrap_or(DeliveryMode::Queue) {
+            DeliveryMode::Proxy => Delivery::Proxy,
+            DeliveryMode::Queue => Delivery::Queue(settings),
+        }
+    }
+
+    /// Queue mode's settings: the `delivery` section's queue keys, then the `dedupe` section.
+    fn queue_settings(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> QueueSettings {
         let spool_path = match &raw.spool_path {
             Some(path) if path.value.trim().is_empty() => {
                 self.problem(path, "delivery.spool_path is empty: write a file path such as ./data/hookgate.db");
@@ -362,14 +371,8 @@ impl Checker<'_> {
         };
         let keep_delivered =
             self.duration_or_zero(raw.keep_delivered.as_ref(), DEFAULT_KEEP_DELIVERED, "delivery.keep_delivered", true);
-        Delivery {
-            mode: raw.mode.unwrap_or(DeliveryMode::Queue),
-            spool_path,
-            retry,
-            max_in_flight,
-            max_spool_bytes,
-            keep_delivered,
-        }
+        let dedupe = self.dedupe(raw_dedupe);
+        QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, dedupe }
     }
 
     fn dedupe(&mut self, raw: &RawDedupe) -> Dedupe {

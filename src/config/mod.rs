@@ -87,10 +87,9 @@ pub struct Config {
     pub routes: Routes,
     /// What happens to a verified delivery that no route matches.
     pub unrouted: Unrouted,
-    /// How verified deliveries reach their upstreams.
+    /// How verified deliveries reach their upstreams: proxy mode, or queue mode with its settings (the
+    /// `delivery` section and the top-level `dedupe` section).
     pub delivery: Delivery,
-    /// Suppression of repeated deliveries (queue mode).
-    pub dedupe: Dedupe,
     /// How logs are written.
     pub log: Log,
     /// The files the configuration reads besides itself (secret files, TLS certificate and key), watched
@@ -183,11 +182,39 @@ impl DeliveryMode {
     }
 }
 
-/// The `delivery` section.
+/// How verified deliveries reach their upstreams: the `delivery` section's mode with the settings only that
+/// mode uses. The YAML keeps its flat shape (`delivery.mode`, `delivery.spool_path`, ..., and `dedupe` at the
+/// top level); queue-only keys are checked in proxy mode too, and then not kept.
 #[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The delivery mode.
-    pub mode: DeliveryMode,
+pub enum Delivery {
+    /// Forward synchronously to the first matching route and relay its answer to WooCommerce.
+    Proxy,
+    /// Store each delivery durably, answer 200, then deliver it to every matching route with retries.
+    Queue(QueueSettings),
+}
+
+impl Delivery {
+    /// The delivery mode, for logs and to tell that a reload changed it.
+    pub fn mode(&self) -> DeliveryMode {
+        match self {
+            Delivery::Proxy => DeliveryMode::Proxy,
+            Delivery::Queue(_) => DeliveryMode::Queue,
+        }
+    }
+
+    /// Queue mode's settings; `None` in proxy mode.
+    pub fn queue(&self) -> Option<&QueueSettings> {
+        match self {
+            Delivery::Proxy => None,
+            Delivery::Queue(settings) => Some(settings),
+        }
+    }
+}
+
+/// Queue mode's settings: where the spool is, how deliveries from it are retried and pruned, and which
+/// repeated deliveries are suppressed.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
     /// The SQLite file of the queue.
     pub spool_path: PathBuf,
     /// How failed attempts are retried.
@@ -198,6 +225,8 @@ pub struct Delivery {
     pub max_spool_bytes: u64,
     /// How long delivered entries are kept before they are pruned.
     pub keep_delivered: Duration,
+    /// Suppression of repeated deliveries (the top-level `dedupe` section).
+    pub dedupe: Dedupe,
 }
 
 /// Backoff between attempts: exponential with full jitter, bounded, and a time after which to give up.
