@@ -1,7 +1,7 @@
 //! The checker: turns the raw shapes into runtime values, collecting every problem with its file, line and
-//! column, a snippet of the file (secrets redacted) and how to fix it.
+//! column, a snippet of the file (secrets redacted) and how to fix it. This file holds the checker, the
+//! order of its steps and the single-valued sections; `sources` and `routes` check the lists.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{RawConfig, RawDedupe, RawDelivery, RawLimits, RawLog, RawRoute, RawSecret, RawSource, RawTls};
+use super::raw::{RawConfig, RawDedupe, RawDelivery, RawLimits, RawLog, RawTls};
 use super::redact::{redact_line, secret_lines};
-// The runtime types and their defaults.
-use super::*;
-use crate::route::{Route, TopicPattern};
-use crate::secret::{self, ResolveError, Secret, SecretOrigin};
-use crate::verify::{Algorithm, Verifier};
+use super::*; // the runtime types and their defaults
+use crate::route::TopicPattern;
+
+mod routes;
+mod sources;
+
+use routes::route_warnings;
 
 /// Checks the raw shapes of the file at `path` (whose text is `text`) and builds the configuration: whole,
 /// or not at all with every problem found, each rendered with its position.
@@ -59,10 +61,13 @@ impl Checker<'_> {
         self.problems.push(rendered);
     }
 
+    /// A duration for `key` longer than zero, or `default` when it is absent (and after a problem is recorded).
     fn duration(&mut self, value: Option<&Spanned<String>>, default: Duration, key: &str) -> Duration {
         self.duration_or_zero(value, default, key, false)
     }
 
+    /// A duration for `key`, zero allowed when `zero_allowed` (it turns something off), or `default` when
+    /// it is absent (and after a problem is recorded).
     fn duration_or_zero(
         &mut self,
         value: Option<&Spanned<String>>,
@@ -139,71 +144,6 @@ impl Checker<'_> {
         }
     }
 
-    /// The sources in file order, each with a name and a Delivery URL path of its own, and which source
-    /// each path belongs to.
-    fn sources(&mut self, raw: &Spanned<Vec<RawSource>>) -> (Vec<Arc<Source>>, HashMap<String, usize>) {
-        if raw.value.is_empty() {
-            self.problem(raw, "sources is empty: add one source per WooCommerce store (name, path, secrets)");
-        }
-        let mut sources = Vec::new();
-        let mut source_by_path = HashMap::new();
-        let mut first_name_line: HashMap<String, u64> = HashMap::new();
-        let mut first_path_owner: HashMap<String, String> = HashMap::new();
-        for raw_source in &raw.value {
-            if let Some(line) = first_name_line.get(&raw_source.name.value) {
-                self.problem(
-                    &raw_source.name,
-                    format!(
-                        "source name {:?} is already used on line {line}: give each source its own name",
-                        raw_source.name.value
-                    ),
-                );
-            } else {
-                first_name_line.insert(raw_source.name.value.clone(), raw_source.name.referenced.line());
-            }
-            if let Some(other) = first_path_owner.get(&raw_source.path.value) {
-                self.problem(
-                    &raw_source.path,
-                    format!(
-                        "path {:?} is already the path of source {other:?}: each store needs its own Delivery URL path",
-                        raw_source.path.value
-                    ),
-                );
-            } else {
-                first_path_owner.insert(raw_source.path.value.clone(), raw_source.name.value.clone());
-            }
-            if let Some(source) = self.source(raw_source) {
-                source_by_path.entry(source.path.clone()).or_insert(sources.len());
-                sources.push(Arc::new(source));
-            }
-        }
-        (sources, source_by_path)
-    }
-
-    /// The routes that check out, in file order, each with the line of its name; each name used once.
-    fn routes(&mut self, raw: &[RawRoute], source_names: &[&str]) -> Vec<(Route, u64)> {
-        let mut routes = Vec::new();
-        let mut route_lines: HashMap<String, u64> = HashMap::new();
-        for raw_route in raw {
-            let line = raw_route.name.referenced.line();
-            if let Some(first) = route_lines.get(&raw_route.name.value) {
-                self.problem(
-                    &raw_route.name,
-                    format!(
-                        "route name {:?} is already used on line {first}: give each route its own name",
-                        raw_route.name.value
-                    ),
-                );
-            } else {
-                route_lines.insert(raw_route.name.value.clone(), line);
-            }
-            if let Some(route) = self.route(raw_route, source_names) {
-                routes.push((route, line));
-            }
-        }
-        routes
-    }
-
     /// `log.level` (checked as a tracing filter) and `log.format`.
     fn log(&mut self, raw: &RawLog) -> Log {
         let level = match &raw.level {
@@ -224,6 +164,7 @@ impl Checker<'_> {
         Log { format: raw.format, level }
     }
 
+    /// The `limits` section, each bound within what memory and the runtime can take.
     fn limits(&mut self, raw: &RawLimits) -> Limits {
         let max_body_bytes = match &raw.max_body_bytes {
             None => DEFAULT_MAX_BODY_BYTES,
@@ -309,7 +250,7 @@ impl Checker<'_> {
     }
 
     /// The delivery mode and, in queue mode, its settings. The queue-only keys (and `dedupe`) are checked in
-    /// proxy mode too, as they always were, so a mistake in them shows before the mode is switched.
+    /// proxy mode too, so a mistake in them shows before the mode is switched.
     fn delivery(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> Delivery {
         let settings = self.queue_settings(raw, raw_dedupe);
         match raw.mode.unwrap_or(DeliveryMode::Queue) {
@@ -375,6 +316,7 @@ impl Checker<'_> {
         QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, dedupe }
     }
 
+    /// The `dedupe` section: its window (zero turns suppression off) and its topic patterns.
     fn dedupe(&mut self, raw: &RawDedupe) -> Dedupe {
         let window = self.duration_or_zero(raw.window.as_ref(), DEFAULT_DEDUPE_WINDOW, "dedupe.window", true);
         let topics = match &raw.topics {
@@ -392,191 +334,9 @@ impl Checker<'_> {
         };
         Dedupe { window, topics }
     }
-
-    fn source(&mut self, raw: &RawSource) -> Option<Source> {
-        let before = self.problems.len();
-        let name = raw.name.value.clone();
-        if !is_plain_name(&name) {
-            self.problem(&raw.name, format!("source name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.': it appears in logs, metrics and headers"));
-        }
-        let path = raw.path.value.clone();
-        if !path.starts_with('/')
-            || path.contains(['?', '#'])
-            || path.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            self.problem(&raw.path, format!("path {path:?} must start with '/' and hold no query, fragment or space: write the path part of the Delivery URL, such as /webhooks/main-store"));
-        }
-        if raw.secrets.value.is_empty() {
-            self.problem(&raw.secrets, format!("source {name:?} has no secrets: add at least one (env:, file: or value:), the webhook's secret from WooCommerce"));
-        }
-        let mut secrets = Vec::new();
-        let mut secret_origins = Vec::new();
-        for raw_secret in &raw.secrets.value {
-            if let Some((secret, origin)) = self.secret(raw_secret, &name) {
-                secrets.push(secret);
-                secret_origins.push(origin);
-            }
-        }
-        let webhook_ids = raw.webhook_ids.as_ref().map(|ids| {
-            if ids.value.is_empty() {
-                self.problem(ids, "webhook_ids is empty, which would refuse every delivery: list the allowed X-WC-Webhook-ID values, or remove the key");
-            }
-            ids.value.iter().copied().collect()
-        });
-        let reject_older_than = raw
-            .reject_older_than
-            .as_ref()
-            .map(|value| self.duration(Some(value), Duration::ZERO, &format!("sources[{name}].reject_older_than")));
-        if self.problems.len() > before {
-            return None;
-        }
-        let algorithm = raw.algorithm.unwrap_or(Algorithm::Sha256);
-        Some(Source {
-            verifier: Verifier::new(algorithm, &secrets),
-            name,
-            path,
-            secret_origins,
-            secrets,
-            webhook_ids,
-            reject_older_than,
-        })
-    }
-
-    /// One secret of `source`, resolved, and where it came from (for summaries); the resolver's errors are
-    /// told with the source's name and how to fix them.
-    fn secret(&mut self, raw: &Spanned<RawSecret>, source: &str) -> Option<(Secret, String)> {
-        let (origin, label) = match &raw.value {
-            RawSecret::Env(var) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
-            RawSecret::File(file) => {
-                let path = self.base_dir.join(file);
-                self.files.push(path.clone());
-                let label = format!("file {}", path.display());
-                (SecretOrigin::File(path), label)
-            }
-            RawSecret::Value(value) => (
-                SecretOrigin::Value(Secret::new(value.as_bytes().to_vec())),
-                "value (literal in the config file)".to_owned(),
-            ),
-        };
-        match secret::resolve(&origin) {
-            Ok(secret) => Some((secret, label)),
-            Err(error) => {
-                let message = match error {
-                    ResolveError::EnvUnset(var) => format!(
-                        "environment variable {var} is not set (secret of source {source:?}): export it, or use file: or value:"
-                    ),
-                    ResolveError::Unreadable { path, error } => format!(
-                        "cannot read secret file {} ({error}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions",
-                        path.display()
-                    ),
-                    ResolveError::Empty => format!(
-                        "the {label} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"
-                    ),
-                };
-                self.problem(raw, message);
-                None
-            }
-        }
-    }
-
-    fn route(&mut self, raw: &RawRoute, sources: &[&str]) -> Option<Route> {
-        let before = self.problems.len();
-        let name = raw.name.value.clone();
-        if !is_plain_name(&name) {
-            self.problem(&raw.name, format!("route name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.': it appears in logs, metrics and headers"));
-        }
-        if let Some(source) = &raw.source
-            && !sources.contains(&source.value.as_str())
-        {
-            self.problem(source, format!("route {name:?} names source {:?}, which is not defined: use one of {sources:?}, or remove source: to take every source", source.value));
-        }
-        if raw.topics.value.is_empty() {
-            self.problem(
-                &raw.topics,
-                format!(
-                    "route {name:?} has no topics: list topics such as \"order.created\" or globs such as \"order.*\""
-                ),
-            );
-        }
-        let mut topics = Vec::new();
-        for topic in &raw.topics.value {
-            match TopicPattern::parse(&topic.value) {
-                Ok(pattern) => topics.push(pattern),
-                Err(message) => self.problem(topic, message),
-            }
-        }
-        let upstream = match parse_upstream(&raw.upstream.value) {
-            Ok(uri) => Some(uri),
-            Err(message) => {
-                self.problem(&raw.upstream, message);
-                None
-            }
-        };
-        let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT, "timeout");
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(Route { name, source: raw.source.as_ref().map(|s| s.value.clone()), topics, upstream: upstream?, timeout })
-    }
-}
-
-/// Warnings about routes that check out, each with the line of its name: a timeout WooCommerce does not
-/// wait for, and, in proxy mode, a route that an earlier one hides (it would never be used). Only a
-/// configuration without problems is ever used, so its route names are unique and each line is its own.
-fn route_warnings(file: &Path, routes: &[(Route, u64)], mode: DeliveryMode, only_source: Option<&str>) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (index, (route, line)) in routes.iter().enumerate() {
-        if route.timeout > WOOCOMMERCE_TIMEOUT {
-            warnings.push(format!(
-                "{}:{line}: route {:?} has a timeout above WooCommerce's own 60 s: in proxy mode WooCommerce gives up first and counts a failure",
-                file.display(),
-                route.name
-            ));
-        }
-        if mode == DeliveryMode::Proxy
-            && let Some((earlier, earlier_line)) =
-                routes[..index].iter().find(|(earlier, _)| earlier.hides(route, only_source))
-        {
-            warnings.push(format!(
-                "{}:{line}: route {:?} is never used in proxy mode: route {:?} (line {earlier_line}) comes first and takes every delivery it would take",
-                file.display(),
-                route.name,
-                earlier.name,
-            ));
-        }
-    }
-    warnings
 }
 
 /// Names appear in logs, metric labels and headers, so they are kept plain.
 fn is_plain_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// An upstream URL: absolute, http or https, with a host, and no credentials in it.
-fn parse_upstream(text: &str) -> Result<http::Uri, String> {
-    let authority = text.split_once("://").map_or(text, |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
-    if authority.contains('@') {
-        // Never echo the URL here: what stands before '@' is a password.
-        return Err(
-            "upstream holds credentials (user:password@): hookgate does not send them; protect the service another way"
-                .into(),
-        );
-    }
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("upstream {text:?} is not a URL ({e}): write it in full, such as \"http://127.0.0.1:3000/woocommerce/orders\""))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("upstream {text:?} must start with http:// or https://")),
-    }
-    let Some(authority) = uri.authority() else {
-        return Err(format!(
-            "upstream {text:?} has no host: write it in full, such as \"http://127.0.0.1:3000/woocommerce/orders\""
-        ));
-    };
-    if authority.host().is_empty() {
-        return Err(format!("upstream {text:?} has no host"));
-    }
-    Ok(uri)
 }

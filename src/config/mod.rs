@@ -3,8 +3,8 @@
 //! whole or reports every problem it found, each with its file, line and column and how to fix it.
 //!
 //! This module holds the runtime types, their defaults and `Config::load`; `raw` holds the serde shapes as
-//! written in YAML, `check` the checker that turns them into runtime values, and `redact` keeps secrets out
-//! of the snippets its errors show.
+//! written in YAML, `check` the checker that turns them into runtime values (with `check/sources.rs` and
+//! `check/routes.rs` for the two lists), and `redact` keeps secrets out of the snippets its errors show.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -303,6 +303,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The configuration file itself cannot be read.
     fn unreadable(path: &Path, error: &std::io::Error) -> ConfigError {
         ConfigError {
             file: path.to_path_buf(),
@@ -313,6 +314,8 @@ impl ConfigError {
         }
     }
 
+    /// A YAML or type error from serde-saphyr, with its snippet; on a line that may hold a secret, the
+    /// message is hookgate's own and the snippet is redacted.
     fn syntax(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
         let hidden = secret_lines(text);
         let rendered = error.to_string();
