@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::secret::Secret;
+use crate::secret::{ResolveError, Secret, SecretOrigin};
 use crate::server::Server;
 use crate::verify::{Algorithm, sign};
 
@@ -242,9 +242,8 @@ fn check(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
     println!("{}: OK", path.display());
     println!("listen: {}", config.listen);
-    println!("delivery mode: {}", config.delivery.mode.as_str());
-    if config.delivery.mode == crate::config::DeliveryMode::Queue {
-        let delivery = &config.delivery;
+    println!("delivery mode: {}", config.delivery.mode().as_str());
+    if let Some(delivery) = config.delivery.queue() {
         println!(
             "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
             delivery.spool_path.display(),
@@ -340,19 +339,14 @@ fn sign_stdin(args: &SignArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn read_secret(args: &SignArgs) -> Result<Secret, String> {
-    let secret = if let Some(var) = &args.secret_env {
-        let value = std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
-        Secret::new(value.into_encoded_bytes())
+/// The secret `hookgate sign` was given, resolved as the configuration resolves its secrets.
+fn read_secret(args: &SignArgs) -> Result<Secret, ResolveError> {
+    let origin = if let Some(var) = &args.secret_env {
+        SecretOrigin::Env(var.clone())
     } else if let Some(path) = &args.secret_file {
-        let mut bytes = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-        crate::config::strip_one_newline(&mut bytes);
-        Secret::new(bytes)
+        SecretOrigin::File(path.clone())
     } else {
-        Secret::new(args.secret.clone().unwrap_or_default().into_bytes())
+        SecretOrigin::Value(Secret::new(args.secret.clone().unwrap_or_default().into_bytes()))
     };
-    if secret.is_empty() {
-        return Err("the secret is empty: WooCommerce never signs with an empty secret".into());
-    }
-    Ok(secret)
+    crate::secret::resolve(&origin)
 }

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::Route;
+use crate::route::Route;
 use crate::verify::VerifiedDelivery;
 
 /// An upstream's answer is relayed to WooCommerce, which only logs it: 1 MiB is far more than any receiver

@@ -1,7 +1,9 @@
-//! Topic patterns: exact topics (`order.created`) or globs where `*` stands for any run of characters
-//! (`order.*`, `*.deleted`, `action.*`, `*`).
+//! Routing: topic patterns, exact topics (`order.created`) or globs where `*` stands for any run of
+//! characters (`order.*`, `*.deleted`, `action.*`, `*`); the routes built from them; and the lookups a
+//! delivery takes (the first route that takes it in proxy mode, every one in queue mode).
 
 use std::fmt;
+use std::time::Duration;
 
 /// The longest topic accepted from a request; WooCommerce's own are far shorter.
 pub const MAX_TOPIC_BYTES: usize = 200;
@@ -50,6 +52,93 @@ impl TopicPattern {
 impl fmt::Debug for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.text)
+    }
+}
+
+/// A rule sending deliveries of some topics to one upstream.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name, used in logs and forwarded headers.
+    pub name: String,
+    /// When set, only deliveries from this source take the route.
+    pub source: Option<String>,
+    /// The topics taken, as exact topics or globs.
+    pub topics: Vec<TopicPattern>,
+    /// Where the delivery is POSTed.
+    pub upstream: http::Uri,
+    /// How long the upstream has to answer in full.
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// True when a delivery from `source` with `topic` takes this route.
+    pub fn matches(&self, source: &str, topic: &str) -> bool {
+        self.source.as_deref().is_none_or(|s| s == source) && self.topics.iter().any(|p| p.matches(topic))
+    }
+
+    /// True when this route takes every delivery `later` would take, so that `later`, coming after it, never
+    /// wins in proxy mode. `only_source` is the configuration's source when it has exactly one.
+    pub fn hides(&self, later: &Route, only_source: Option<&str>) -> bool {
+        let sources_covered = match (&self.source, &later.source) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            // A route for every source takes no more than one for the only source there is.
+            (Some(a), None) => only_source == Some(a.as_str()),
+        };
+        sources_covered && later.topics.iter().all(|t| self.topics.iter().any(|e| e.covers(t)))
+    }
+}
+
+/// The configured routes in file order, with the lookups a delivery takes: proxy mode sends it to the
+/// first route that takes it, queue mode to every one.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Vec<Route>);
+
+impl Routes {
+    /// The first route, in file order, that takes a delivery from `source` with `topic` (proxy mode).
+    pub fn first(&self, source: &str, topic: &str) -> Option<&Route> {
+        self.0.iter().find(|r| r.matches(source, topic))
+    }
+
+    /// Every route that takes a delivery from `source` with `topic`, in file order (queue mode's fan-out).
+    pub fn matching<'a>(&'a self, source: &'a str, topic: &'a str) -> impl Iterator<Item = &'a Route> + 'a {
+        self.0.iter().filter(move |r| r.matches(source, topic))
+    }
+
+    /// The route with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Route> {
+        self.0.iter().find(|r| r.name == name)
+    }
+
+    /// Every route, in file order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Route> {
+        self.0.iter()
+    }
+
+    /// How many routes there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no route is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Route> for Routes {
+    /// Routes in the order given, which is file order.
+    fn from_iter<I: IntoIterator<Item = Route>>(routes: I) -> Routes {
+        Routes(routes.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Routes {
+    type Item = &'a Route;
+    type IntoIter = std::slice::Iter<'a, Route>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 
@@ -131,6 +220,45 @@ mod tests {
         assert!(!pattern("order.created").covers(&pattern("order.*")));
         assert!(!pattern("order.*").covers(&pattern("*.deleted")));
         assert!(!pattern("*.deleted").covers(&pattern("order.*")));
+    }
+
+    fn route(name: &str, source: Option<&str>, topics: &[&str]) -> Route {
+        Route {
+            name: name.to_owned(),
+            source: source.map(str::to_owned),
+            topics: topics.iter().map(|t| pattern(t)).collect(),
+            upstream: "http://127.0.0.1:3000/".parse().unwrap(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn lookups_follow_file_order() {
+        let routes: Routes = [
+            route("created", Some("shop"), &["order.created"]),
+            route("orders", None, &["order.*"]),
+            route("coupons", None, &["coupon.*"]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(routes.first("shop", "order.created").unwrap().name, "created");
+        assert_eq!(routes.first("other", "order.created").unwrap().name, "orders");
+        assert!(routes.first("shop", "product.created").is_none());
+        let all: Vec<&str> = routes.matching("shop", "order.created").map(|r| r.name.as_str()).collect();
+        assert_eq!(all, ["created", "orders"]);
+        assert_eq!(routes.by_name("coupons").unwrap().topics, [pattern("coupon.*")]);
+        assert!(routes.by_name("missing").is_none());
+    }
+
+    #[test]
+    fn an_earlier_route_hides_a_later_one_it_covers() {
+        let every_source = route("orders", None, &["order.*"]);
+        let one_source = route("created", Some("shop"), &["order.created"]);
+        assert!(every_source.hides(&one_source, None));
+        assert!(!one_source.hides(&every_source, None));
+        let shop_orders = route("shop-orders", Some("shop"), &["order.*"]);
+        assert!(shop_orders.hides(&route("again", None, &["order.updated"]), Some("shop")));
+        assert!(!shop_orders.hides(&route("again", None, &["order.updated"]), None));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Webhook secrets: kept out of logs, zeroed when dropped, and decoded the way WooCommerce decodes them.
+//! Webhook secrets: kept out of logs, zeroed when dropped, decoded the way WooCommerce decodes them, and
+//! resolved from where they are kept (an environment variable, a file or the value itself) by one function
+//! that the configuration and `hookgate sign` share.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
@@ -41,6 +44,68 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// Where a secret is kept. A literal value is held as a [`Secret`], so even this is never printed.
+#[derive(Debug, Clone)]
+pub enum SecretOrigin {
+    /// An environment variable holding the secret.
+    Env(String),
+    /// A file holding the secret; one trailing newline is not part of it.
+    File(PathBuf),
+    /// The secret itself.
+    Value(Secret),
+}
+
+/// Why a secret could not be resolved. The messages say where it was looked for, never what it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The environment variable is not set.
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    /// The file cannot be read.
+    #[error("cannot read secret file {}: {error}", path.display())]
+    Unreadable {
+        /// The file, as given.
+        path: PathBuf,
+        /// What reading it said.
+        error: std::io::Error,
+    },
+    /// The secret has no byte at all (after the file's trailing newline is removed).
+    #[error("the secret is empty: WooCommerce never signs with an empty secret")]
+    Empty,
+}
+
+/// Reads the secret kept at `origin`. It is never empty: WooCommerce never signs with an empty secret, so
+/// an empty one is a mistake (an unset value, an empty file) and is refused.
+pub fn resolve(origin: &SecretOrigin) -> Result<Secret, ResolveError> {
+    let secret = match origin {
+        SecretOrigin::Env(var) => {
+            let value = std::env::var_os(var).ok_or_else(|| ResolveError::EnvUnset(var.clone()))?;
+            Secret::new(value.into_encoded_bytes())
+        }
+        SecretOrigin::File(path) => {
+            let mut bytes =
+                std::fs::read(path).map_err(|error| ResolveError::Unreadable { path: path.clone(), error })?;
+            strip_one_newline(&mut bytes);
+            Secret::new(bytes)
+        }
+        SecretOrigin::Value(secret) => secret.clone(),
+    };
+    if secret.is_empty() {
+        return Err(ResolveError::Empty);
+    }
+    Ok(secret)
+}
+
+/// Removes one trailing newline (`\n` or `\r\n`) from a secret read from a file: files written by `echo`
+/// or an editor end with one, and it is not part of the secret.
+fn strip_one_newline(bytes: &mut Vec<u8>) {
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.len() - 1);
     }
 }
 
@@ -128,6 +193,31 @@ mod tests {
         assert_eq!(decode("&nbsp;&#x3c;&#3c;&apos;a&b&"), "&nbsp;&#x3c;&#3c;&apos;a&b&");
         assert!(wp_specialchars_decode(b"no entity & here").is_none());
         assert!(wp_specialchars_decode(b"plain").is_none());
+    }
+
+    #[test]
+    fn resolves_from_a_file_without_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("hookgate-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        let from_file = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            resolve(&SecretOrigin::File(file.clone()))
+        };
+        assert_eq!(from_file("abc\r\n").unwrap().expose(), b"abc");
+        assert_eq!(from_file("abc\n\n").unwrap().expose(), b"abc\n");
+        assert!(matches!(from_file("\n"), Err(ResolveError::Empty)));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = resolve(&SecretOrigin::File(file.clone())).unwrap_err().to_string();
+        assert!(missing.starts_with(&format!("cannot read secret file {}: ", file.display())), "{missing}");
+    }
+
+    #[test]
+    fn refuses_an_unset_variable_and_an_empty_value() {
+        let unset = resolve(&SecretOrigin::Env("HOOKGATE_TEST_SURELY_UNSET_VARIABLE".into())).unwrap_err();
+        assert_eq!(unset.to_string(), "environment variable HOOKGATE_TEST_SURELY_UNSET_VARIABLE is not set");
+        assert!(matches!(resolve(&SecretOrigin::Value(Secret::new(Vec::new()))), Err(ResolveError::Empty)));
+        assert_eq!(resolve(&SecretOrigin::Value(Secret::new(b"k".to_vec()))).unwrap().expose(), b"k");
     }
 
     #[test]

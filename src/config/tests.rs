@@ -1,4 +1,5 @@
 use super::*;
+use crate::verify::Algorithm;
 
 const FILE: &str = "test.yaml";
 
@@ -31,10 +32,11 @@ fn the_example_config_parses() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.sources.len(), 1);
     assert_eq!(config.routes.len(), 1);
-    assert_eq!(config.delivery.mode, DeliveryMode::Queue);
-    assert_eq!(config.delivery.spool_path, path.parent().unwrap().join("./data/hookgate.db"));
-    assert_eq!(config.delivery.retry.max_backoff, DEFAULT_MAX_BACKOFF);
-    assert_eq!(config.dedupe.topics.len(), DEFAULT_DEDUPE_TOPICS.len());
+    assert_eq!(config.delivery.mode(), DeliveryMode::Queue);
+    let queue = config.delivery.queue().unwrap();
+    assert_eq!(queue.spool_path, path.parent().unwrap().join("./data/hookgate.db"));
+    assert_eq!(queue.retry.max_backoff, DEFAULT_MAX_BACKOFF);
+    assert_eq!(queue.dedupe.topics.len(), DEFAULT_DEDUPE_TOPICS.len());
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
@@ -45,7 +47,7 @@ fn defaults_apply_to_a_minimal_config() {
     assert_eq!(config.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.limits.header_timeout, DEFAULT_HEADER_TIMEOUT);
     assert_eq!(config.limits.body_timeout, DEFAULT_BODY_TIMEOUT);
-    assert_eq!(config.routes[0].timeout, DEFAULT_ROUTE_TIMEOUT);
+    assert_eq!(config.routes.iter().next().unwrap().timeout, DEFAULT_ROUTE_TIMEOUT);
     assert_eq!(config.unrouted, Unrouted::Accept);
     assert_eq!(config.sources[0].verifier.algorithm(), Algorithm::Sha256);
     assert!(config.source_for_path("/hooks/shop").is_some());
@@ -55,22 +57,36 @@ fn defaults_apply_to_a_minimal_config() {
 #[test]
 fn queue_mode_is_the_default_with_its_defaults() {
     let config = parse(MINIMAL).unwrap();
-    assert_eq!(config.delivery.mode, DeliveryMode::Queue);
-    assert_eq!(config.delivery.spool_path, Path::new("./data/hookgate.db"));
-    assert_eq!(config.delivery.retry.initial_backoff, DEFAULT_INITIAL_BACKOFF);
-    assert_eq!(config.delivery.retry.max_backoff, DEFAULT_MAX_BACKOFF);
-    assert_eq!(config.delivery.retry.give_up_after, DEFAULT_GIVE_UP_AFTER);
-    assert_eq!(config.delivery.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
-    assert_eq!(config.delivery.max_spool_bytes, DEFAULT_MAX_SPOOL_BYTES);
-    assert_eq!(config.delivery.keep_delivered, DEFAULT_KEEP_DELIVERED);
-    assert_eq!(config.dedupe.window, DEFAULT_DEDUPE_WINDOW);
-    assert!(config.dedupe.applies_to("order.created"));
-    assert!(!config.dedupe.applies_to("action.woocommerce_add_to_cart"));
+    assert_eq!(config.delivery.mode(), DeliveryMode::Queue);
+    let queue = config.delivery.queue().unwrap();
+    assert_eq!(queue.spool_path, Path::new("./data/hookgate.db"));
+    assert_eq!(queue.retry.initial_backoff, DEFAULT_INITIAL_BACKOFF);
+    assert_eq!(queue.retry.max_backoff, DEFAULT_MAX_BACKOFF);
+    assert_eq!(queue.retry.give_up_after, DEFAULT_GIVE_UP_AFTER);
+    assert_eq!(queue.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    assert_eq!(queue.max_spool_bytes, DEFAULT_MAX_SPOOL_BYTES);
+    assert_eq!(queue.keep_delivered, DEFAULT_KEEP_DELIVERED);
+    assert_eq!(queue.dedupe.window, DEFAULT_DEDUPE_WINDOW);
+    assert!(queue.dedupe.applies_to("order.created"));
+    assert!(!queue.dedupe.applies_to("action.woocommerce_add_to_cart"));
     let off = parse(&format!("{MINIMAL}dedupe:\n  window: 0s\n")).unwrap();
-    assert!(!off.dedupe.applies_to("order.created"), "a zero window turns dedupe off");
+    assert!(!off.delivery.queue().unwrap().dedupe.applies_to("order.created"), "a zero window turns dedupe off");
     let problem =
         only_problem(&format!("{MINIMAL}delivery:\n  retry:\n    initial_backoff: 10s\n    max_backoff: 1s\n"));
     assert!(problem.starts_with("test.yaml:13:18: delivery.retry.max_backoff is shorter"), "{problem}");
+}
+
+#[test]
+fn proxy_mode_keeps_no_queue_settings_but_still_checks_their_keys() {
+    let config =
+        parse(&format!("{MINIMAL}delivery:\n  mode: proxy\n  spool_path: ./other.db\ndedupe:\n  window: 1m\n"))
+            .unwrap();
+    assert_eq!(config.delivery.mode(), DeliveryMode::Proxy);
+    assert!(config.delivery.queue().is_none());
+    let problem = only_problem(&format!("{MINIMAL}delivery:\n  mode: proxy\n  max_in_flight: 0\n"));
+    assert!(problem.starts_with("test.yaml:12:18: delivery.max_in_flight must be between 1 and 1024"), "{problem}");
+    let problem = only_problem(&format!("{MINIMAL}delivery:\n  mode: proxy\ndedupe:\n  window: soon\n"));
+    assert!(problem.starts_with("test.yaml:13:11: dedupe.window: \"soon\" is not a duration"), "{problem}");
 }
 
 #[test]
@@ -171,7 +187,7 @@ fn an_upstream_with_credentials_is_refused_without_echoing_them() {
     assert!(problem.contains("http://<redacted>@127.0.0.1"), "{problem}");
     // An '@' in the path or query is no credential.
     let config = parse(&MINIMAL.replace("/orders", "/orders?notify=ops@example.com")).unwrap();
-    assert_eq!(config.routes[0].upstream.query(), Some("notify=ops@example.com"));
+    assert_eq!(config.routes.iter().next().unwrap().upstream.query(), Some("notify=ops@example.com"));
 }
 
 #[test]
@@ -309,8 +325,8 @@ fn first_route_is_the_first_match_in_file_order() {
     let text = MINIMAL.replace("[\"order.*\"]", "[\"order.created\"]")
         + "  - name: rest\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:3001/\n";
     let config = parse(&text).unwrap();
-    assert_eq!(config.first_route("shop", "order.created").unwrap().name, "orders");
-    assert_eq!(config.first_route("shop", "order.updated").unwrap().name, "rest");
+    assert_eq!(config.routes.first("shop", "order.created").unwrap().name, "orders");
+    assert_eq!(config.routes.first("shop", "order.updated").unwrap().name, "rest");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::answer::{Accepted, Rejection};
-use crate::config::{Config, DeliveryMode, Source, Unrouted};
+use crate::config::{Config, Delivery, QueueSettings, Source, Unrouted};
 use crate::forward::{Forwarder, forwarded_headers};
 use crate::spool::dispatch::Dispatcher;
 use crate::spool::{Spool, SpoolError, Stored};
@@ -48,7 +48,13 @@ enum Mode {
     /// Each delivery is relayed now; nothing is kept.
     Proxy,
     /// Each delivery is stored, and the dispatcher delivers from the spool.
-    Queue { spool: Arc<Spool>, dispatcher: std::sync::Mutex<Option<Dispatcher>> },
+    Queue {
+        spool: Arc<Spool>,
+        dispatcher: std::sync::Mutex<Option<Dispatcher>>,
+        /// The queue settings at start: in force while a reload has switched the file to proxy mode, which
+        /// takes effect only at a restart.
+        settings: QueueSettings,
+    },
 }
 
 /// Readiness: serving once everything is started, not once a stop has begun.
@@ -79,12 +85,13 @@ impl Gateway {
         let config = Arc::new(config);
         let shared = Arc::new(ArcSwap::new(Arc::clone(&config)));
         let forwarder = Forwarder::new();
-        let mode = match config.delivery.mode {
-            DeliveryMode::Proxy => Mode::Proxy,
-            DeliveryMode::Queue => {
-                let spool = Arc::new(Spool::open(&config.delivery.spool_path)?);
-                let dispatcher = Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone());
-                Mode::Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)) }
+        let mode = match &config.delivery {
+            Delivery::Proxy => Mode::Proxy,
+            Delivery::Queue(settings) => {
+                let spool = Arc::new(Spool::open(&settings.spool_path)?);
+                let dispatcher =
+                    Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone(), settings.clone());
+                Mode::Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)), settings: settings.clone() }
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
@@ -111,7 +118,7 @@ impl Gateway {
     /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
     /// delivered stays pending for the next start.
     pub async fn shutdown(&self, grace: Duration) {
-        if let Mode::Queue { spool, dispatcher } = &self.mode {
+        if let Mode::Queue { spool, dispatcher, .. } = &self.mode {
             let dispatcher = dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(dispatcher) = dispatcher {
                 dispatcher.stop(grace).await;
@@ -198,7 +205,12 @@ impl Gateway {
         }
         match &self.mode {
             Mode::Proxy => self.proxy(config, source, delivery, found).await,
-            Mode::Queue { spool, .. } => enqueue(config, spool, source, delivery, found).await,
+            Mode::Queue { spool, settings, .. } => {
+                // A file switched to proxy mode by a reload takes effect at a restart: until then, the
+                // settings at start.
+                let settings = config.delivery.queue().unwrap_or(settings);
+                enqueue(config, spool, settings, source, delivery, found).await
+            }
         }
     }
 
@@ -211,7 +223,7 @@ impl Gateway {
         found: &mut Found,
     ) -> Result<Accepted, Rejection> {
         let topic = delivery.topic().unwrap_or_default();
-        let Some(route) = config.first_route(&source.name, topic) else {
+        let Some(route) = config.routes.first(&source.name, topic) else {
             return unrouted(config);
         };
         found.route = Some(route.name.clone());
@@ -225,25 +237,26 @@ impl Gateway {
 async fn enqueue(
     config: &Config,
     spool: &Spool,
+    settings: &QueueSettings,
     source: &Source,
     delivery: VerifiedDelivery,
     found: &mut Found,
 ) -> Result<Accepted, Rejection> {
     let topic = delivery.topic().unwrap_or_default();
-    let routes: Vec<String> = config.matching_routes(&source.name, topic).map(|r| r.name.clone()).collect();
+    let routes: Vec<String> = config.routes.matching(&source.name, topic).map(|r| r.name.clone()).collect();
     if routes.is_empty() {
         return unrouted(config);
     }
     found.route = Some(routes.join(","));
-    if spool.used_bytes().saturating_add(delivery.body().len() as u64) > config.delivery.max_spool_bytes {
+    if spool.used_bytes().saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
         tracing::warn!(
             spool_bytes = spool.used_bytes(),
-            max_spool_bytes = config.delivery.max_spool_bytes,
+            max_spool_bytes = settings.max_spool_bytes,
             "spool full: refusing a delivery with 503"
         );
         return Err(Rejection::SpoolFull);
     }
-    let dedupe_window = config.dedupe.applies_to(topic).then_some(config.dedupe.window);
+    let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
     match spool.enqueue(&source.name, &delivery, routes, dedupe_window).await {
         Ok(Stored::Queued { public_id }) => Ok(Accepted::Queued { id: public_id }),
         Ok(Stored::Duplicate { public_id }) => Ok(Accepted::Duplicate { id: public_id }),
@@ -263,7 +276,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if new.admin_listen != old.admin_listen {
         restart.push(format!("admin_listen ({} → {})", old.admin_listen, new.admin_listen));
     }
-    if new.delivery.mode != old.delivery.mode || new.delivery.spool_path != old.delivery.spool_path {
+    let spool_path = |config: &Config| config.delivery.queue().map(|queue| queue.spool_path.clone());
+    if new.delivery.mode() != old.delivery.mode() || spool_path(new) != spool_path(old) {
         restart.push("delivery.mode and delivery.spool_path".to_owned());
     }
     if new.tls.is_some() != old.tls.is_some() {

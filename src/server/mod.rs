@@ -110,7 +110,7 @@ impl Server {
             admin = %admin_addr,
             sources = config.sources.len(),
             routes = config.routes.len(),
-            mode = %config.delivery.mode.as_str(),
+            mode = %config.delivery.mode().as_str(),
             "hookgate is serving"
         );
         drop(config);

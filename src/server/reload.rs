@@ -60,13 +60,13 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>)
     folders.sort();
     folders.dedup();
     let config = gateway.config();
-    if config.delivery.mode == crate::config::DeliveryMode::Queue
-        && let Some(spool_folder) = config.delivery.spool_path.parent()
+    if let Some(queue) = config.delivery.queue()
+        && let Some(spool_folder) = queue.spool_path.parent()
         && folders.iter().any(|f| same_folder(f, spool_folder))
     {
         // inotify reports every write in a watched folder: each spool commit would wake the watcher.
         tracing::warn!(
-            spool = %config.delivery.spool_path.display(),
+            spool = %queue.spool_path.display(),
             "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
         );
     }

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
-use crate::config::{Config, Retry, Route};
+use crate::config::{Config, QueueSettings, Retry};
 use crate::forward::UpstreamError;
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
+use crate::route::Route;
 use arc_swap::ArcSwap;
 
 /// The event's id, the same on every attempt, so a receiver can drop a repeat.
@@ -38,10 +39,17 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts delivering the spool's pending entries along `config`'s routes.
-    pub fn start(spool: Arc<Spool>, config: Arc<ArcSwap<Config>>, forwarder: Forwarder) -> Dispatcher {
+    /// Starts delivering the spool's pending entries along the routes of the configuration in force, with
+    /// its queue settings; `started_with` are the settings at start, kept while a reload has switched the
+    /// file to proxy mode (a mode change takes effect only at a restart).
+    pub fn start(
+        spool: Arc<Spool>,
+        config: Arc<ArcSwap<Config>>,
+        forwarder: Forwarder,
+        started_with: QueueSettings,
+    ) -> Dispatcher {
         let (stop, stopped) = watch::channel(None);
-        let task = tokio::spawn(dispatch(spool, config, forwarder, stopped));
+        let task = tokio::spawn(dispatch(spool, config, forwarder, started_with, stopped));
         Dispatcher { stop, task }
     }
 
@@ -57,11 +65,12 @@ async fn dispatch(
     spool: Arc<Spool>,
     shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
+    started_with: QueueSettings,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
     let config = shared_config.load_full();
     let unknown = spool.read(store::stats).await.unwrap_or_default();
-    for stats in unknown.iter().filter(|s| s.pending > 0 && config.route(&s.route).is_none()) {
+    for stats in unknown.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
     }
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
@@ -72,7 +81,9 @@ async fn dispatch(
     loop {
         // Each pass follows the configuration in force (a reload changes routes, upstreams and retries).
         let config = shared_config.load_full();
-        let retry = config.delivery.retry;
+        // A file switched to proxy mode by a reload takes effect at a restart: until then, the settings at start.
+        let settings = config.delivery.queue().unwrap_or(&started_with);
+        let retry = settings.retry;
         if stopped.borrow().is_some() {
             break;
         }
@@ -86,7 +97,7 @@ async fn dispatch(
             .iter()
             .map(|route| {
                 let busy = in_flight.entry(route.name.clone()).or_default();
-                (route.name.clone(), config.delivery.max_in_flight.saturating_sub(busy.ids.len()), busy.ids.clone())
+                (route.name.clone(), settings.max_in_flight.saturating_sub(busy.ids.len()), busy.ids.clone())
             })
             .collect();
         let read = spool
@@ -131,8 +142,8 @@ async fn dispatch(
         }
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
             last_prune = Some(Instant::now());
-            let keep = i64::try_from(config.delivery.keep_delivered.as_millis()).unwrap_or(i64::MAX);
-            let window = i64::try_from(config.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+            let keep = i64::try_from(settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
+            let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
             let mut pruned = 0;
             loop {
                 match spool.prune(keep, window).await {
@@ -187,7 +198,7 @@ async fn update_queue_gauges(spool: &Spool, config: &Config) {
     let now = now_ms();
     // Configured routes, and routes removed from the config that still have entries in the spool.
     let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-    routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.route(r).is_none()));
+    routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.routes.by_name(r).is_none()));
     for route in routes {
         let found = stats.iter().find(|s| s.route == route);
         let pending = found.map_or(0, |s| s.pending);

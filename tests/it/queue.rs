@@ -476,3 +476,22 @@ async fn a_replay_while_the_resource_is_in_flight_waits_for_it() {
     assert_eq!(upstream.max_concurrency(), 1);
     gateway.stop().await;
 }
+
+/// A reload that switches the file to proxy mode takes effect only at a restart: until then deliveries are
+/// still queued and delivered, with the queue settings the gateway started with.
+#[tokio::test]
+async fn a_reload_to_proxy_mode_needs_a_restart_and_the_queue_keeps_delivering() {
+    let dir = temp_dir("queue-reload-to-proxy");
+    let upstream = Upstream::start().await;
+    let routes = route("orders", "\"order.*\"", &upstream.url("/in"));
+    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&dir, ""))).await;
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, fixture_config(&routes, "delivery:\n  mode: proxy\n")).unwrap();
+    let restart = gateway.gateway.reload(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(restart, ["delivery.mode and delivery.spool_path"]);
+    let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(json(&answer)["status"], "queued");
+    eventually(WAIT, "the queued delivery arrives", || upstream.received().len() == 1).await;
+    gateway.stop().await;
+}

@@ -1,0 +1,342 @@
+//! The checker: turns the raw shapes into runtime values, collecting every problem with its file, line and
+//! column, a snippet of the file (secrets redacted) and how to fix it. This file holds the checker, the
+//! order of its steps and the single-valued sections; `sources` and `routes` check the lists.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::raw::{RawConfig, RawDedupe, RawDelivery, RawLimits, RawLog, RawTls};
+use super::redact::{redact_line, secret_lines};
+use super::*; // the runtime types and their defaults
+use crate::route::TopicPattern;
+
+mod routes;
+mod sources;
+
+use routes::route_warnings;
+
+/// Checks the raw shapes of the file at `path` (whose text is `text`) and builds the configuration: whole,
+/// or not at all with every problem found, each rendered with its position.
+pub(super) fn check(raw: RawConfig, path: &Path, text: &str) -> Result<Config, Vec<String>> {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut checker = Checker { file: path, text, base_dir, problems: Vec::new(), files: Vec::new() };
+    let config = checker.config(raw);
+    if checker.problems.is_empty() { Ok(config) } else { Err(checker.problems) }
+}
+
+/// Collects problems while turning raw shapes into runtime values.
+struct Checker<'a> {
+    /// The file being checked, for positions.
+    file: &'a Path,
+    /// Its text, for snippets.
+    text: &'a str,
+    /// Relative paths in the file start here.
+    base_dir: PathBuf,
+    /// Every problem found so far, rendered.
+    problems: Vec<String>,
+    /// The files the configuration reads besides itself.
+    files: Vec<PathBuf>,
+}
+
+impl Checker<'_> {
+    /// Records a problem at a position, rendered with a snippet of the file like serde-saphyr's own errors.
+    fn problem<T>(&mut self, at: &Spanned<T>, message: impl fmt::Display) {
+        let (line, column) = (at.referenced.line(), at.referenced.column());
+        let file = self.file.display();
+        let mut rendered = format!("{file}:{line}:{column}: {message}\n --> {file}:{line}:{column}\n  |");
+        let line_index = usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1);
+        let first = line_index.saturating_sub(2);
+        let hidden = secret_lines(self.text);
+        for (index, text) in self.text.lines().enumerate().skip(first).take(line_index + 1 - first) {
+            let shown = if hidden.contains(&(index + 1)) { "<redacted>".to_owned() } else { redact_line(text) };
+            rendered.push_str(&format!("\n{:>3} | {shown}", index + 1));
+        }
+        let pad = " ".repeat(usize::try_from(column).unwrap_or(1).saturating_sub(1));
+        rendered.push_str(&format!("\n    | {pad}^ here"));
+        self.problems.push(rendered);
+    }
+
+    /// A duration for `key` longer than zero, or `default` when it is absent (and after a problem is recorded).
+    fn duration(&mut self, value: Option<&Spanned<String>>, default: Duration, key: &str) -> Duration {
+        self.duration_or_zero(value, default, key, false)
+    }
+
+    /// A duration for `key`, zero allowed when `zero_allowed` (it turns something off), or `default` when
+    /// it is absent (and after a problem is recorded).
+    fn duration_or_zero(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+        key: &str,
+        zero_allowed: bool,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.value.trim()) {
+            Ok(d) if zero_allowed || !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(value, format!("{key} must be longer than zero: write a duration such as \"10s\""));
+                default
+            }
+            Err(e) => {
+                self.problem(
+                    value,
+                    format!("{key}: {:?} is not a duration ({e}): write a number and a unit, such as \"10s\", \"5m\" or \"1h\"", value.value),
+                );
+                default
+            }
+        }
+    }
+
+    /// A socket address for `key`, or `default` when it is absent (and after a problem is recorded).
+    fn address(&mut self, value: Option<&Spanned<String>>, default: &str, key: &str, example: &str) -> SocketAddr {
+        let default = || default.parse().expect("the default address parses");
+        let Some(spanned) = value else { return default() };
+        spanned.value.parse().unwrap_or_else(|e| {
+            self.problem(
+                spanned,
+                format!("{key}: {:?} is not an address ({e}): write IP:PORT, such as \"{example}\"", spanned.value),
+            );
+            default()
+        })
+    }
+
+    /// The whole configuration. Its steps run in a fixed order, which is the order problems are reported in:
+    /// listeners, limits, sources, routes, delivery, dedupe, log.
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = self.address(raw.listen.as_ref(), DEFAULT_LISTEN, "listen", "0.0.0.0:8080");
+        let admin_listen =
+            self.address(raw.admin_listen.as_ref(), DEFAULT_ADMIN_LISTEN, "admin_listen", "127.0.0.1:9090");
+        let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls));
+        let shutdown_grace =
+            self.duration_or_zero(raw.shutdown_grace.as_ref(), DEFAULT_SHUTDOWN_GRACE, "shutdown_grace", true);
+        let limits = self.limits(&raw.limits);
+        let (sources, source_by_path) = self.sources(&raw.sources);
+        let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
+        let routes = self.routes(&raw.routes, &source_names);
+        let only_source = match source_names.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        };
+        let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
+        let warnings = route_warnings(self.file, &routes, mode, only_source);
+        let delivery = self.delivery(&raw.delivery, &raw.dedupe);
+        let log = self.log(&raw.log);
+        Config {
+            file: self.file.to_path_buf(),
+            listen,
+            admin_listen,
+            shutdown_grace,
+            tls,
+            limits,
+            sources,
+            routes: routes.into_iter().map(|(route, _)| route).collect(),
+            unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
+            delivery,
+            log,
+            files: std::mem::take(&mut self.files),
+            warnings,
+            source_by_path,
+        }
+    }
+
+    /// `log.level` (checked as a tracing filter) and `log.format`.
+    fn log(&mut self, raw: &RawLog) -> Log {
+        let level = match &raw.level {
+            None => "info".to_owned(),
+            Some(level) => {
+                if tracing_subscriber::EnvFilter::try_new(&level.value).is_err() {
+                    self.problem(
+                        level,
+                        format!(
+                            "log.level {:?} is not a level or filter: write error, warn, info, debug or trace",
+                            level.value
+                        ),
+                    );
+                }
+                level.value.clone()
+            }
+        };
+        Log { format: raw.format, level }
+    }
+
+    /// The `limits` section, each bound within what memory and the runtime can take.
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let max_body_bytes = match &raw.max_body_bytes {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(spanned) if spanned.value == 0 || spanned.value > MAX_MAX_BODY_BYTES => {
+                self.problem(spanned, format!("limits.max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES} (64 MiB); the default, {DEFAULT_MAX_BODY_BYTES}, fits WooCommerce's largest orders"));
+                DEFAULT_MAX_BODY_BYTES
+            }
+            Some(spanned) => spanned.value,
+        };
+        let max_concurrent = match &raw.max_concurrent {
+            None => DEFAULT_MAX_CONCURRENT,
+            Some(n) if n.value == 0 || n.value > 1_000_000 => {
+                self.problem(n, "limits.max_concurrent must be between 1 and 1000000");
+                DEFAULT_MAX_CONCURRENT
+            }
+            Some(n) => n.value,
+        };
+        Limits {
+            max_concurrent,
+            max_body_bytes,
+            header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
+            body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
+        }
+    }
+
+    /// Loads the certificate chain and key (PEM) into a server configuration offering HTTP/2 and HTTP/1.1.
+    fn tls(&mut self, raw: &RawTls) -> Option<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert_path = self.base_dir.join(&raw.cert_file.value);
+        let key_path = self.base_dir.join(&raw.key_file.value);
+        self.files.extend([cert_path.clone(), key_path.clone()]);
+        let chain: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_file_iter(&cert_path).and_then(|certs| certs.collect());
+        let chain = match chain {
+            Ok(chain) if !chain.is_empty() => chain,
+            Ok(_) => {
+                self.problem(
+                    &raw.cert_file,
+                    format!(
+                        "tls.cert_file {} holds no certificate: give a PEM file with the certificate chain",
+                        cert_path.display()
+                    ),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.problem(
+                    &raw.cert_file,
+                    format!(
+                        "cannot read tls.cert_file {} ({e}): give a readable PEM certificate chain",
+                        cert_path.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        let key = match PrivateKeyDer::from_pem_file(&key_path) {
+            Ok(key) => key,
+            Err(e) => {
+                // The key's bytes are never shown, only the file and the kind of error.
+                self.problem(
+                    &raw.key_file,
+                    format!("cannot read tls.key_file {} ({e}): give a readable PEM private key", key_path.display()),
+                );
+                return None;
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key));
+        match config {
+            Ok(mut config) => {
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                Some(Arc::new(config))
+            }
+            Err(e) => {
+                self.problem(&raw.key_file, format!("the TLS key does not fit the certificate ({e}): give the key of the first certificate in tls.cert_file"));
+                None
+            }
+        }
+    }
+
+    /// The delivery mode and, in queue mode, its settings. The queue-only keys (and `dedupe`) are checked in
+    /// proxy mode too, so a mistake in them shows before the mode is switched.
+    fn delivery(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> Delivery {
+        let settings = self.queue_settings(raw, raw_dedupe);
+        match raw.mode.unwrap_or(DeliveryMode::Queue) {
+            DeliveryMode::Proxy => Delivery::Proxy,
+            DeliveryMode::Queue => Delivery::Queue(settings),
+        }
+    }
+
+    /// Queue mode's settings: the `delivery` section's queue keys, then the `dedupe` section.
+    fn queue_settings(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> QueueSettings {
+        let spool_path = match &raw.spool_path {
+            Some(path) if path.value.trim().is_empty() => {
+                self.problem(path, "delivery.spool_path is empty: write a file path such as ./data/hookgate.db");
+                PathBuf::from(DEFAULT_SPOOL_PATH)
+            }
+            Some(path) => self.base_dir.join(&path.value),
+            None => self.base_dir.join(DEFAULT_SPOOL_PATH),
+        };
+        let retry = Retry {
+            initial_backoff: self.duration(
+                raw.retry.initial_backoff.as_ref(),
+                DEFAULT_INITIAL_BACKOFF,
+                "delivery.retry.initial_backoff",
+            ),
+            max_backoff: self.duration(
+                raw.retry.max_backoff.as_ref(),
+                DEFAULT_MAX_BACKOFF,
+                "delivery.retry.max_backoff",
+            ),
+            give_up_after: self.duration(
+                raw.retry.give_up_after.as_ref(),
+                DEFAULT_GIVE_UP_AFTER,
+                "delivery.retry.give_up_after",
+            ),
+        };
+        if retry.max_backoff < retry.initial_backoff
+            && let Some(at) = raw.retry.max_backoff.as_ref()
+        {
+            self.problem(at, "delivery.retry.max_backoff is shorter than initial_backoff: make it at least as long");
+        }
+        let max_in_flight = match &raw.max_in_flight {
+            None => DEFAULT_MAX_IN_FLIGHT,
+            Some(n) if n.value == 0 || n.value > 1024 => {
+                self.problem(n, "delivery.max_in_flight must be between 1 and 1024");
+                DEFAULT_MAX_IN_FLIGHT
+            }
+            Some(n) => n.value,
+        };
+        let max_spool_bytes = match &raw.max_spool_bytes {
+            None => DEFAULT_MAX_SPOOL_BYTES,
+            Some(n) if n.value < 64 * 1024 => {
+                self.problem(
+                    n,
+                    "delivery.max_spool_bytes must be at least 65536: the empty spool alone takes tens of KiB",
+                );
+                DEFAULT_MAX_SPOOL_BYTES
+            }
+            Some(n) => n.value,
+        };
+        let keep_delivered =
+            self.duration_or_zero(raw.keep_delivered.as_ref(), DEFAULT_KEEP_DELIVERED, "delivery.keep_delivered", true);
+        let dedupe = self.dedupe(raw_dedupe);
+        QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, dedupe }
+    }
+
+    /// The `dedupe` section: its window (zero turns suppression off) and its topic patterns.
+    fn dedupe(&mut self, raw: &RawDedupe) -> Dedupe {
+        let window = self.duration_or_zero(raw.window.as_ref(), DEFAULT_DEDUPE_WINDOW, "dedupe.window", true);
+        let topics = match &raw.topics {
+            None => DEFAULT_DEDUPE_TOPICS.iter().map(|t| TopicPattern::parse(t).expect("the defaults parse")).collect(),
+            Some(topics) => topics
+                .iter()
+                .filter_map(|t| match TopicPattern::parse(&t.value) {
+                    Ok(pattern) => Some(pattern),
+                    Err(message) => {
+                        self.problem(t, message);
+                        None
+                    }
+                })
+                .collect(),
+        };
+        Dedupe { window, topics }
+    }
+}
+
+/// Names appear in logs, metric labels and headers, so they are kept plain.
+fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
