@@ -82,30 +82,43 @@ impl Outcome {
 /// Why a request is refused. Each maps to exactly one status and one small JSON body in [`Rejection::answer`].
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// A path that no source has: 404.
     #[error("no source has this path")]
     NotFound,
+    /// Anything but POST on a source's path: 405 with `Allow: POST`.
     #[error("only POST is accepted")]
     MethodNotAllowed,
+    /// A body (declared or read) over `max_body_bytes`: 413, and the connection closed.
     #[error("the body is larger than max_body_bytes")]
     TooLarge,
+    /// No signature, and not a ping: 401.
     #[error("no X-WC-Webhook-Signature header")]
     MissingSignature,
+    /// A signature that is malformed, doubled, or matches no secret: 401.
     #[error("the signature is malformed or matches no secret")]
     InvalidSignature,
+    /// A webhook id outside the source's `webhook_ids`: 403.
     #[error("X-WC-Webhook-ID is not in this source's webhook_ids")]
     ForbiddenWebhook,
+    /// Verified, but no single valid topic header: 400.
     #[error("no valid X-WC-Webhook-Topic header")]
     MissingTopic,
+    /// The body did not arrive within `body_timeout`: 408, and the connection closed.
     #[error("the body did not arrive within body_timeout")]
     BodyTimeout,
+    /// The body could not be read (a broken chunk, a bad length): 400, and the connection closed.
     #[error("the body could not be read")]
     BodyUnreadable,
+    /// Verified, no route takes it, and `unrouted: reject`: 404.
     #[error("no route takes this topic")]
     Unrouted,
+    /// Queue mode at `max_spool_bytes`: 503 with `Retry-After: 60`.
     #[error("the spool is at max_spool_bytes")]
     SpoolFull,
+    /// Queue mode, and the spool could not commit: 503 with `Retry-After: 5`.
     #[error("the spool cannot store the delivery")]
     SpoolUnavailable,
+    /// `limits.max_concurrent` requests are being answered: 503 with `Retry-After: 1`.
     #[error("limits.max_concurrent requests are being answered")]
     Overloaded,
     /// Proxy mode: the delivery was verified, but its upstream gave no answer to relay.
@@ -196,9 +209,15 @@ pub enum Accepted {
     /// A verified delivery that no route takes, under `unrouted: accept`: 200 `{"status":"unrouted"}`.
     Unrouted,
     /// Queue mode: stored durably under this event id.
-    Queued { id: String },
+    Queued {
+        /// The event id, also sent upstream as `X-Hookgate-Event-Id`.
+        id: String,
+    },
     /// Queue mode: a repeat of the delivery already stored under this event id.
-    Duplicate { id: String },
+    Duplicate {
+        /// The event id of the delivery it repeats.
+        id: String,
+    },
     /// Proxy mode: the upstream's answer, relayed as it came.
     Relayed(UpstreamAnswer),
 }

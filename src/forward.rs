@@ -42,12 +42,19 @@ pub struct UpstreamAnswer {
 /// Why a verified delivery did not get an answer from its upstream. Its text never holds request input.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, no answer to the connect within 5 s).
     #[error("cannot connect to the upstream: {0}")]
     Connect(String),
+    /// The upstream did not answer in full within the route's `timeout`.
     #[error("the upstream did not answer within the route's timeout")]
     Timeout,
+    /// The answer passed the bound on relayed answers.
     #[error("the upstream's answer is larger than {limit} bytes")]
-    AnswerTooLarge { limit: usize },
+    AnswerTooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+    },
+    /// The exchange broke after the connection was made.
     #[error("the exchange with the upstream failed: {0}")]
     Failed(String),
 }

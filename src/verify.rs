@@ -22,9 +22,13 @@ use crate::woocommerce::{Payload, ResourceId, X_WC_WEBHOOK_TOPIC, single_header}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
+    /// HMAC-SHA1 (a site that filters WooCommerce to it).
     Sha1,
+    /// HMAC-SHA256, WooCommerce's default.
     Sha256,
+    /// HMAC-SHA384.
     Sha384,
+    /// HMAC-SHA512.
     Sha512,
 }
 
@@ -95,8 +99,10 @@ pub struct Signature {
 /// Why a signature header could not be taken as a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// Not padded standard base64.
     #[error("the signature is not padded standard base64")]
     NotBase64,
+    /// Base64, but not the configured algorithm's digest length.
     #[error("the signature has the wrong length for the configured algorithm")]
     WrongLength,
 }

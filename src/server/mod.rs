@@ -33,10 +33,26 @@ pub use gateway::{Gateway, Health};
 /// Why a gateway could not start. Each names the setting and the file to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A listener could not bind its address (`listen` or `admin_listen`).
     #[error("cannot listen on {addr} ({key}: in {file}): {error}")]
-    Bind { addr: SocketAddr, key: &'static str, file: String, error: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The config key that names it.
+        key: &'static str,
+        /// The config file.
+        file: String,
+        /// Why the bind failed.
+        error: std::io::Error,
+    },
+    /// Queue mode's spool could not be opened (or another gateway holds it).
     #[error("cannot open the spool (delivery.spool_path in {file}): {error}")]
-    Spool { file: String, error: SpoolError },
+    Spool {
+        /// The config file.
+        file: String,
+        /// Why the spool could not be opened.
+        error: SpoolError,
+    },
 }
 
 /// A gateway with everything it needs open: its listeners bound and, in queue mode, its spool open and
