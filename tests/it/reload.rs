@@ -152,3 +152,26 @@ async fn a_rotated_secret_file_is_picked_up_without_a_signal() {
     process.signal("TERM");
     let _ = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_changed_file_adds_a_route_through_the_same_start_up_as_the_binary() {
+    let dir = temp_dir("reload-in-process");
+    let (orders, coupons) = (Upstream::start().await, Upstream::start().await);
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config(&route("orders", "\"order.*\"", &orders), "")).unwrap();
+    let loaded = hookgate::config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = TestGateway::serve(loaded, Some(&file)).await;
+    let coupon = Fixture::load("coupon-deleted");
+    assert_eq!(send_raw(gateway.addr, &coupon.request("/hooks/main")).await.text(), r#"{"status":"unrouted"}"#);
+
+    let both = format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons));
+    std::fs::write(&file, config(&both, "")).unwrap();
+    eventually(Duration::from_secs(10), "the file's new route to be in force", || {
+        gateway.gateway.config().routes.by_name("coupons").is_some()
+    })
+    .await;
+    assert_eq!(send_raw(gateway.addr, &coupon.request("/hooks/main")).await.status, 200);
+    assert_eq!(coupons.received().len(), 1, "the delivery reached the route the reload added");
+    gateway.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
