@@ -9,7 +9,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
+use super::{Attempted, Due, Spool, decode_headers, store};
+use crate::clock::Clock;
 use crate::config::{Config, QueueSettings, Retry};
 use crate::forward::UpstreamError;
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
@@ -41,15 +42,18 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts delivering the spool's pending entries along the routes of the configuration in force, with
     /// its queue settings; `started_with` are the settings at start, kept while a reload has switched the
-    /// file to proxy mode (a mode change takes effect only at a restart).
+    /// file to proxy mode (a mode change takes effect only at a restart). Every time it schedules by
+    /// (when an attempt is due, when to give up, what is old enough to prune, when the gauges and pruning
+    /// are next due) is read from `clock`.
     pub fn start(
         spool: Arc<Spool>,
         config: Arc<ArcSwap<Config>>,
         forwarder: Forwarder,
         started_with: QueueSettings,
+        clock: Clock,
     ) -> Dispatcher {
         let (stop, stopped) = watch::channel(None);
-        let task = tokio::spawn(dispatch(spool, config, forwarder, started_with, stopped));
+        let task = tokio::spawn(dispatch(spool, config, forwarder, started_with, clock, stopped));
         Dispatcher { stop, task }
     }
 
@@ -66,6 +70,7 @@ async fn dispatch(
     shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
     started_with: QueueSettings,
+    clock: Clock,
     mut stopped: watch::Receiver<Option<Duration>>,
 ) {
     let config = shared_config.load_full();
@@ -76,8 +81,9 @@ async fn dispatch(
     let mut in_flight: HashMap<String, InFlight> = HashMap::new();
     let (done, mut finished) = mpsc::unbounded_channel::<Finished>();
     let mut attempts = JoinSet::new();
-    let mut last_prune: Option<Instant> = None;
-    let mut last_gauges: Option<Instant> = None;
+    // When the gauges were last set and the spool last pruned, in unix ms by `clock`.
+    let mut last_prune: Option<i64> = None;
+    let mut last_gauges: Option<i64> = None;
     loop {
         // Each pass follows the configuration in force (a reload changes routes, upstreams and retries).
         let config = shared_config.load_full();
@@ -100,9 +106,9 @@ async fn dispatch(
                 (route.name.clone(), settings.max_in_flight.saturating_sub(busy.ids.len()), busy.ids.clone())
             })
             .collect();
+        let now = clock.now_ms();
         let read = spool
             .read(move |conn| {
-                let now = now_ms();
                 let mut next_due: Option<i64> = None;
                 let mut due = Vec::with_capacity(wanted.len());
                 for (route, free, busy) in wanted {
@@ -124,8 +130,8 @@ async fn dispatch(
                         if !busy.start(&entry) {
                             continue;
                         }
-                        let attempt =
-                            attempt(forwarder.clone(), Arc::clone(&spool), route.clone(), entry, retry, done.clone());
+                        let (forwarder, spool, done) = (forwarder.clone(), Arc::clone(&spool), done.clone());
+                        let attempt = attempt(forwarder, spool, route.clone(), entry, retry, clock, done);
                         attempts.spawn(attempt);
                     }
                 }
@@ -136,17 +142,18 @@ async fn dispatch(
                 None
             }
         };
-        if last_gauges.is_none_or(|at| at.elapsed() >= crate::metrics::UPKEEP_INTERVAL) {
-            last_gauges = Some(Instant::now());
-            update_queue_gauges(&spool, &config).await;
+        let now = clock.now_ms();
+        if interval_passed(last_gauges, now, crate::metrics::UPKEEP_INTERVAL) {
+            last_gauges = Some(now);
+            update_queue_gauges(&spool, &config, now).await;
         }
-        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
-            last_prune = Some(Instant::now());
+        if interval_passed(last_prune, now, PRUNE_INTERVAL) {
+            last_prune = Some(now);
             let keep = i64::try_from(settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
             let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
             let mut pruned = 0;
             loop {
-                match spool.prune(keep, window).await {
+                match spool.prune(now, keep, window).await {
                     Ok(removed) => {
                         pruned += removed;
                         if removed < store::PRUNE_CHUNK {
@@ -163,10 +170,9 @@ async fn dispatch(
                 tracing::info!(pruned, "pruned delivered entries and old dedupe records");
             }
         }
+        let now = clock.now_ms();
         let wait = match next_due {
-            Some(at) if at > now_ms() => {
-                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL_INTERVAL)
-            }
+            Some(at) if at > now => Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(POLL_INTERVAL),
             // Something is due that could not start (its route is at max_in_flight, or it is in flight):
             // a finished attempt wakes us.
             _ => POLL_INTERVAL,
@@ -191,11 +197,17 @@ async fn dispatch(
     }
 }
 
-/// Sets the queue gauges from the spool: pending, oldest pending age and dead letters per configured
-/// route (zero for a route with none), and the spool's size.
-async fn update_queue_gauges(spool: &Spool, config: &Config) {
+/// Whether `interval` has passed between `last` and `now` (unix ms). It has when there was no `last`, and
+/// when the clock went back (a wall clock set back must not put off pruning for as long).
+fn interval_passed(last: Option<i64>, now: i64, interval: Duration) -> bool {
+    let interval = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    last.is_none_or(|last| now < last || now - last >= interval)
+}
+
+/// Sets the queue gauges from the spool: pending, oldest pending age at `now` (unix ms) and dead letters per
+/// configured route (zero for a route with none), and the spool's size.
+async fn update_queue_gauges(spool: &Spool, config: &Config, now: i64) {
     let Ok(stats) = spool.read(store::stats).await else { return };
-    let now = now_ms();
     // Configured routes, and routes removed from the config that still have entries in the spool.
     let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.routes.by_name(r).is_none()));
@@ -211,13 +223,15 @@ async fn update_queue_gauges(spool: &Spool, config: &Config) {
     metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.used_bytes() as f64);
 }
 
-/// One attempt: send, classify the answer, record it (committed) and say it is done.
+/// One attempt: send, classify the answer at the time `clock` says it came, record it (committed) and say
+/// it is done.
 async fn attempt(
     forwarder: Forwarder,
     spool: Arc<Spool>,
     route: Route,
     due: Due,
     retry: Retry,
+    clock: Clock,
     done: mpsc::UnboundedSender<Finished>,
 ) {
     // Says "finished" however the attempt ends, a panic included, so its resource is never held forever.
@@ -237,7 +251,7 @@ async fn attempt(
     headers.insert(X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(number));
     let started = Instant::now();
     let answer = forwarder.post(&route, &due.source, headers, due.body, AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
-    let now = now_ms();
+    let now = clock.now_ms();
     let result = classify(answer, number, due.pending_since, now, &retry, fastrand::f64());
     let (result_label, status) = match &result {
         Attempted::Delivered { status } => ("delivered", Some(*status)),
@@ -273,7 +287,7 @@ async fn attempt(
     } else {
         log_attempt!(info, "delivery attempt");
     }
-    if let Err(error) = spool.record(due.delivery_id, result).await {
+    if let Err(error) = spool.record(due.delivery_id, now, result).await {
         // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
         // first, so that a failing disk does not turn into a stream of repeats to the upstream.
         tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
@@ -460,6 +474,15 @@ mod tests {
             at(classify(answer(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), 1, 0, 0, &RETRY, 0.0)),
             0
         );
+    }
+
+    #[test]
+    fn an_interval_has_passed_at_first_after_it_and_when_the_clock_went_back() {
+        let minute = Duration::from_secs(60);
+        assert!(interval_passed(None, 1_000, minute), "never yet");
+        assert!(!interval_passed(Some(1_000), 60_999, minute));
+        assert!(interval_passed(Some(1_000), 61_000, minute));
+        assert!(interval_passed(Some(1_000), 999, minute), "the wall clock was set back");
     }
 
     #[test]
