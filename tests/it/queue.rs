@@ -1,6 +1,7 @@
 //! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,6 +25,58 @@ fn json(answer: &RawResponse) -> serde_json::Value {
 fn sequence_of(received: &Received) -> (u64, u64) {
     let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
     (body["id"].as_u64().unwrap(), body["sequence"].as_u64().unwrap())
+}
+
+/// A queue-mode `delivery:` section like [`queue_delivery`]'s with the retry settings given, and
+/// `max_in_flight: 1` (for [`received_before_a_new_delivery`]).
+fn queue_delivery_retrying(dir: &Path, initial_backoff: &str, max_backoff: &str, give_up_after: &str) -> String {
+    format!(
+        "delivery:\n  mode: queue\n  spool_path: {}\n  max_in_flight: 1\n  retry:\n    initial_backoff: {initial_backoff}\n    max_backoff: {max_backoff}\n    give_up_after: {give_up_after}\n",
+        dir.join("spool.db").display()
+    )
+}
+
+/// The state, recorded attempts and last error of event `event_id`'s delivery (on its one route).
+fn delivery_of(dir: &Path, event_id: &str) -> (String, u32, Option<String>) {
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+    conn.query_row(
+        "SELECT d.state, d.attempts, d.last_error FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE e.public_id = ?1",
+        [event_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .unwrap()
+}
+
+/// Waits until the spool has recorded `attempts` attempts of `event_id`'s delivery, leaving it in `state`;
+/// fails at once if more were made.
+async fn recorded(dir: &Path, event_id: &str, state: &str, attempts: u32) {
+    let what = format!("{state} after {attempts} attempts");
+    eventually(WAIT, &what, || {
+        let (now, tried, _) = delivery_of(dir, event_id);
+        assert!(tried <= attempts, "waiting for {what}, found {now} after {tried} attempts");
+        now == state && tried == attempts
+    })
+    .await;
+}
+
+/// Sends order `id` and returns what the upstream received before it. On a route with `max_in_flight: 1`
+/// the dispatcher sends the delivery due earliest first and one at a time, so anything that was due by
+/// then (a retry, a repeat, a duplicate stored by mistake) reached the upstream before it: this shows
+/// what was sent without waiting for a while in the hope of seeing it.
+async fn received_before_a_new_delivery(gateway: &TestGateway, upstream: &Upstream, id: u64) -> Vec<Received> {
+    let body = order_body(id, 0);
+    let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.created", &body)).await;
+    assert_eq!(json(&answer)["status"], "queued", "{}", answer.text());
+    let mut received = Vec::new();
+    eventually(WAIT, "the new delivery arrives", || {
+        received = upstream.received();
+        received.iter().any(|r| r.body == body)
+    })
+    .await;
+    let position = received.iter().position(|r| r.body == body).unwrap();
+    received.truncate(position);
+    received
 }
 
 #[tokio::test]
@@ -131,12 +184,18 @@ async fn an_upstream_answering_503_then_200_gets_the_delivery_on_a_retry() {
     let dir = temp_dir("queue-503");
     let unavailable = UpstreamAnswer { status: StatusCode::SERVICE_UNAVAILABLE, body: "busy", ..Default::default() };
     let upstream = Upstream::scripted(vec![unavailable.clone(), unavailable, UpstreamAnswer::default()]).await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    // Backoffs of up to two minutes, skipped on the gateway's clock rather than waited for.
+    let delivery = queue_delivery_retrying(&dir, "1m", "2m", "1h");
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery);
     let gateway = TestGateway::start(&config).await;
     let fixture = Fixture::load("order-created");
     let answer = send_raw(gateway.addr, &fixture.request("/hooks/main")).await;
     let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
-    eventually(WAIT, "three attempts", || upstream.received().len() == 3).await;
+    for failed in 1..=2 {
+        recorded(&dir, &event_id, "pending", failed).await;
+        skip_time(Duration::from_secs(121)).await;
+    }
+    recorded(&dir, &event_id, "delivered", 3).await;
     let received = upstream.received();
     let attempts: Vec<_> =
         received.iter().map(|r| r.headers["x-hookgate-attempt"].to_str().unwrap().to_owned()).collect();
@@ -146,8 +205,64 @@ async fn an_upstream_answering_503_then_200_gets_the_delivery_on_a_retry() {
         "the same event id every time"
     );
     assert!(received.iter().all(|r| r.body == fixture.body));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(upstream.received().len(), 3, "no attempt after the 200");
+    // Long past any retry's time, a new delivery is the next thing the upstream gets.
+    skip_time(Duration::from_secs(3600)).await;
+    assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 3, "no attempt after the 200");
+    gateway.stop().await;
+}
+
+/// Retry-After makes the wait exact (backoff is jittered): ten minutes, checked on either side of it.
+#[tokio::test]
+async fn a_retry_waits_for_its_backoff() {
+    let dir = temp_dir("queue-backoff");
+    let later = UpstreamAnswer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        headers: vec![("retry-after", "600")],
+        ..Default::default()
+    };
+    let upstream = Upstream::scripted(vec![later, UpstreamAnswer::default()]).await;
+    let delivery = queue_delivery_retrying(&dir, "1s", "1h", "1d");
+    let gateway =
+        TestGateway::start(&fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery)).await;
+    let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await;
+    let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
+    recorded(&dir, &event_id, "pending", 1).await;
+    skip_time(Duration::from_secs(9 * 60)).await;
+    assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 1, "not retried before its time");
+    skip_time(Duration::from_secs(2 * 60)).await;
+    recorded(&dir, &event_id, "delivered", 2).await;
+    let received = upstream.received();
+    assert_eq!(received.len(), 3);
+    assert_eq!(sequence_of(&received[2]), (7, 0));
+    assert_eq!(received[2].headers["x-hookgate-attempt"], "2");
+    gateway.stop().await;
+}
+
+/// Each retry comes ten minutes after the last (Retry-After); with `give_up_after: 25m` the third attempt,
+/// whose retry would fall at 32 minutes, makes a dead letter instead.
+#[tokio::test]
+async fn retries_end_in_a_dead_letter_after_give_up_after() {
+    let dir = temp_dir("queue-give-up");
+    let upstream = Upstream::answering(UpstreamAnswer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        headers: vec![("retry-after", "600")],
+        ..Default::default()
+    })
+    .await;
+    let delivery = queue_delivery_retrying(&dir, "1s", "1h", "25m");
+    let gateway =
+        TestGateway::start(&fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery)).await;
+    let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await;
+    let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
+    for failed in 1..=2 {
+        recorded(&dir, &event_id, "pending", failed).await;
+        skip_time(Duration::from_secs(11 * 60)).await;
+    }
+    recorded(&dir, &event_id, "dead", 3).await;
+    let error = delivery_of(&dir, &event_id).2.unwrap_or_default();
+    assert!(error.starts_with("gave up after 3 attempts (give_up_after 25m)"), "{error}");
+    skip_time(Duration::from_secs(3600)).await;
+    assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 3, "no attempt after it");
     gateway.stop().await;
 }
 
@@ -418,26 +533,37 @@ async fn a_zero_dedupe_window_queues_every_repeat() {
     gateway.stop().await;
 }
 
+/// Pruning runs at start and every minute after; minutes pass on the gateway's clock, not the test's. Each
+/// prune also forgets the dedupe records older than the window (5 minutes here) in the same transaction,
+/// which shows when one has run.
 #[tokio::test]
 async fn delivered_entries_are_pruned_after_keep_delivered() {
     let dir = temp_dir("queue-prune");
     let upstream = Upstream::start().await;
-    let config =
-        fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, "  keep_delivered: 0s\n"));
-    let gateway = TestGateway::start(&config).await;
-    send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
-    eventually(WAIT, "delivered", || upstream.received().len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    gateway.stop().await;
-    // Pruning runs at start and every minute after.
-    let gateway = TestGateway::start(&config).await;
+    let delivery = format!("{}dedupe:\n  window: 5m\n", queue_delivery(&dir, "  keep_delivered: 10m\n"));
+    let gateway = TestGateway::start(&fixture_config(&route("all", "\"*\"", &upstream.url("/")), &delivery)).await;
     let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
-    eventually(WAIT, "the delivered entry and its event are pruned", || {
-        let deliveries: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
-        let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-        deliveries == 0 && events == 0
-    })
-    .await;
+    let count = |table: &str, event_id: &str| -> i64 {
+        let column = if table == "events" { "public_id" } else { "event_id" };
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?1"), [event_id], |r| r.get(0)).unwrap()
+    };
+    let send = |id| signed_request("/hooks/main", "order.created", &order_body(id, 0));
+    let old = json(&send_raw(gateway.addr, &send(1)).await)["id"].as_str().unwrap().to_owned();
+    recorded(&dir, &old, "delivered", 1).await;
+    skip_time(Duration::from_secs(6 * 60)).await;
+    eventually(WAIT, "a prune after 6 minutes", || count("dedupe", &old) == 0).await;
+    assert_eq!(count("events", &old), 1, "delivered 6 minutes ago: kept");
+    let recent = json(&send_raw(gateway.addr, &send(2)).await)["id"].as_str().unwrap().to_owned();
+    recorded(&dir, &recent, "delivered", 1).await;
+    skip_time(Duration::from_secs(5 * 60 + 30)).await;
+    eventually(WAIT, "the entry delivered 11.5 minutes ago and its event are pruned", || count("events", &old) == 0)
+        .await;
+    // The prune that took it forgot the recent one's dedupe record and kept its entry, 5.5 minutes old.
+    assert_eq!(count("dedupe", &recent), 0);
+    assert_eq!(count("events", &recent), 1);
+    assert_eq!(delivery_of(&dir, &recent).0, "delivered");
+    let deliveries: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+    assert_eq!(deliveries, 1, "the old entry's delivery went with its event");
     gateway.stop().await;
 }
 
