@@ -271,7 +271,10 @@ async fn a_400_makes_a_dead_letter_that_spool_replay_delivers() {
     let dir = temp_dir("queue-dead");
     let refused = UpstreamAnswer { status: StatusCode::BAD_REQUEST, body: "missing field sku", ..Default::default() };
     let upstream = Upstream::scripted(vec![refused, UpstreamAnswer::default()]).await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &upstream.url("/")),
+        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+    );
     let config_file = dir.join("hookgate.yaml");
     std::fs::write(&config_file, &config).unwrap();
     let gateway = TestGateway::start(&config).await;
@@ -313,16 +316,16 @@ async fn a_400_makes_a_dead_letter_that_spool_replay_delivers() {
         "{stats}"
     );
 
-    // Dead is dead: no retry on its own.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(upstream.received().len(), 1);
+    // Dead is dead: no retry on its own, however long after (past every backoff and give_up_after).
+    skip_time(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 1);
     let (code, replayed, _) = spool(&["replay", &event_id]);
     assert_eq!(code, Some(0));
     assert_eq!(replayed.trim(), "replayed 1 delivery");
     assert_eq!(spool(&["replay", "--dead"]).1.trim(), "replayed 0 deliveries", "nothing else is dead");
-    eventually(WAIT, "the replayed delivery arrives", || upstream.received().len() == 2).await;
-    assert_eq!(upstream.received()[1].headers["x-hookgate-event-id"], event_id.as_str());
-    assert_eq!(upstream.received()[1].headers["x-hookgate-attempt"], "2");
+    eventually(WAIT, "the replayed delivery arrives", || upstream.received().len() == 3).await;
+    assert_eq!(upstream.received()[2].headers["x-hookgate-event-id"], event_id.as_str());
+    assert_eq!(upstream.received()[2].headers["x-hookgate-attempt"], "2");
     let mut delivered = String::new();
     eventually(WAIT, "it is recorded as delivered", || {
         delivered = spool(&["list", "--state", "delivered"]).1;
@@ -365,7 +368,8 @@ async fn fan_out_sends_one_delivery_to_every_matching_route() {
 async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a_restart() {
     let dir = temp_dir("queue-dedupe");
     let upstream = Upstream::start().await;
-    let config = fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config =
+        fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, "  max_in_flight: 1\n"));
     let gateway = TestGateway::start(&config).await;
     let fixture = Fixture::load("order-created");
     let first = json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await);
@@ -391,9 +395,8 @@ async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a
     // The record survives a restart.
     let gateway = TestGateway::start(&config).await;
     assert_eq!(json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await)["status"], "duplicate");
-    eventually(WAIT, "four deliveries", || upstream.received().len() == 4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(upstream.received().len(), 4, "the duplicates reached no one");
+    let received = received_before_a_new_delivery(&gateway, &upstream, 9001).await;
+    assert_eq!(received.len(), 4, "four deliveries: the duplicates reached no one");
     gateway.stop().await;
 }
 
@@ -427,7 +430,10 @@ async fn past_max_spool_bytes_deliveries_get_503_with_retry_after() {
 async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
     let dir = temp_dir("queue-restart");
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config = fixture_config(&route("orders", "\"order.*\"", &format!("http://{addr}/")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &format!("http://{addr}/")),
+        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+    );
     let gateway = TestGateway::start(&config).await;
     for id in 1..=5 {
         let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.created", &order_body(id, 0))).await;
@@ -435,10 +441,12 @@ async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
     }
     gateway.stop().await;
     let upstream = Upstream::start_on(addr).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the stopped gateway had scheduled (a retry, its next poll) would all be due now.
+    skip_time(Duration::from_secs(600)).await;
     assert!(upstream.received().is_empty(), "nothing is sent while hookgate is stopped");
     let gateway = TestGateway::start(&config).await;
-    eventually(WAIT, "the pending deliveries are resumed", || upstream.received().len() == 5).await;
+    let received = received_before_a_new_delivery(&gateway, &upstream, 9001).await;
+    assert_eq!(received.len(), 5, "the pending deliveries are resumed, each sent once");
     gateway.stop().await;
 }
 
@@ -446,17 +454,20 @@ async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
 async fn unrouted_and_rejected_deliveries_are_not_queued() {
     let dir = temp_dir("queue-rejected");
     let upstream = Upstream::start().await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &upstream.url("/")),
+        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+    );
     let gateway = TestGateway::start(&config).await;
     assert_eq!(send_raw(gateway.addr, &Fixture::load("tampered-body").request("/hooks/main")).await.status, 401);
     assert_eq!(send_raw(gateway.addr, &Fixture::load("ping").request("/hooks/main")).await.status, 200);
     let unrouted = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
     assert_eq!(unrouted.text(), r#"{"status":"unrouted"}"#);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(upstream.received().is_empty());
+    // Each was answered after the spool committed what it stored.
     let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
     assert_eq!(events, 0, "nothing was stored");
+    assert!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.is_empty());
     gateway.stop().await;
 }
 
@@ -483,7 +494,10 @@ async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it() {
     let dir = temp_dir("queue-stop-in-flight");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(700), ..Default::default() }).await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &upstream.url("/")),
+        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+    );
     let gateway = TestGateway::start(&config).await;
     send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
     eventually(WAIT, "the attempt is in flight", || upstream.received().len() == 1).await;
@@ -495,8 +509,7 @@ async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it() {
     assert_eq!(state, "delivered", "the attempt ended and was recorded before the spool closed");
     // Started again, nothing is sent twice.
     let gateway = TestGateway::start(&config).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(upstream.received().len(), 1);
+    assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 1);
     gateway.stop().await;
 }
 
