@@ -123,8 +123,14 @@ async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds
             sent.push((id, sequence));
         }
     }
-    // Let a few attempts fail against the closed port.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first update of each order meets the closed port (the later ones wait behind it).
+    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
+    eventually(WAIT, "an attempt of each order has failed", || {
+        let failed: i64 =
+            conn.query_row("SELECT COUNT(*) FROM deliveries WHERE attempts > 0", [], |r| r.get(0)).unwrap();
+        failed >= 3
+    })
+    .await;
     let upstream = Upstream::start_on(addr).await;
     eventually(WAIT, "every delivery arrives", || upstream.received().len() >= sent.len()).await;
     let received = upstream.received();
@@ -594,8 +600,8 @@ async fn a_replay_while_the_resource_is_in_flight_waits_for_it() {
     let gateway = TestGateway::start(&config).await;
     // A: order 7, refused (dead letter). B: order 7 again, slow to answer.
     let a = json(&send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await);
-    eventually(WAIT, "A refused", || upstream.received().len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A is a dead letter before B comes, so B is its resource's head at once.
+    recorded(&dir, a["id"].as_str().unwrap(), "dead", 1).await;
     send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 1))).await;
     eventually(WAIT, "B in flight", || upstream.received().len() == 2).await;
     // Replaying A makes it the resource's head again while B is still in flight.
