@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hookgate::clock::Clock;
 use hookgate::secret::Secret;
 use hookgate::spool::{Spool, Stored};
 use hookgate::verify::{Algorithm, Signature, UnverifiedDelivery, VerifiedDelivery, Verifier, sign};
@@ -28,7 +29,11 @@ fn group_commit(c: &mut Criterion) {
                 runtime.block_on(async {
                     let inserts = (0..together).map(|_| {
                         let (spool, delivery) = (Arc::clone(&spool), Arc::clone(&delivery));
-                        tokio::spawn(async move { spool.enqueue("main", &delivery, vec!["orders".into()], None).await })
+                        tokio::spawn(async move {
+                            spool
+                                .enqueue(Clock::system().now_ms(), "main", &delivery, vec!["orders".into()], None)
+                                .await
+                        })
                     });
                     for insert in inserts.collect::<Vec<_>>() {
                         assert!(matches!(insert.await.unwrap(), Ok(Stored::Queued { .. })));

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::answer::{Accepted, Rejection};
+use crate::clock::Clock;
 use crate::config::{Config, Delivery, QueueSettings, Source, Unrouted};
 use crate::forward::{Forwarder, forwarded_headers};
 use crate::spool::dispatch::Dispatcher;
@@ -35,6 +36,8 @@ pub struct Gateway {
     /// The configuration in force; a reload swaps it whole, and a request keeps the one it started with.
     config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
+    /// Read for the replay-age check and the time a delivery is stored with; the dispatcher reads the same.
+    clock: Clock,
     scheme: &'static str,
     mode: Mode,
     /// One permit per request being answered: `limits.max_concurrent` (see [`super::service`]).
@@ -80,6 +83,12 @@ impl Gateway {
     /// A gateway serving `config`. In queue mode this opens (creating or migrating) the spool and starts
     /// delivering what it holds, so it must run inside a tokio runtime.
     pub fn new(config: Config) -> Result<Gateway, SpoolError> {
+        Gateway::with_clock(config, Clock::system())
+    }
+
+    /// A gateway like [`Gateway::new`]'s that reads the time from `clock`: for its replay-age check, the
+    /// time deliveries are stored with, and its dispatcher's backoff, give-up, pruning and gauges.
+    pub fn with_clock(config: Config, clock: Clock) -> Result<Gateway, SpoolError> {
         // The recorder must be in place before the first request is counted.
         crate::metrics::handle();
         let config = Arc::new(config);
@@ -89,14 +98,19 @@ impl Gateway {
             Delivery::Proxy => Mode::Proxy,
             Delivery::Queue(settings) => {
                 let spool = Arc::new(Spool::open(&settings.spool_path)?);
-                let dispatcher =
-                    Dispatcher::start(Arc::clone(&spool), Arc::clone(&shared), forwarder.clone(), settings.clone());
+                let dispatcher = Dispatcher::start(
+                    Arc::clone(&spool),
+                    Arc::clone(&shared),
+                    forwarder.clone(),
+                    settings.clone(),
+                    clock,
+                );
                 Mode::Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)), settings: settings.clone() }
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
-        Ok(Gateway { config: shared, forwarder, scheme, mode, permits, health: Health::default() })
+        Ok(Gateway { config: shared, forwarder, clock, scheme, mode, permits, health: Health::default() })
     }
 
     /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
@@ -199,7 +213,7 @@ impl Gateway {
         found.topic = Some(topic.to_owned());
         if let Some(max_age) = source.reject_older_than
             && let Some(modified) = delivery.modified_at()
-            && crate::spool::now_ms() / 1000 - modified > i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+            && self.clock.now_ms() / 1000 - modified > i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
         {
             return Ok(Accepted::Stale);
         }
@@ -209,7 +223,7 @@ impl Gateway {
                 // A file switched to proxy mode by a reload takes effect at a restart: until then, the
                 // settings at start.
                 let settings = config.delivery.queue().unwrap_or(settings);
-                enqueue(config, spool, settings, source, delivery, found).await
+                enqueue(config, spool, settings, self.clock.now_ms(), source, delivery, found).await
             }
         }
     }
@@ -232,12 +246,13 @@ impl Gateway {
     }
 }
 
-/// Queue mode: store the delivery with one pending entry per matching route (fan-out), and answer 200
-/// only once that is committed to disk.
+/// Queue mode: store the delivery, received at `received_at` (unix ms), with one pending entry per matching
+/// route (fan-out), and answer 200 only once that is committed to disk.
 async fn enqueue(
     config: &Config,
     spool: &Spool,
     settings: &QueueSettings,
+    received_at: i64,
     source: &Source,
     delivery: VerifiedDelivery,
     found: &mut Found,
@@ -257,7 +272,7 @@ async fn enqueue(
         return Err(Rejection::SpoolFull);
     }
     let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
-    match spool.enqueue(&source.name, &delivery, routes, dedupe_window).await {
+    match spool.enqueue(received_at, &source.name, &delivery, routes, dedupe_window).await {
         Ok(Stored::Queued { public_id }) => Ok(Accepted::Queued { id: public_id }),
         Ok(Stored::Duplicate { public_id }) => Ok(Accepted::Duplicate { id: public_id }),
         Err(error) => {

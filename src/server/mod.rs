@@ -25,6 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::spool::SpoolError;
 
@@ -65,7 +66,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `listen` and `admin_listen` from `config`, then opens the gateway.
+    /// Binds `listen` and `admin_listen` from `config`, then opens the gateway on the system's clock.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         let file = config.file.display().to_string();
         let bind = |addr: SocketAddr, key: &'static str| {
@@ -74,13 +75,19 @@ impl Server {
         };
         let webhook = bind(config.listen, "listen").await?;
         let admin = bind(config.admin_listen, "admin_listen").await?;
-        Server::with_listeners(config, webhook, admin)
+        Server::with_listeners(config, webhook, admin, Clock::system())
     }
 
     /// Opens the gateway on listeners already bound (tests bind `127.0.0.1:0`).
-    pub fn with_listeners(config: Config, webhook: TcpListener, admin: TcpListener) -> Result<Server, StartError> {
+    /// It reads the time from `clock` (tests pass one that follows tokio's paused clock).
+    pub fn with_listeners(
+        config: Config,
+        webhook: TcpListener,
+        admin: TcpListener,
+        clock: Clock,
+    ) -> Result<Server, StartError> {
         let file = config.file.display().to_string();
-        let gateway = Gateway::new(config).map_err(|error| StartError::Spool { file, error })?;
+        let gateway = Gateway::with_clock(config, clock).map_err(|error| StartError::Spool { file, error })?;
         Ok(Server { gateway: Arc::new(gateway), webhook, admin, reload: None })
     }
 

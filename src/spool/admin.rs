@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-use super::{SpoolError, now_ms, store};
+use super::{SpoolError, store};
+use crate::clock::Clock;
 use crate::config::Config;
 
 /// What to do with the spool.
@@ -76,7 +77,7 @@ fn write_error(error: std::io::Error) -> SpoolError {
 
 /// `spool stats`: the file, its schema and size, and per route what is pending, dead and delivered.
 fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
-    let now = now_ms();
+    let now = Clock::system().now_ms();
     writeln!(
         out,
         "spool {} (schema {}, {} bytes in use)",
@@ -171,7 +172,7 @@ fn replay(
     route: Option<String>,
     out: &mut impl Write,
 ) -> Result<ExitCode, SpoolError> {
-    let replayed = store::replay(conn, id.as_deref(), route.as_deref(), now_ms())?;
+    let replayed = store::replay(conn, id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
     writeln!(out, "replayed {replayed} deliver{}", if replayed == 1 { "y" } else { "ies" }).map_err(write_error)?;
     if replayed == 0 && id.is_some() {
         eprintln!("nothing to replay: no such event, or its deliveries are already pending");

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, StatusCode};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{Attempted, Due, Spool, decode_headers, now_ms, store};
+use super::{Attempted, Due, Spool, SpoolError, decode_headers, store};
+use crate::clock::Clock;
 use crate::config::{Config, QueueSettings, Retry};
 use crate::forward::UpstreamError;
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
@@ -41,15 +43,30 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts delivering the spool's pending entries along the routes of the configuration in force, with
     /// its queue settings; `started_with` are the settings at start, kept while a reload has switched the
-    /// file to proxy mode (a mode change takes effect only at a restart).
+    /// file to proxy mode (a mode change takes effect only at a restart). Every time it schedules by
+    /// (when an attempt is due, when to give up, what is old enough to prune, when the gauges and pruning
+    /// are next due) is read from `clock`.
     pub fn start(
         spool: Arc<Spool>,
         config: Arc<ArcSwap<Config>>,
         forwarder: Forwarder,
         started_with: QueueSettings,
+        clock: Clock,
     ) -> Dispatcher {
         let (stop, stopped) = watch::channel(None);
-        let task = tokio::spawn(dispatch(spool, config, forwarder, started_with, stopped));
+        let (done, finished) = mpsc::unbounded_channel();
+        let dispatch = Dispatch {
+            spool,
+            shared_config: config,
+            forwarder,
+            clock,
+            in_flight: HashMap::new(),
+            done,
+            attempts: JoinSet::new(),
+            last_gauges: None,
+            last_prune: None,
+        };
+        let task = tokio::spawn(dispatch.run(started_with, finished, stopped));
         Dispatcher { stop, task }
     }
 
@@ -61,125 +78,189 @@ impl Dispatcher {
     }
 }
 
-async fn dispatch(
+/// The dispatcher's task, and what it keeps from one pass over the spool to the next.
+struct Dispatch {
     spool: Arc<Spool>,
+    /// The configuration in force; each pass follows it (a reload changes routes, upstreams and retries).
     shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
-    started_with: QueueSettings,
-    mut stopped: watch::Receiver<Option<Duration>>,
-) {
-    let config = shared_config.load_full();
-    let unknown = spool.read(store::stats).await.unwrap_or_default();
-    for stats in unknown.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
-        tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
+    clock: Clock,
+    /// Per route, the attempts being made now.
+    in_flight: HashMap<String, InFlight>,
+    /// Handed to every attempt, which reports on it when it ends.
+    done: mpsc::UnboundedSender<Finished>,
+    attempts: JoinSet<()>,
+    /// When the gauges were last set and the spool last pruned, in unix ms by `clock`.
+    last_gauges: Option<i64>,
+    last_prune: Option<i64>,
+}
+
+impl Dispatch {
+    /// Passes over the spool, each woken by a new delivery, a finished attempt, the next due time or the
+    /// poll interval, until a stop is asked for; then lets the attempts in flight end within its grace.
+    async fn run(
+        mut self,
+        started_with: QueueSettings,
+        mut finished: mpsc::UnboundedReceiver<Finished>,
+        mut stopped: watch::Receiver<Option<Duration>>,
+    ) {
+        warn_about_removed_routes(&self.spool, &self.shared_config.load_full()).await;
+        while stopped.borrow().is_none() {
+            let config = self.shared_config.load_full();
+            // A file switched to proxy mode by a reload takes effect at a restart: until then, the settings at start.
+            let settings = config.delivery.queue().unwrap_or(&started_with);
+            while let Ok(finished) = finished.try_recv() {
+                self.finish(&finished);
+            }
+            while self.attempts.try_join_next().is_some() {}
+            let next_due = self.start_due_attempts(&config, settings).await;
+            self.update_gauges_when_due(&config).await;
+            self.prune_when_due(settings).await;
+            let wait = wait_for(next_due, self.clock.now_ms());
+            tokio::select! {
+                () = self.spool.wake.notified() => {}
+                Some(finished) = finished.recv() => self.finish(&finished),
+                () = tokio::time::sleep(wait) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        let grace = stopped.borrow_and_update().unwrap_or(Duration::ZERO);
+        drain(self.attempts, grace).await;
     }
-    let mut in_flight: HashMap<String, InFlight> = HashMap::new();
-    let (done, mut finished) = mpsc::unbounded_channel::<Finished>();
-    let mut attempts = JoinSet::new();
-    let mut last_prune: Option<Instant> = None;
-    let mut last_gauges: Option<Instant> = None;
-    loop {
-        // Each pass follows the configuration in force (a reload changes routes, upstreams and retries).
-        let config = shared_config.load_full();
-        // A file switched to proxy mode by a reload takes effect at a restart: until then, the settings at start.
-        let settings = config.delivery.queue().unwrap_or(&started_with);
-        let retry = settings.retry;
-        if stopped.borrow().is_some() {
-            break;
-        }
-        while let Ok(finished) = finished.try_recv() {
-            in_flight.entry(finished.route.clone()).or_default().finish(&finished);
-        }
-        while attempts.try_join_next().is_some() {}
-        // One read for every route: what is due now, and when the next head becomes due.
-        let wanted: Vec<(String, usize, HashSet<i64>)> = config
+
+    fn finish(&mut self, finished: &Finished) {
+        self.in_flight.entry(finished.route.clone()).or_default().finish(finished);
+    }
+
+    /// Starts an attempt for every delivery whose time has come, on each route up to its free slots, from
+    /// one read of the spool; returns when the next pending delivery becomes due (unix ms), if any is.
+    async fn start_due_attempts(&mut self, config: &Config, settings: &QueueSettings) -> Option<i64> {
+        let wanted: Vec<Wanted> = config
             .routes
             .iter()
             .map(|route| {
-                let busy = in_flight.entry(route.name.clone()).or_default();
-                (route.name.clone(), settings.max_in_flight.saturating_sub(busy.ids.len()), busy.ids.clone())
+                let busy = self.in_flight.entry(route.name.clone()).or_default();
+                let free = settings.max_in_flight.saturating_sub(busy.ids.len());
+                Wanted { route: route.name.clone(), free, in_flight: busy.ids.clone() }
             })
             .collect();
-        let read = spool
-            .read(move |conn| {
-                let now = now_ms();
-                let mut next_due: Option<i64> = None;
-                let mut due = Vec::with_capacity(wanted.len());
-                for (route, free, busy) in wanted {
-                    due.push(store::due(conn, &route, now, free, &busy)?);
-                    if let Some(at) = store::next_due_at(conn, &route)? {
-                        next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                    }
-                }
-                Ok((due, next_due))
-            })
-            .await;
-        let next_due = match read {
-            Ok((due, next_due)) => {
-                for (route, entries) in config.routes.iter().zip(due) {
-                    let busy = in_flight.entry(route.name.clone()).or_default();
-                    for entry in entries {
-                        // A replay or drop from `hookgate spool` can move a resource's head while its old
-                        // head is still being sent: one delivery per resource in flight, whatever the marks say.
-                        if !busy.start(&entry) {
-                            continue;
-                        }
-                        let attempt =
-                            attempt(forwarder.clone(), Arc::clone(&spool), route.clone(), entry, retry, done.clone());
-                        attempts.spawn(attempt);
-                    }
-                }
-                next_due
-            }
+        let now = self.clock.now_ms();
+        let (due, next_due) = match self.spool.read(move |conn| read_due(conn, wanted, now)).await {
+            Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "cannot read due deliveries");
-                None
+                return None;
             }
         };
-        if last_gauges.is_none_or(|at| at.elapsed() >= crate::metrics::UPKEEP_INTERVAL) {
-            last_gauges = Some(Instant::now());
-            update_queue_gauges(&spool, &config).await;
-        }
-        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
-            last_prune = Some(Instant::now());
-            let keep = i64::try_from(settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
-            let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
-            let mut pruned = 0;
-            loop {
-                match spool.prune(keep, window).await {
-                    Ok(removed) => {
-                        pruned += removed;
-                        if removed < store::PRUNE_CHUNK {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "pruning the spool failed");
-                        break;
-                    }
+        for (route, entries) in config.routes.iter().zip(due) {
+            let busy = self.in_flight.entry(route.name.clone()).or_default();
+            for entry in entries {
+                // A replay or drop from `hookgate spool` can move a resource's head while its old
+                // head is still being sent: one delivery per resource in flight, whatever the marks say.
+                if !busy.start(&entry) {
+                    continue;
                 }
-            }
-            if pruned > 0 {
-                tracing::info!(pruned, "pruned delivered entries and old dedupe records");
+                let (forwarder, spool, done) = (self.forwarder.clone(), Arc::clone(&self.spool), self.done.clone());
+                let retry = settings.retry;
+                self.attempts.spawn(attempt(forwarder, spool, route.clone(), entry, retry, self.clock, done));
             }
         }
-        let wait = match next_due {
-            Some(at) if at > now_ms() => {
-                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(POLL_INTERVAL)
-            }
-            // Something is due that could not start (its route is at max_in_flight, or it is in flight):
-            // a finished attempt wakes us.
-            _ => POLL_INTERVAL,
-        };
-        tokio::select! {
-            () = spool.wake.notified() => {}
-            Some(finished) = finished.recv() => { in_flight.entry(finished.route.clone()).or_default().finish(&finished); }
-            () = tokio::time::sleep(wait) => {}
-            _ = stopped.changed() => {}
+        next_due
+    }
+
+    /// Sets the queue gauges when [`crate::metrics::UPKEEP_INTERVAL`] has passed since they were last set.
+    async fn update_gauges_when_due(&mut self, config: &Config) {
+        let now = self.clock.now_ms();
+        if interval_passed(self.last_gauges, now, crate::metrics::UPKEEP_INTERVAL) {
+            self.last_gauges = Some(now);
+            update_queue_gauges(&self.spool, config, now).await;
         }
     }
-    let grace = *stopped.borrow_and_update();
-    let grace = grace.unwrap_or(Duration::ZERO);
+
+    /// Prunes the spool when [`PRUNE_INTERVAL`] has passed since it was last pruned (and at start).
+    async fn prune_when_due(&mut self, settings: &QueueSettings) {
+        let now = self.clock.now_ms();
+        if interval_passed(self.last_prune, now, PRUNE_INTERVAL) {
+            self.last_prune = Some(now);
+            prune(&self.spool, settings, now).await;
+        }
+    }
+}
+
+/// Warns about pending deliveries for routes the configuration no longer has: they stay in the spool.
+async fn warn_about_removed_routes(spool: &Spool, config: &Config) {
+    let stats = spool.read(store::stats).await.unwrap_or_default();
+    for stats in stats.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
+        tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
+    }
+}
+
+/// What one route can take in a pass: how many more attempts, and which deliveries are already in flight.
+struct Wanted {
+    route: String,
+    free: usize,
+    in_flight: HashSet<i64>,
+}
+
+/// For each route in `wanted`, in order, the deliveries due at `now`; and when the next resource head
+/// becomes due on any of them.
+fn read_due(conn: &Connection, wanted: Vec<Wanted>, now: i64) -> Result<(Vec<Vec<Due>>, Option<i64>), SpoolError> {
+    let mut next_due: Option<i64> = None;
+    let mut due = Vec::with_capacity(wanted.len());
+    for Wanted { route, free, in_flight } in wanted {
+        due.push(store::due(conn, &route, now, free, &in_flight)?);
+        if let Some(at) = store::next_due_at(conn, &route)? {
+            next_due = Some(next_due.map_or(at, |n| n.min(at)));
+        }
+    }
+    Ok((due, next_due))
+}
+
+/// Whether `interval` has passed between `last` and `now` (unix ms). It has when there was no `last`, and
+/// when the clock went back (a wall clock set back must not put off pruning for as long).
+fn interval_passed(last: Option<i64>, now: i64, interval: Duration) -> bool {
+    let interval = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    last.is_none_or(|last| now < last || now - last >= interval)
+}
+
+/// How long a pass sleeps when nothing wakes it first: until the next delivery is due at `next_due` (unix
+/// ms), and never longer than [`POLL_INTERVAL`].
+fn wait_for(next_due: Option<i64>, now: i64) -> Duration {
+    match next_due {
+        Some(at) if at > now => Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(POLL_INTERVAL),
+        // Something is due that could not start (its route is at max_in_flight, or it is in flight):
+        // a finished attempt wakes us.
+        _ => POLL_INTERVAL,
+    }
+}
+
+/// Removes, in short chunks, the delivered entries older than `keep_delivered` and the dedupe records
+/// older than the dedupe window, at `now` (unix ms).
+async fn prune(spool: &Spool, settings: &QueueSettings, now: i64) {
+    let keep = i64::try_from(settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
+    let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+    let mut pruned = 0;
+    loop {
+        match spool.prune(now, keep, window).await {
+            Ok(removed) => {
+                pruned += removed;
+                if removed < store::PRUNE_CHUNK {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pruning the spool failed");
+                break;
+            }
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(pruned, "pruned delivered entries and old dedupe records");
+    }
+}
+
+/// Lets the attempts in flight end within `grace`, then abandons the rest: they stay pending in the spool.
+async fn drain(mut attempts: JoinSet<()>, grace: Duration) {
     let in_progress = attempts.len();
     if in_progress > 0 {
         tracing::info!(attempts = in_progress, "waiting for delivery attempts in flight");
@@ -191,11 +272,10 @@ async fn dispatch(
     }
 }
 
-/// Sets the queue gauges from the spool: pending, oldest pending age and dead letters per configured
-/// route (zero for a route with none), and the spool's size.
-async fn update_queue_gauges(spool: &Spool, config: &Config) {
+/// Sets the queue gauges from the spool: pending, oldest pending age at `now` (unix ms) and dead letters per
+/// configured route (zero for a route with none), and the spool's size.
+async fn update_queue_gauges(spool: &Spool, config: &Config, now: i64) {
     let Ok(stats) = spool.read(store::stats).await else { return };
-    let now = now_ms();
     // Configured routes, and routes removed from the config that still have entries in the spool.
     let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.routes.by_name(r).is_none()));
@@ -211,13 +291,15 @@ async fn update_queue_gauges(spool: &Spool, config: &Config) {
     metrics::gauge!(crate::metrics::SPOOL_BYTES).set(spool.used_bytes() as f64);
 }
 
-/// One attempt: send, classify the answer, record it (committed) and say it is done.
+/// One attempt: send, classify the answer at the time `clock` says it came, record it (committed) and say
+/// it is done.
 async fn attempt(
     forwarder: Forwarder,
     spool: Arc<Spool>,
     route: Route,
     due: Due,
     retry: Retry,
+    clock: Clock,
     done: mpsc::UnboundedSender<Finished>,
 ) {
     // Says "finished" however the attempt ends, a panic included, so its resource is never held forever.
@@ -237,7 +319,7 @@ async fn attempt(
     headers.insert(X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(number));
     let started = Instant::now();
     let answer = forwarder.post(&route, &due.source, headers, due.body, AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
-    let now = now_ms();
+    let now = clock.now_ms();
     let result = classify(answer, number, due.pending_since, now, &retry, fastrand::f64());
     let (result_label, status) = match &result {
         Attempted::Delivered { status } => ("delivered", Some(*status)),
@@ -273,7 +355,7 @@ async fn attempt(
     } else {
         log_attempt!(info, "delivery attempt");
     }
-    if let Err(error) = spool.record(due.delivery_id, result).await {
+    if let Err(error) = spool.record(due.delivery_id, now, result).await {
         // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
         // first, so that a failing disk does not turn into a stream of repeats to the upstream.
         tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
@@ -460,6 +542,23 @@ mod tests {
             at(classify(answer(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), 1, 0, 0, &RETRY, 0.0)),
             0
         );
+    }
+
+    #[test]
+    fn an_interval_has_passed_at_first_after_it_and_when_the_clock_went_back() {
+        let minute = Duration::from_secs(60);
+        assert!(interval_passed(None, 1_000, minute), "never yet");
+        assert!(!interval_passed(Some(1_000), 60_999, minute));
+        assert!(interval_passed(Some(1_000), 61_000, minute));
+        assert!(interval_passed(Some(1_000), 999, minute), "the wall clock was set back");
+    }
+
+    #[test]
+    fn the_wait_is_until_the_next_due_time_and_at_most_the_poll_interval() {
+        assert_eq!(wait_for(Some(1_250), 1_000), Duration::from_millis(250));
+        assert_eq!(wait_for(Some(100_000), 1_000), POLL_INTERVAL);
+        assert_eq!(wait_for(Some(1_000), 1_000), POLL_INTERVAL, "due and not started: a finished attempt wakes it");
+        assert_eq!(wait_for(None, 1_000), POLL_INTERVAL);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! One writer thread owns the write connection and commits every operation waiting for it in a single
 //! transaction (group commit), so many concurrent deliveries share one fsync; a delivery is answered 200 only
 //! after the transaction holding it has committed. [`dispatch`] delivers what is pending.
+//!
+//! The spool reads no clock: every time it stores (received, attempted, next due) and every "now" it prunes
+//! by is given by its caller, which reads the gateway's [`crate::clock::Clock`]. (The writer is an OS
+//! thread, where a test's paused tokio clock cannot be read.)
 
 pub mod admin;
 pub mod dispatch;
@@ -11,7 +15,6 @@ pub mod store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -40,11 +43,6 @@ pub enum SpoolError {
     WriterGone,
 }
 
-/// The current time in unix milliseconds, the spool's clock.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The dedupe key of a delivery: SHA-256 over source, topic and body, with lengths so no two differ only
 /// in where one field ends.
 pub fn dedupe_key(source: &str, topic: &str, body: &[u8]) -> [u8; 32] {
@@ -67,8 +65,10 @@ fn resource_key(source: &str, topic: &str, id: impl FnOnce() -> Option<ResourceI
 
 enum WriteOp {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
-    Record(i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
+    /// A delivery's id, when the attempt ended (unix ms), and its result.
+    Record(i64, i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
     Prune {
+        now: i64,
         keep_delivered_ms: i64,
         dedupe_window_ms: i64,
         reply: oneshot::Sender<Result<usize, SpoolError>>,
@@ -144,11 +144,13 @@ impl Spool {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
-    /// Stores a verified delivery from `source` with one pending entry per route in `routes`, unless it
-    /// repeats one stored within `dedupe_window`; returns once the transaction holding it has committed
-    /// (durable on disk). A verified delivery is the only way in.
+    /// Stores a verified delivery from `source`, received at `received_at` (unix ms), with one pending entry
+    /// per route in `routes`, due at once, unless it repeats one stored within `dedupe_window` before it;
+    /// returns once the transaction holding it has committed (durable on disk). A verified delivery is the
+    /// only way in.
     pub async fn enqueue(
         &self,
+        received_at: i64,
         source: &str,
         delivery: &VerifiedDelivery,
         routes: Vec<String>,
@@ -156,7 +158,6 @@ impl Spool {
     ) -> Result<Stored, SpoolError> {
         let topic = delivery.topic().unwrap_or_default();
         let body = delivery.body();
-        let received_at = now_ms();
         let dedupe = dedupe_window.map(|window| {
             let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
             (dedupe_key(source, topic, body), received_at.saturating_sub(window))
@@ -181,18 +182,19 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Records an attempt's result; returns once committed.
-    pub async fn record(&self, delivery_id: i64, result: Attempted) -> Result<(), SpoolError> {
+    /// Records the result of an attempt that ended at `now` (unix ms); returns once committed.
+    pub async fn record(&self, delivery_id: i64, now: i64, result: Attempted) -> Result<(), SpoolError> {
         let (reply, answer) = oneshot::channel();
-        self.ops.send(WriteOp::Record(delivery_id, result, reply)).await.map_err(|_| SpoolError::WriterGone)?;
+        self.ops.send(WriteOp::Record(delivery_id, now, result, reply)).await.map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Prunes delivered entries and old dedupe records (see [`store::prune`]).
-    pub async fn prune(&self, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
+    /// Prunes what is older at `now` (unix ms) than it is kept: delivered entries and dedupe records (see
+    /// [`store::prune`]).
+    pub async fn prune(&self, now: i64, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
         let (reply, answer) = oneshot::channel();
         self.ops
-            .send(WriteOp::Prune { keep_delivered_ms, dedupe_window_ms, reply })
+            .send(WriteOp::Prune { now, keep_delivered_ms, dedupe_window_ms, reply })
             .await
             .map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
@@ -271,8 +273,7 @@ fn write_loop(
         if batch.is_empty() {
             break;
         }
-        let now = now_ms();
-        let outcome = commit_batch(&mut conn, &batch, now);
+        let outcome = commit_batch(&mut conn, &batch);
         match outcome {
             Ok(results) => {
                 writable.store(true, Ordering::Relaxed);
@@ -307,7 +308,7 @@ enum OpValue {
     Pruned(usize),
 }
 
-fn commit_batch(conn: &mut Connection, batch: &[WriteOp], now: i64) -> Result<Vec<OpResult>, SpoolError> {
+fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult>, SpoolError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for op in batch {
@@ -315,11 +316,11 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteOp], now: i64) -> Result<Ve
         let savepoint = tx.savepoint()?;
         let result = match op {
             WriteOp::Insert(event, _) => store::insert_event(&savepoint, event).map(OpValue::Stored),
-            WriteOp::Record(id, attempted, _) => {
-                store::record_attempt(&savepoint, *id, now, attempted).map(|()| OpValue::Recorded)
+            WriteOp::Record(id, now, attempted, _) => {
+                store::record_attempt(&savepoint, *id, *now, attempted).map(|()| OpValue::Recorded)
             }
-            WriteOp::Prune { keep_delivered_ms, dedupe_window_ms, .. } => {
-                store::prune(&savepoint, now, *keep_delivered_ms, *dedupe_window_ms).map(OpValue::Pruned)
+            WriteOp::Prune { now, keep_delivered_ms, dedupe_window_ms, .. } => {
+                store::prune(&savepoint, *now, *keep_delivered_ms, *dedupe_window_ms).map(OpValue::Pruned)
             }
             WriteOp::Stop => continue,
         };
@@ -340,7 +341,7 @@ fn reply(op: WriteOp, result: OpResult) {
                 _ => unreachable!("an insert yields Stored"),
             }));
         }
-        WriteOp::Record(_, _, reply) => {
+        WriteOp::Record(_, _, _, reply) => {
             let _ = reply.send(result.map(|_| ()));
         }
         WriteOp::Prune { reply, .. } => {

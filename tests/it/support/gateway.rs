@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use hookgate::clock::Clock;
 use hookgate::config::Config;
 use hookgate::server::{Gateway, Server};
 
@@ -41,7 +42,9 @@ impl TestGateway {
     pub async fn serve(config: Config, reload_from: Option<&Path>) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut server = Server::with_listeners(config, listener, admin_listener).unwrap_or_else(|e| panic!("{e}"));
+        // Its clock follows tokio's, so that a test can move the gateway's time with `skip_time`.
+        let server = Server::with_listeners(config, listener, admin_listener, Clock::following_tokio());
+        let mut server = server.unwrap_or_else(|e| panic!("{e}"));
         if let Some(path) = reload_from {
             server = server.reload_from(path, false);
         }

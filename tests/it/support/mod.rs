@@ -26,6 +26,18 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
     }
 }
 
+/// Moves tokio's clock forward by `by` at once, and with it the clock of every gateway the test started
+/// (it follows tokio's): the timers due within `by` fire, and what a gateway schedules by (backoff,
+/// give-up, pruning) reads a time `by` later. Then the clock runs in real time again: a paused clock that
+/// tokio moves on whenever the runtime is idle would fire timeouts (the route's, `eventually`'s) while a
+/// real socket or the spool's writer thread is still at work. Call it while the gateway waits for nothing
+/// but time: no attempt in flight.
+pub async fn skip_time(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 /// A fresh folder for a test's files.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hookgate-{name}-{}", std::process::id()));
