@@ -17,10 +17,9 @@ use hyper::body::Incoming;
 
 use crate::answer::{Accepted, Rejection};
 use crate::clock::Clock;
-use crate::config::{Config, Delivery, QueueSettings, Source, Unrouted};
+use crate::config::{Config, Delivery, Source, Unrouted};
 use crate::forward::{Forwarder, forwarded_headers};
-use crate::spool::dispatch::Dispatcher;
-use crate::spool::{Spool, SpoolError, Stored};
+use crate::spool::{NotStored, Queue, SpoolError, Stored};
 use crate::verify::{Signature, UnverifiedDelivery, VerifiedDelivery};
 use crate::woocommerce::{
     MAX_PING_BODY_BYTES, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE, parse_webhook_id, single_header,
@@ -50,14 +49,8 @@ pub struct Gateway {
 enum Mode {
     /// Each delivery is relayed now; nothing is kept.
     Proxy,
-    /// Each delivery is stored, and the dispatcher delivers from the spool.
-    Queue {
-        spool: Arc<Spool>,
-        dispatcher: std::sync::Mutex<Option<Dispatcher>>,
-        /// The queue settings at start: in force while a reload has switched the file to proxy mode, which
-        /// takes effect only at a restart.
-        settings: QueueSettings,
-    },
+    /// Each delivery is stored, and the queue's dispatcher delivers it.
+    Queue(Queue),
 }
 
 /// Readiness: serving once everything is started, not once a stop has begun.
@@ -97,15 +90,7 @@ impl Gateway {
         let mode = match &config.delivery {
             Delivery::Proxy => Mode::Proxy,
             Delivery::Queue(settings) => {
-                let spool = Arc::new(Spool::open(&settings.spool_path)?);
-                let dispatcher = Dispatcher::start(
-                    Arc::clone(&spool),
-                    Arc::clone(&shared),
-                    forwarder.clone(),
-                    settings.clone(),
-                    clock,
-                );
-                Mode::Queue { spool, dispatcher: std::sync::Mutex::new(Some(dispatcher)), settings: settings.clone() }
+                Mode::Queue(Queue::start(settings, Arc::clone(&shared), forwarder.clone(), clock)?)
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
@@ -121,8 +106,8 @@ impl Gateway {
         if !self.health.serving.load(Ordering::SeqCst) {
             return Some("the webhook listener is not serving yet");
         }
-        if let Mode::Queue { spool, .. } = &self.mode
-            && !spool.writable()
+        if let Mode::Queue(queue) = &self.mode
+            && !queue.writable()
         {
             return Some("the spool cannot be written");
         }
@@ -132,12 +117,8 @@ impl Gateway {
     /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
     /// delivered stays pending for the next start.
     pub async fn shutdown(&self, grace: Duration) {
-        if let Mode::Queue { spool, dispatcher, .. } = &self.mode {
-            let dispatcher = dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(dispatcher) = dispatcher {
-                dispatcher.stop(grace).await;
-            }
-            spool.close().await;
+        if let Mode::Queue(queue) = &self.mode {
+            queue.stop(grace).await;
         }
     }
 
@@ -219,12 +200,7 @@ impl Gateway {
         }
         match &self.mode {
             Mode::Proxy => self.proxy(config, source, delivery, found).await,
-            Mode::Queue { spool, settings, .. } => {
-                // A file switched to proxy mode by a reload takes effect at a restart: until then, the
-                // settings at start.
-                let settings = config.delivery.queue().unwrap_or(settings);
-                enqueue(config, spool, settings, self.clock.now_ms(), source, delivery, found).await
-            }
+            Mode::Queue(queue) => enqueue(config, queue, source, delivery, found).await,
         }
     }
 
@@ -246,13 +222,11 @@ impl Gateway {
     }
 }
 
-/// Queue mode: store the delivery, received at `received_at` (unix ms), with one pending entry per matching
-/// route (fan-out), and answer 200 only once that is committed to disk.
+/// Queue mode: store the delivery with one pending entry per matching route (fan-out), and answer 200
+/// only once that is committed to disk.
 async fn enqueue(
     config: &Config,
-    spool: &Spool,
-    settings: &QueueSettings,
-    received_at: i64,
+    queue: &Queue,
     source: &Source,
     delivery: VerifiedDelivery,
     found: &mut Found,
@@ -263,19 +237,11 @@ async fn enqueue(
         return unrouted(config);
     }
     found.route = Some(routes.join(","));
-    if spool.used_bytes().saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
-        tracing::warn!(
-            spool_bytes = spool.used_bytes(),
-            max_spool_bytes = settings.max_spool_bytes,
-            "spool full: refusing a delivery with 503"
-        );
-        return Err(Rejection::SpoolFull);
-    }
-    let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
-    match spool.enqueue(received_at, &source.name, &delivery, routes, dedupe_window).await {
+    match queue.store(config, &source.name, &delivery, routes).await {
         Ok(Stored::Queued { public_id }) => Ok(Accepted::Queued { id: public_id }),
         Ok(Stored::Duplicate { public_id }) => Ok(Accepted::Duplicate { id: public_id }),
-        Err(error) => {
+        Err(NotStored::Full) => Err(Rejection::SpoolFull),
+        Err(NotStored::Unavailable(error)) => {
             tracing::error!(%error, "cannot store a delivery: answering 503");
             Err(Rejection::SpoolUnavailable)
         }

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod dispatch;
+mod queue;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::verify::VerifiedDelivery;
 use crate::woocommerce::ResourceId;
 
+pub use queue::{NotStored, Queue};
 use store::NewEvent;
 pub use store::{Attempted, Due, Stored};
 

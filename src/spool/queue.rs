@@ -1,0 +1,92 @@
+//! Queue mode's half of a gateway: the spool and the dispatcher delivering from it, opened and started
+//! together, stopped together. The gateway hands it verified deliveries; what it answers is decided here:
+//! stored, a duplicate, or refused for lack of room or of a working spool.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::dispatch::Dispatcher;
+use super::{Spool, SpoolError, Stored};
+use crate::clock::Clock;
+use crate::config::{Config, QueueSettings};
+use crate::forward::Forwarder;
+use crate::verify::VerifiedDelivery;
+
+/// The spool of a running gateway and the dispatcher delivering from it.
+pub struct Queue {
+    spool: Arc<Spool>,
+    dispatcher: Mutex<Option<Dispatcher>>,
+    /// The queue settings at start: in force while a reload has switched the file to proxy mode, which
+    /// takes effect only at a restart.
+    started_with: QueueSettings,
+    clock: Clock,
+}
+
+/// Why a delivery was not stored. Either way it must be answered 503: never a 200 that promises what was
+/// not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStored {
+    /// The spool holds `max_spool_bytes` already.
+    #[error("the spool is at max_spool_bytes")]
+    Full,
+    /// The spool could not commit (a full or failing disk, a stopped writer).
+    #[error("the spool cannot store the delivery: {0}")]
+    Unavailable(#[from] SpoolError),
+}
+
+impl Queue {
+    /// Opens (creating or migrating) the spool `settings` names and starts delivering what it holds along
+    /// the routes of the configuration in force; must run inside a tokio runtime.
+    pub fn start(
+        settings: &QueueSettings,
+        config: Arc<ArcSwap<Config>>,
+        forwarder: Forwarder,
+        clock: Clock,
+    ) -> Result<Queue, SpoolError> {
+        let spool = Arc::new(Spool::open(&settings.spool_path)?);
+        let dispatcher = Dispatcher::start(Arc::clone(&spool), config, forwarder, settings.clone(), clock);
+        Ok(Queue { spool, dispatcher: Mutex::new(Some(dispatcher)), started_with: settings.clone(), clock })
+    }
+
+    /// False when the spool's last commit failed: readiness reports it.
+    pub fn writable(&self) -> bool {
+        self.spool.writable()
+    }
+
+    /// Stores `delivery` from `source` with one pending entry per route in `routes` (fan-out), under the
+    /// queue settings of `config` (or those at start, when a reload switched the file to proxy mode);
+    /// returns once the transaction holding it has committed.
+    pub async fn store(
+        &self,
+        config: &Config,
+        source: &str,
+        delivery: &VerifiedDelivery,
+        routes: Vec<String>,
+    ) -> Result<Stored, NotStored> {
+        let settings = config.delivery.queue().unwrap_or(&self.started_with);
+        let used = self.spool.used_bytes();
+        if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
+            tracing::warn!(
+                spool_bytes = used,
+                max_spool_bytes = settings.max_spool_bytes,
+                "spool full: refusing a delivery with 503"
+            );
+            return Err(NotStored::Full);
+        }
+        let topic = delivery.topic().unwrap_or_default();
+        let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
+        Ok(self.spool.enqueue(self.clock.now_ms(), source, delivery, routes, dedupe_window).await?)
+    }
+
+    /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not
+    /// delivered stays pending for the next start.
+    pub async fn stop(&self, grace: Duration) {
+        let dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.stop(grace).await;
+        }
+        self.spool.close().await;
+    }
+}
