@@ -3,7 +3,7 @@
 //! serving" only then, watches for reloads, and at a stop lets requests and delivery attempts in flight
 //! finish within one grace period.
 //!
-//! A request's path through the parts: [`listener`] accepts the connection, [`conn`] does TLS or protocol
+//! A request's path through the parts: `listener` accepts the connection, [`conn`] does TLS or protocol
 //! detection and hands it to hyper, [`service`] sheds load and maps every end to an answer, [`gateway`]
 //! takes the request through the contract's steps, and [`log`] writes its one line.
 

@@ -74,7 +74,12 @@ impl Dispatcher {
     /// pending in the spool and are sent again at the next start.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(Some(grace));
-        let _ = tokio::time::timeout(grace + Duration::from_secs(1), self.task).await;
+        let mut task = self.task;
+        if tokio::time::timeout(grace + Duration::from_secs(1), &mut task).await.is_err() {
+            // Never left running past its grace: it holds the spool (and its lock) while it runs.
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
