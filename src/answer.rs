@@ -22,7 +22,8 @@ pub type Body = Full<Bytes>;
 pub enum Outcome {
     /// Verified and handed to its upstream, whose answer is relayed (whatever its status): proxy mode.
     Accepted,
-    /// Verified, but its upstream could not be reached or did not answer in time: proxy mode's own 502/504.
+    /// Verified, but its upstream gave no answer to relay (unreachable, too slow, a broken exchange, an
+    /// answer over 1 MiB): proxy mode's own 502/504.
     UpstreamFailed,
     /// Verified and stored durably for delivery: queue mode.
     Queued,

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::secret::{ResolveError, Secret, SecretOrigin};
-use crate::server::Server;
+use crate::server::{Reloads, Server};
 use crate::verify::{Algorithm, sign};
 
 /// A gateway that verifies WooCommerce webhook deliveries and forwards them to the services that act on them.
@@ -174,10 +174,12 @@ fn serve(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // Installed before anything can say it serves: a signal right after that line must meet our handler.
+        // Installed before anything can say it serves, and before the spool opens (a migration may take a
+        // while): a signal must meet our handlers, never the default action.
         let stop = stop_signal();
+        let reloads = Reloads::on_file_change_and_sighup(path);
         let server = match Server::bind(config).await {
-            Ok(server) => server.reload_from(path, true),
+            Ok(server) => server.reload(reloads),
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::FAILURE;

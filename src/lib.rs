@@ -14,8 +14,8 @@
 //!    counted as.
 //!
 //! Around them: [`config`] turns the YAML file into validated values once, [`secret`] holds and resolves
-//! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes see, [`diagnose`] explains a
-//! signature that does not match, and [`cli`] is the command line.
+//! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes
+//! see, [`diagnose`] explains a signature that does not match, and [`cli`] is the command line.
 //! [`clock`] is where the time is read for what is stored and scheduled, so tests can pause it.
 
 #![forbid(unsafe_code)]

@@ -73,8 +73,8 @@ impl Health {
 }
 
 impl Gateway {
-    /// A gateway serving `config`. In queue mode this opens (creating or migrating) the spool and starts
-    /// delivering what it holds, so it must run inside a tokio runtime.
+    /// A gateway serving `config`. In queue mode this opens (creating or migrating) the spool and takes its
+    /// lock; delivering from it starts with [`Gateway::start_delivering`], which [`super::Server::run`] calls.
     pub fn new(config: Config) -> Result<Gateway, SpoolError> {
         Gateway::with_clock(config, Clock::system())
     }
@@ -89,13 +89,18 @@ impl Gateway {
         let forwarder = Forwarder::new();
         let mode = match &config.delivery {
             Delivery::Proxy => Mode::Proxy,
-            Delivery::Queue(settings) => {
-                Mode::Queue(Queue::start(settings, Arc::clone(&shared), forwarder.clone(), clock)?)
-            }
+            Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock)?),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         Ok(Gateway { config: shared, forwarder, clock, scheme, mode, permits, health: Health::default() })
+    }
+
+    /// In queue mode, starts delivering what the spool holds (once); in proxy mode there is nothing to start.
+    pub fn start_delivering(&self) {
+        if let Mode::Queue(queue) = &self.mode {
+            queue.start_delivering(Arc::clone(&self.config), self.forwarder.clone());
+        }
     }
 
     /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).

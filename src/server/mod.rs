@@ -18,7 +18,6 @@ pub mod service;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
@@ -30,6 +29,7 @@ use crate::config::Config;
 use crate::spool::SpoolError;
 
 pub use gateway::{Gateway, Health};
+pub use reload::Reloads;
 
 /// Why a gateway could not start. Each names the setting and the file to look at.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +56,13 @@ pub enum StartError {
     },
 }
 
-/// A gateway with everything it needs open: its listeners bound and, in queue mode, its spool open and
-/// its dispatcher started. [`Server::run`] serves until a stop.
+/// A gateway with everything it needs open: its listeners bound and, in queue mode, its spool open.
+/// [`Server::run`] starts the rest and serves until a stop.
 pub struct Server {
     gateway: Arc<Gateway>,
     webhook: TcpListener,
     admin: TcpListener,
-    reload: Option<reload::Reload>,
+    reloads: Option<Reloads>,
 }
 
 impl Server {
@@ -78,8 +78,9 @@ impl Server {
         Server::with_listeners(config, webhook, admin, Clock::system())
     }
 
-    /// Opens the gateway on listeners already bound (tests bind `127.0.0.1:0`).
-    /// It reads the time from `clock` (tests pass one that follows tokio's paused clock).
+    /// Opens the gateway on listeners already bound (tests bind `127.0.0.1:0`): in queue mode its spool,
+    /// which nothing delivers from until [`Server::run`]. It reads the time from `clock` (tests pass one
+    /// that follows tokio's paused clock).
     pub fn with_listeners(
         config: Config,
         webhook: TcpListener,
@@ -88,14 +89,12 @@ impl Server {
     ) -> Result<Server, StartError> {
         let file = config.file.display().to_string();
         let gateway = Gateway::with_clock(config, clock).map_err(|error| StartError::Spool { file, error })?;
-        Ok(Server { gateway: Arc::new(gateway), webhook, admin, reload: None })
+        Ok(Server { gateway: Arc::new(gateway), webhook, admin, reloads: None })
     }
 
-    /// Reloads the configuration from `path` when it, or a file it reads, changes; and on SIGHUP when
-    /// `on_hangup` (the handler is installed now, before the gateway says it serves: SIGHUP's default
-    /// action would end the process).
-    pub fn reload_from(mut self, path: &Path, on_hangup: bool) -> Server {
-        self.reload = Some(reload::Reload::new(path.to_path_buf(), on_hangup));
+    /// Reloads the configuration while serving, as `reloads` says (see [`Reloads`]).
+    pub fn reload(mut self, reloads: Reloads) -> Server {
+        self.reloads = Some(reloads);
         self
     }
 
@@ -118,18 +117,20 @@ impl Server {
     /// requests in flight and then delivery attempts get what is left of `shutdown_grace`, the spool is
     /// closed, and the admin listener closes last.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Server { gateway, webhook, admin, reload } = self;
+        let Server { gateway, webhook, admin, reloads } = self;
+        let (listen, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
         crate::metrics::config_loaded();
         let upkeep = crate::metrics::spawn_upkeep();
+        // Watching from before the serving line, so that no change made after it is missed.
+        let watching = reloads.map(|reloads| reloads.watch(Arc::clone(&gateway)));
         let config = gateway.config();
         // The admin listener outlives the webhook listener, so that /readyz says 503 during the stop.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_addr = admin.local_addr()?;
         let admin = tokio::spawn(admin::run(admin, Arc::clone(&gateway), async {
             let _ = admin_stopped.await;
         }));
         tracing::info!(
-            listen = %webhook.local_addr()?,
+            listen = %listen,
             admin = %admin_addr,
             sources = config.sources.len(),
             routes = config.routes.len(),
@@ -137,9 +138,10 @@ impl Server {
             "hookgate is serving"
         );
         drop(config);
-        // After the serving line, so that what the watcher warns about follows it (its SIGHUP handler has
-        // been in place since `reload_from`).
-        let reloads = reload.map(|reload| tokio::spawn(reload.run(Arc::clone(&gateway))));
+        // After the serving line, so that attempts and the spool-folder warning follow it (the SIGHUP handler
+        // has been in place since the `Reloads` was made).
+        gateway.start_delivering();
+        let reloads = watching.map(|watching| tokio::spawn(watching.run()));
         let result = serve_webhooks(webhook, Arc::clone(&gateway), shutdown).await;
         if let Some(reloads) = reloads {
             reloads.abort();

@@ -11,69 +11,50 @@ type Hangups = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangups = ();
 
-/// What to reload from, with the SIGHUP handler already installed when asked for.
-pub struct Reload {
+/// What a gateway reloads from, and on what: a change of the file (or a file it reads), and SIGHUP when
+/// asked for, whose handler is installed when this is made (before anything says it serves, since SIGHUP's
+/// default action would end the process).
+pub struct Reloads {
     path: PathBuf,
     hangups: Option<Hangups>,
 }
 
-impl Reload {
-    /// Reloads from `path`; listens for SIGHUP when `on_hangup`.
-    pub fn new(path: PathBuf, on_hangup: bool) -> Reload {
+impl Reloads {
+    /// Reloads from `path` when it, or a file it reads, changes.
+    pub fn on_file_change(path: &Path) -> Reloads {
+        Reloads { path: path.to_path_buf(), hangups: None }
+    }
+
+    /// Reloads from `path` when it, or a file it reads, changes, and on SIGHUP (what `hookgate serve` does).
+    pub fn on_file_change_and_sighup(path: &Path) -> Reloads {
         #[cfg(unix)]
-        let hangups =
-            on_hangup.then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()).flatten();
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         #[cfg(not(unix))]
-        let hangups = on_hangup.then_some(());
-        Reload { path, hangups }
+        let hangups = Some(());
+        Reloads { path: path.to_path_buf(), hangups }
     }
 
-    /// Reloads for as long as the gateway serves.
-    pub async fn run(self, gateway: Arc<Gateway>) {
-        reloads(gateway, self.path, self.hangups).await;
-    }
-}
-
-/// Reloads the configuration on SIGHUP and when the file changes. The file's folder is watched, not the
-/// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
-async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>) {
-    use notify::Watcher as _;
-    let (causes, mut cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    #[cfg(unix)]
-    if let Some(mut hangups) = hangups {
-        let causes = causes.clone();
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                let _ = causes.send("SIGHUP");
-            }
+    /// Starts watching now: the folders of the config file and of every file it reads (secret files, TLS
+    /// certificate and key), so that a change made from here on is seen. The folder is watched, not the
+    /// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
+    pub(super) fn watch(self, gateway: Arc<Gateway>) -> Watching {
+        use notify::Watcher as _;
+        let (causes, cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let mut files: Vec<PathBuf> = vec![self.path.clone()];
+        files.extend(gateway.config().files.iter().cloned());
+        let mut folders: Vec<PathBuf> = files
+            .iter()
+            .map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
+            .collect();
+        folders.sort();
+        folders.dedup();
+        let spool_watched = gateway.config().delivery.queue().and_then(|queue| {
+            let folder = queue.spool_path.parent()?;
+            folders.iter().any(|f| same_folder(f, folder)).then(|| queue.spool_path.clone())
         });
-    }
-    #[cfg(not(unix))]
-    let _ = hangups;
-    // The config file and every file it reads (secret files, TLS certificate and key), by folder.
-    let mut files: Vec<PathBuf> = vec![path.clone()];
-    files.extend(gateway.config().files.iter().cloned());
-    let mut folders: Vec<PathBuf> = files
-        .iter()
-        .map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
-        .collect();
-    folders.sort();
-    folders.dedup();
-    let config = gateway.config();
-    if let Some(queue) = config.delivery.queue()
-        && let Some(spool_folder) = queue.spool_path.parent()
-        && folders.iter().any(|f| same_folder(f, spool_folder))
-    {
-        // inotify reports every write in a watched folder: each spool commit would wake the watcher.
-        tracing::warn!(
-            spool = %queue.spool_path.display(),
-            "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
-        );
-    }
-    let names: Vec<std::ffi::OsString> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
-    let watcher = {
-        let causes = causes.clone();
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let names: Vec<std::ffi::OsString> =
+            files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             let ours = event.paths.iter().any(|changed| {
                 changed
@@ -83,37 +64,92 @@ async fn reloads(gateway: Arc<Gateway>, path: PathBuf, hangups: Option<Hangups>)
             if ours && !event.kind.is_access() {
                 let _ = causes.send("file change");
             }
-        })
-    };
-    let _watcher = match watcher {
-        Ok(mut watcher) => {
-            for folder in &folders {
-                if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(%error, folder = %folder.display(), "cannot watch a folder the config reads from: reload with SIGHUP");
+        });
+        let watcher = match watcher {
+            Ok(mut watcher) => {
+                for folder in &folders {
+                    if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
+                        tracing::warn!(%error, folder = %folder.display(), "cannot watch a folder the config reads from: reload with SIGHUP");
+                    }
+                }
+                Some(watcher)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
+                None
+            }
+        };
+        Watching { gateway, path: self.path, hangups: self.hangups, cause, _watcher: watcher, spool_watched }
+    }
+}
+
+/// A gateway's reloads, watching: run it for as long as the gateway serves.
+pub(super) struct Watching {
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    hangups: Option<Hangups>,
+    cause: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    /// Kept alive: dropping it stops the watching.
+    _watcher: Option<notify::RecommendedWatcher>,
+    /// The spool, when it lies in a watched folder.
+    spool_watched: Option<PathBuf>,
+}
+
+impl Watching {
+    /// Reloads on each file change or SIGHUP, once per burst of them. One task waits for both causes, so
+    /// that ending it (at a stop) ends them both.
+    pub(super) async fn run(mut self) {
+        if let Some(spool) = &self.spool_watched {
+            // inotify reports every write in a watched folder: each spool commit would wake the watcher.
+            tracing::warn!(
+                spool = %spool.display(),
+                "the spool is in a folder watched for config changes, so every spool write wakes the watcher: give it a folder of its own (the default ./data/ is)"
+            );
+        }
+        loop {
+            let first = tokio::select! {
+                Some(first) = self.cause.recv() => first,
+                Some(()) = hangup(&mut self.hangups) => "SIGHUP",
+                else => return,
+            };
+            // Editors and Kubernetes write in several steps (and an operator may send SIGHUP after saving):
+            // let them finish, taking in every cause meanwhile, then reload once.
+            let settle = tokio::time::sleep(std::time::Duration::from_millis(200));
+            tokio::pin!(settle);
+            loop {
+                tokio::select! {
+                    () = &mut settle => break,
+                    Some(_) = self.cause.recv() => {}
+                    Some(()) = hangup(&mut self.hangups) => {}
                 }
             }
-            Some(watcher)
+            self.reload(first);
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
-            None
-        }
-    };
-    while let Some(first) = cause.recv().await {
-        // Editors and Kubernetes write in several steps: let them finish, then reload once.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        while cause.try_recv().is_ok() {}
-        match gateway.reload(&path) {
+    }
+
+    fn reload(&self, cause: &'static str) {
+        match self.gateway.reload(&self.path) {
             Ok(restart) => {
-                tracing::info!(cause = first, file = %path.display(), "configuration reloaded");
+                tracing::info!(cause, file = %self.path.display(), "configuration reloaded");
                 for setting in restart {
                     tracing::warn!(setting = %setting, "changed in the file, but takes effect only after a restart");
                 }
             }
             Err(error) => {
-                tracing::error!(cause = first, error = %error, "configuration reload refused: the previous configuration keeps serving");
+                tracing::error!(cause, error = %error, "configuration reload refused: the previous configuration keeps serving");
             }
         }
+    }
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn hangup(hangups: &mut Option<Hangups>) -> Option<()> {
+    match hangups {
+        #[cfg(unix)]
+        Some(hangups) => hangups.recv().await,
+        #[cfg(not(unix))]
+        Some(()) => std::future::pending().await,
+        None => std::future::pending().await,
     }
 }
 

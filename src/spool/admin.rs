@@ -96,7 +96,7 @@ fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// `spool list`: one line per delivery, newest first, filtered by route and state.
+/// `spool list`: one line per delivery, oldest first, filtered by route and state.
 fn list(
     conn: &Connection,
     route: Option<String>,

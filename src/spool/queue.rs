@@ -37,17 +37,21 @@ pub enum NotStored {
 }
 
 impl Queue {
-    /// Opens (creating or migrating) the spool `settings` names and starts delivering what it holds along
-    /// the routes of the configuration in force; must run inside a tokio runtime.
-    pub fn start(
-        settings: &QueueSettings,
-        config: Arc<ArcSwap<Config>>,
-        forwarder: Forwarder,
-        clock: Clock,
-    ) -> Result<Queue, SpoolError> {
+    /// Opens (creating or migrating) the spool `settings` names, taking its lock: it stores deliveries from
+    /// now on, and nothing is delivered from it until [`Queue::start_delivering`].
+    pub fn open(settings: &QueueSettings, clock: Clock) -> Result<Queue, SpoolError> {
         let spool = Arc::new(Spool::open(&settings.spool_path)?);
-        let dispatcher = Dispatcher::start(Arc::clone(&spool), config, forwarder, settings.clone(), clock);
-        Ok(Queue { spool, dispatcher: Mutex::new(Some(dispatcher)), started_with: settings.clone(), clock })
+        Ok(Queue { spool, dispatcher: Mutex::new(None), started_with: settings.clone(), clock })
+    }
+
+    /// Starts delivering what the spool holds along the routes of the configuration in force (once; later
+    /// calls do nothing). Must run inside a tokio runtime.
+    pub fn start_delivering(&self, config: Arc<ArcSwap<Config>>, forwarder: Forwarder) {
+        let mut dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+        if dispatcher.is_none() {
+            let started_with = self.started_with.clone();
+            *dispatcher = Some(Dispatcher::start(Arc::clone(&self.spool), config, forwarder, started_with, self.clock));
+        }
     }
 
     /// False when the spool's last commit failed: readiness reports it.

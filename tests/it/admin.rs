@@ -217,7 +217,8 @@ async fn out_of_file_descriptors_the_listeners_wait_instead_of_spinning() {
     // A listener that retries at once burns a whole core: about 200 ticks in 2 s.
     assert!(used < 40, "hookgate used {used} ticks of CPU in 2 s while out of file descriptors");
     drop(held);
-    // Once files are free again, both listeners serve, and the failures were counted.
+    // Once files are free again, the admin listener serves, and its failures were counted (the webhook
+    // listener runs the same accept loop, server/listener.rs).
     let mut metrics = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;

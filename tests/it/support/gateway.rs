@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use hookgate::clock::Clock;
 use hookgate::config::Config;
-use hookgate::server::{Gateway, Server};
+use hookgate::server::{Gateway, Reloads, Server};
 
 /// A hookgate serving on 127.0.0.1 with an ephemeral port; stopped when dropped.
 pub struct TestGateway {
@@ -46,7 +46,7 @@ impl TestGateway {
         let server = Server::with_listeners(config, listener, admin_listener, Clock::following_tokio());
         let mut server = server.unwrap_or_else(|e| panic!("{e}"));
         if let Some(path) = reload_from {
-            server = server.reload_from(path, false);
+            server = server.reload(Reloads::on_file_change(path));
         }
         let (addr, admin_addr) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
         let gateway = Arc::clone(server.gateway());
@@ -54,6 +54,12 @@ impl TestGateway {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
+        // Serving (and, with a reload file, watching it) before the test goes on.
+        let ready = Arc::clone(&gateway);
+        crate::support::eventually(Duration::from_secs(10), "the gateway to serve", move || {
+            ready.not_ready().is_none()
+        })
+        .await;
         TestGateway { addr, admin_addr, gateway, stop: Some(stop), task: Some(task) }
     }
 
