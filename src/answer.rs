@@ -83,6 +83,9 @@ impl Outcome {
 /// Why a request is refused. Each maps to exactly one status and one small JSON body in [`Rejection::answer`].
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// An HTTP/1.1 request without a `Host` header, or any request with two: 400 (RFC 9112).
+    #[error("no Host header in an HTTP/1.1 request, or more than one")]
+    BadHost,
     /// A path that no source has: 404.
     #[error("no source has this path")]
     NotFound,
@@ -140,7 +143,9 @@ impl Rejection {
             Rejection::MissingSignature => Outcome::MissingSignature,
             Rejection::InvalidSignature => Outcome::InvalidSignature,
             Rejection::ForbiddenWebhook => Outcome::ForbiddenWebhook,
-            Rejection::MissingTopic | Rejection::BodyTimeout | Rejection::BodyUnreadable => Outcome::BadRequest,
+            Rejection::BadHost | Rejection::MissingTopic | Rejection::BodyTimeout | Rejection::BodyUnreadable => {
+                Outcome::BadRequest
+            }
             Rejection::Unrouted => Outcome::Unrouted,
             Rejection::SpoolFull | Rejection::SpoolUnavailable | Rejection::Overloaded => Outcome::Overloaded,
             Rejection::Upstream(_) => Outcome::UpstreamFailed,
@@ -151,6 +156,7 @@ impl Rejection {
     /// The status and the JSON body. No answer says which secret was tried or why a comparison failed.
     pub fn answer(&self) -> Response<Body> {
         let (status, body) = match self {
+            Rejection::BadHost => (StatusCode::BAD_REQUEST, r#"{"error":"bad_host"}"#),
             Rejection::NotFound => (StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
             Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method_not_allowed"}"#),
             Rejection::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"too_large"}"#),

@@ -158,8 +158,12 @@ impl Gateway {
         peer: SocketAddr,
         found: &mut Found,
     ) -> Result<Accepted, Rejection> {
-        let source = config.source_for_path(request.uri().path()).ok_or(Rejection::NotFound)?;
-        found.source = Some(Arc::clone(source));
+        let source = config.source_for_path(request.uri().path());
+        found.source = source.cloned();
+        if !host_is_sound(&request) {
+            return Err(Rejection::BadHost);
+        }
+        let source = source.ok_or(Rejection::NotFound)?;
         if request.method() != Method::POST {
             return Err(Rejection::MethodNotAllowed);
         }
@@ -311,6 +315,17 @@ async fn answer_unsigned(
         return Err(Rejection::ForbiddenWebhook);
     }
     Ok(Accepted::Pong)
+}
+
+/// RFC 9112, section 3.2: an HTTP/1.1 request has exactly one `Host` header, and no request has two (a
+/// server must answer 400 otherwise). HTTP/1.0 may leave it out, and HTTP/2 carries `:authority` instead.
+fn host_is_sound<B>(request: &Request<B>) -> bool {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => false,
+        (None, None) => request.version() != http::Version::HTTP_11,
+        (Some(_), None) => true,
+    }
 }
 
 /// The body's declared length. hyper has already refused a malformed or conflicting `Content-Length`.

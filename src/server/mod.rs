@@ -71,7 +71,7 @@ impl Server {
         let file = config.file.display().to_string();
         let bind = |addr: SocketAddr, key: &'static str| {
             let file = file.clone();
-            async move { TcpListener::bind(addr).await.map_err(|error| StartError::Bind { addr, key, file, error }) }
+            async move { listen(addr).map_err(|error| StartError::Bind { addr, key, file, error }) }
         };
         let webhook = bind(config.listen, "listen").await?;
         let admin = bind(config.admin_listen, "admin_listen").await?;
@@ -151,6 +151,21 @@ impl Server {
         upkeep.abort();
         result
     }
+}
+
+/// Connections the kernel completes and queues for a listener before hookgate accepts them. Linux's own
+/// default (and tokio's) is 128: a burst of a thousand connects then loses some SYNs, and each lost one costs
+/// its client a second-long retransmit. nginx uses 511; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with a backlog of [`LISTEN_BACKLOG`], and `SO_REUSEADDR` as the standard library
+/// sets it (a restart may bind while the last run's connections are in TIME_WAIT).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The webhook listener's accept loop, then the stop: one grace period for requests being answered and

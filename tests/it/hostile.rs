@@ -118,6 +118,11 @@ async fn malformed_requests_get_their_status_and_nothing_passes() {
     let mut non_utf8_signature = fixture_with(&[], &body);
     let at = non_utf8_signature.windows(signature.len()).position(|w| w == signature.as_bytes()).unwrap();
     non_utf8_signature[at + 5] = 0xff;
+    // RFC 9112: an HTTP/1.1 request has exactly one Host, and no request has two.
+    let no_host = raw_request("POST", "/hooks/main", "HTTP/1.1", &order().headers_with(&[]), &body);
+    let mut two_hosts = fixture_with(&[], &body);
+    let at = two_hosts.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    two_hosts.splice(at..at, b"Host: other.example.com\r\n".iter().copied());
     let ping = |body: &[u8]| {
         raw_request(
             "POST",
@@ -175,6 +180,8 @@ async fn malformed_requests_get_their_status_and_nothing_passes() {
         ("a negative Content-Length", head_only("-1"), 400),
         ("Content-Length past max_body_bytes, body never sent", head_only("10000000"), 413),
         ("a header block past 64 KiB", huge_headers, 431),
+        ("a valid HTTP/1.1 delivery without Host", no_host, 400),
+        ("a valid delivery with two Host headers", two_hosts, 400),
     ];
     for (what, request, status) in cases {
         assert_eq!(exchange(setup.gateway.addr, &with_connection_close(request)).await, Some(status), "{what}");

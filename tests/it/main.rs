@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod crash;
 mod hostile;
+mod load;
 mod proxy;
 mod queue;
 mod reload;

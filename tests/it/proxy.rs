@@ -97,7 +97,7 @@ async fn other_methods_get_405_and_unknown_paths_get_404() {
     for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let answer = send_raw(
             gateway.addr,
-            &raw_request(method, "/hooks/main", "HTTP/1.1", &headers(&[("Connection", "close")]), b""),
+            &raw_request(method, "/hooks/main", "HTTP/1.1", &headers(&[("Host", "x"), ("Connection", "close")]), b""),
         )
         .await;
         assert_eq!(answer.status, 405, "{method}");
@@ -454,11 +454,16 @@ async fn http_1_0_close_and_http_1_1_keep_alive_with_expect_continue_work() {
     let first = read_response(&mut stream).await;
     assert_eq!(first.status, 200);
 
+    let with_host = |fixture: &Fixture| {
+        let mut headers = headers(&[("Host", "x")]);
+        headers.extend(fixture.headers());
+        raw_request("POST", "/hooks/main", "HTTP/1.1", &headers, &fixture.body)
+    };
     let second = Fixture::load("coupon-deleted");
-    stream.write_all(&raw_request("POST", "/hooks/main", "HTTP/1.1", &second.headers(), &second.body)).await.unwrap();
+    stream.write_all(&with_host(&second)).await.unwrap();
     assert_eq!(read_response(&mut stream).await.status, 200);
     let ping = Fixture::load("ping");
-    stream.write_all(&raw_request("POST", "/hooks/main", "HTTP/1.1", &ping.headers(), &ping.body)).await.unwrap();
+    stream.write_all(&with_host(&ping)).await.unwrap();
     assert_eq!(read_response(&mut stream).await.status, 200);
 
     let received = upstream.received();
@@ -546,7 +551,9 @@ async fn connections_that_send_nothing_or_stall_are_closed_at_header_timeout() {
     }
     // A kept-alive connection that goes quiet after one delivery.
     let mut kept = TcpStream::connect(gateway.addr).await.unwrap();
-    kept.write_all(&raw_request("POST", "/hooks/main", "HTTP/1.1", &fixture.headers(), &fixture.body)).await.unwrap();
+    let mut with_host = headers(&[("Host", "x")]);
+    with_host.extend(fixture.headers());
+    kept.write_all(&raw_request("POST", "/hooks/main", "HTTP/1.1", &with_host, &fixture.body)).await.unwrap();
     assert_eq!(read_response(&mut kept).await.status, 200);
     streams.push(kept);
     for (index, mut stream) in streams.into_iter().enumerate() {
@@ -591,4 +598,20 @@ async fn an_upstream_answer_too_large_is_counted_as_such_and_logged_as_an_upstre
     );
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_http_1_0_delivery_may_leave_out_host_and_an_http_1_1_one_may_not() {
+    let upstream = Upstream::start().await;
+    let gateway = gateway_with(&upstream).await;
+    let fixture = Fixture::load("order-created");
+    let mut headers = fixture.headers();
+    headers.push(("Connection".into(), "close".into()));
+    let answer = send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.0", &headers, &fixture.body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(upstream.received().len(), 1);
+    let answer = send_raw(gateway.addr, &raw_request("POST", "/hooks/main", "HTTP/1.1", &headers, &fixture.body)).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.text(), r#"{"error":"bad_host"}"#);
+    assert_eq!(upstream.received().len(), 1, "the refused one reached no upstream");
 }
