@@ -57,6 +57,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How many outcomes there are: an array indexed by `outcome as usize` holds one slot for each.
+    pub const COUNT: usize = Outcome::InternalError as usize + 1;
+
+    /// Whether a request with this outcome is one anybody can send, signed or not: such lines are logged
+    /// at a bounded rate (see `server::log`), so that the log cannot be used as an amplifier.
+    pub fn is_unauthenticated(self) -> bool {
+        matches!(
+            self,
+            Outcome::Ping
+                | Outcome::MissingSignature
+                | Outcome::InvalidSignature
+                | Outcome::ForbiddenWebhook
+                | Outcome::TooLarge
+                | Outcome::BadRequest
+                | Outcome::MethodNotAllowed
+                | Outcome::NotFound
+                | Outcome::Overloaded
+        )
+    }
+
     /// The label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -230,7 +230,7 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 fn init_logging(log: &crate::config::Log) {
     use crate::config::LogFormat;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level_filter(&log.level)));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = log.format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -238,6 +238,17 @@ fn init_logging(log: &crate::config::Log) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_ansi(terminal).try_init(),
     };
+}
+
+/// `log.level` as a filter. h2's own warnings are a client's protocol errors in disguise (a rapid-reset
+/// loop writes one per connection, anybody can cause them): they show only when the level asks for debug
+/// or names h2.
+fn level_filter(level: &str) -> String {
+    if ["h2", "debug", "trace"].iter().any(|word| level.contains(word)) {
+        level.to_owned()
+    } else {
+        format!("{level},h2=error")
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -25,7 +25,7 @@ use crate::woocommerce::{
     MAX_PING_BODY_BYTES, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE, parse_webhook_id, single_header,
 };
 
-use super::log::Found;
+use super::log::{Found, Throttle};
 
 /// The most memory reserved for a body before its bytes arrive.
 const INITIAL_BODY_BUFFER: usize = 256 * 1024;
@@ -43,6 +43,8 @@ pub struct Gateway {
     pub(super) permits: Arc<tokio::sync::Semaphore>,
     /// What `/readyz` reports.
     pub health: Health,
+    /// Holds back request lines that anybody can cause past a rate (see [`super::log::Throttle`]).
+    pub throttle: Throttle,
 }
 
 /// The delivery mode's half of the gateway.
@@ -93,7 +95,16 @@ impl Gateway {
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
-        Ok(Gateway { config: shared, forwarder, clock, scheme, mode, permits, health: Health::default() })
+        Ok(Gateway {
+            config: shared,
+            forwarder,
+            clock,
+            scheme,
+            mode,
+            permits,
+            health: Health::default(),
+            throttle: Throttle::default(),
+        })
     }
 
     /// In queue mode, starts delivering what the spool holds (once); in proxy mode there is nothing to start.

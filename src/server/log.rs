@@ -1,8 +1,8 @@
 //! One log line and one set of metric samples per request, written when it is answered, whatever answered
 //! it: the contract's steps, or a layer that refused it (overload).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
@@ -48,8 +48,16 @@ impl RequestLog {
         RequestLog { webhook_id, delivery_id, found: Found::default() }
     }
 
-    /// Writes the line and the metric samples.
-    pub fn emit(&self, outcome: Outcome, status: u16, event_id: Option<&str>, error: Option<&str>, took: Duration) {
+    /// Records the metric samples, and writes the line unless `throttle` holds it back.
+    pub fn emit(
+        &self,
+        outcome: Outcome,
+        status: u16,
+        event_id: Option<&str>,
+        error: Option<&str>,
+        took: Duration,
+        throttle: &Throttle,
+    ) {
         let found = &self.found;
         let source = found.source.as_ref().map_or(crate::metrics::NO_SOURCE, |s| s.name.as_str());
         metrics::counter!(crate::metrics::REQUESTS_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
@@ -59,6 +67,9 @@ impl RequestLog {
         if found.bytes > 0 {
             metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned())
                 .record(found.bytes as f64);
+        }
+        if !throttle.admit(outcome) {
+            return;
         }
         // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.
         tracing::info!(
@@ -75,5 +86,99 @@ impl RequestLog {
             error,
             "request"
         );
+    }
+}
+
+/// Lines logged per second for each outcome anybody can cause without a secret (a bad signature, a
+/// wrong path, a ping...): enough to see what is happening, while 50,000 such requests a second write at
+/// most this many lines a second each, not 13 MB/s. The metrics count every request.
+pub const UNAUTHENTICATED_LINES_PER_SECOND: u32 = 10;
+
+/// Holds back request lines past [`UNAUTHENTICATED_LINES_PER_SECOND`] per outcome, counting what it held
+/// back for a summary line ([`Throttle::report`]).
+pub struct Throttle {
+    started: Instant,
+    slots: Mutex<[Slot; Outcome::COUNT]>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The outcome the slot counts, once it has counted one.
+    outcome: Option<Outcome>,
+    /// The second (since `started`) the count is for.
+    second: u64,
+    logged: u32,
+    /// Lines held back since the last report.
+    suppressed: u64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle { started: Instant::now(), slots: Mutex::new([Slot::default(); Outcome::COUNT]) }
+    }
+}
+
+impl Throttle {
+    /// Whether a line for `outcome` may be written now. Outcomes only a verified delivery reaches are
+    /// always logged.
+    pub fn admit(&self, outcome: Outcome) -> bool {
+        if !outcome.is_unauthenticated() {
+            return true;
+        }
+        let second = self.started.elapsed().as_secs();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[outcome as usize];
+        slot.outcome = Some(outcome);
+        if slot.second != second {
+            slot.second = second;
+            slot.logged = 0;
+        }
+        if slot.logged < UNAUTHENTICATED_LINES_PER_SECOND {
+            slot.logged += 1;
+            true
+        } else {
+            slot.suppressed += 1;
+            false
+        }
+    }
+
+    /// Writes one summary line per outcome whose lines were held back since the last report, and starts
+    /// counting again. Called every few seconds while serving, and once at the stop.
+    pub fn report(&self) {
+        let held: Vec<(Outcome, u64)> = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots
+                .iter_mut()
+                .filter(|slot| slot.suppressed > 0)
+                .filter_map(|slot| Some((slot.outcome?, std::mem::take(&mut slot.suppressed))))
+                .collect()
+        };
+        for (outcome, suppressed) in held {
+            tracing::info!(
+                outcome = outcome.as_str(),
+                suppressed,
+                per_second = UNAUTHENTICATED_LINES_PER_SECOND,
+                "{suppressed} similar request lines suppressed (the metrics count them all)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_lines_are_held_back_past_the_rate_and_verified_ones_never() {
+        let throttle = Throttle::default();
+        let admitted = (0..1000).filter(|_| throttle.admit(Outcome::InvalidSignature)).count();
+        // Within one second, or across a second's boundary at most twice the rate.
+        assert!((10..=20).contains(&admitted), "{admitted}");
+        assert!(throttle.admit(Outcome::NotFound), "each outcome has its own budget");
+        assert!((0..1000).all(|_| throttle.admit(Outcome::Queued)), "verified deliveries are always logged");
+        let held = throttle.slots.lock().unwrap()[Outcome::InvalidSignature as usize].suppressed;
+        assert_eq!(held, 1000 - admitted as u64);
+        throttle.report();
+        assert_eq!(throttle.slots.lock().unwrap()[Outcome::InvalidSignature as usize].suppressed, 0);
     }
 }

@@ -142,7 +142,19 @@ impl Server {
         // has been in place since the `Reloads` was made).
         gateway.start_delivering();
         let reloads = watching.map(|watching| tokio::spawn(watching.run()));
+        let reports = tokio::spawn({
+            let gateway = Arc::clone(&gateway);
+            async move {
+                let mut every = tokio::time::interval(SUPPRESSED_REPORT_INTERVAL);
+                loop {
+                    every.tick().await;
+                    gateway.throttle.report();
+                }
+            }
+        });
         let result = serve_webhooks(webhook, Arc::clone(&gateway), shutdown).await;
+        reports.abort();
+        gateway.throttle.report();
         if let Some(reloads) = reloads {
             reloads.abort();
         }
@@ -152,6 +164,9 @@ impl Server {
         result
     }
 }
+
+/// How often the request lines held back during a flood are summed up in one line per outcome.
+const SUPPRESSED_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections the kernel completes and queues for a listener before hookgate accepts them. Linux's own
 /// default (and tokio's) is 128: a burst of a thousand connects then loses some SYNs, and each lost one costs

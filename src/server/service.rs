@@ -87,14 +87,16 @@ pub async fn respond(service: Webhook, gateway: &Gateway, request: Request<Incom
         Ok(accepted) => {
             let (outcome, event_id) = (accepted.outcome(), accepted.event_id().map(str::to_owned));
             let response = accepted.answer();
-            log.emit(outcome, response.status().as_u16(), event_id.as_deref(), None, started.elapsed());
+            let status = response.status().as_u16();
+            log.emit(outcome, status, event_id.as_deref(), None, started.elapsed(), &gateway.throttle);
             response
         }
         Err(rejection) => {
             let response = rejection.answer();
             let error =
                 matches!(rejection, Rejection::Upstream(_) | Rejection::Internal(_)).then(|| rejection.to_string());
-            log.emit(rejection.outcome(), response.status().as_u16(), None, error.as_deref(), started.elapsed());
+            let status = response.status().as_u16();
+            log.emit(rejection.outcome(), status, None, error.as_deref(), started.elapsed(), &gateway.throttle);
             response
         }
     }

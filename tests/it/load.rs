@@ -48,3 +48,69 @@ async fn bursts_of_a_thousand_connects_all_connect_within_a_second() {
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Sends `count` copies of `request` (an HTTP/1.1 request whose head starts `POST /... HTTP/1.1\r\n`) on
+/// one kept-alive connection, writing while it reads, the last with `Connection: close`; returns how many
+/// answers had `status`, read until the gateway closed the connection after the last.
+async fn flood(addr: std::net::SocketAddr, request: &'static [u8], count: usize, status: &'static str) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let at = request.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let mut last = request.to_vec();
+    last.splice(at..at, b"Connection: close\r\n".iter().copied());
+    let writer = tokio::spawn(async move {
+        for _ in 1..count {
+            write.write_all(request).await.unwrap();
+        }
+        write.write_all(&last).await.unwrap();
+        write
+    });
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), read.read_to_end(&mut answers)).await.unwrap().unwrap();
+    drop(writer.await.unwrap());
+    String::from_utf8_lossy(&answers).matches(&format!("HTTP/1.1 {status} ")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_all_counted() {
+    let dir = temp_dir("load-log-flood");
+    let file = dir.join("hookgate.yaml");
+    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
+    std::fs::write(&file, fixture_config(route, "")).unwrap();
+    let process = HookgateProcess::start(&file);
+    // A well-formed signature that matches no secret: 401 invalid_signature, after the body is read.
+    let request: &'static [u8] = Box::leak(
+        format!(
+            "POST /hooks/main HTTP/1.1\r\nHost: h\r\nX-WC-Webhook-Signature: {}=\r\nContent-Length: 2\r\n\r\n{{}}",
+            "A".repeat(43)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let started = std::time::Instant::now();
+    let floods: Vec<_> = (0..8).map(|_| tokio::spawn(flood(process.addr, request, 6_250, "401"))).collect();
+    let mut refused = 0;
+    for flood in floods {
+        refused += flood.await.unwrap();
+    }
+    assert_eq!(refused, 50_000, "every request was answered 401");
+    let seconds = started.elapsed().as_secs_f64();
+    // What the gateway wrote meanwhile, and for a moment after.
+    let mut lines = Vec::new();
+    while let Ok(line) = process.lines.recv_timeout(Duration::from_millis(500)) {
+        lines.push(line);
+    }
+    let request_lines = lines.iter().filter(|l| l.contains(r#""message":"request""#)).count();
+    assert!(lines.len() < 300, "{} lines for 50,000 refused requests in {seconds:.1} s", lines.len());
+    assert!(request_lines >= 10, "some refused requests are still logged: {request_lines}");
+    let metrics =
+        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    assert_eq!(
+        metric_sample(&metrics, "hookgate_requests_total{source=\"main\",outcome=\"invalid_signature\"}"),
+        Some(50_000.0),
+        "the metrics count every one"
+    );
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
