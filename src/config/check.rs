@@ -111,7 +111,8 @@ impl Checker<'_> {
         let listen = self.address(raw.listen.as_ref(), DEFAULT_LISTEN, "listen", "0.0.0.0:8080");
         let admin_listen =
             self.address(raw.admin_listen.as_ref(), DEFAULT_ADMIN_LISTEN, "admin_listen", "127.0.0.1:9090");
-        let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls));
+        let http2 = raw.http2.unwrap_or(false);
+        let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls, http2));
         let shutdown_grace =
             self.duration_or_zero(raw.shutdown_grace.as_ref(), DEFAULT_SHUTDOWN_GRACE, "shutdown_grace", true);
         let limits = self.limits(&raw.limits);
@@ -131,6 +132,7 @@ impl Checker<'_> {
             listen,
             admin_listen,
             shutdown_grace,
+            http2,
             tls,
             limits,
             sources,
@@ -190,8 +192,9 @@ impl Checker<'_> {
         }
     }
 
-    /// Loads the certificate chain and key (PEM) into a server configuration offering HTTP/2 and HTTP/1.1.
-    fn tls(&mut self, raw: &RawTls) -> Option<Arc<rustls::ServerConfig>> {
+    /// Loads the certificate chain and key (PEM) into a server configuration offering HTTP/1.1 by ALPN, and
+    /// HTTP/2 first when `http2` is on.
+    fn tls(&mut self, raw: &RawTls, http2: bool) -> Option<Arc<rustls::ServerConfig>> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let cert_path = self.base_dir.join(&raw.cert_file.value);
@@ -239,7 +242,8 @@ impl Checker<'_> {
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key));
         match config {
             Ok(mut config) => {
-                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                config.alpn_protocols =
+                    if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
                 Some(Arc::new(config))
             }
             Err(e) => {

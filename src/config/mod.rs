@@ -77,6 +77,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Time for requests and delivery attempts in flight to finish once a stop begins.
     pub shutdown_grace: Duration,
+    /// Whether the webhook listener speaks HTTP/2 (by prior knowledge, or by ALPN over TLS). Off unless
+    /// configured: WooCommerce speaks HTTP/1.x, and HTTP/2 brings an attack surface of its own.
+    pub http2: bool,
     /// TLS on the webhook listener, when configured: the certificate and key, loaded and checked.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bounds on each request.

@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) admin_listen: Option<Spanned<String>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
     pub(super) tls: Option<RawTls>,
+    pub(super) http2: Option<bool>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     pub(super) sources: Spanned<Vec<RawSource>>,

@@ -36,11 +36,15 @@ pub struct Protocols {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     header_timeout: Duration,
     body_timeout: Duration,
+    /// Whether HTTP/2 is served at all (`http2`); without it a connection opening with the preface is
+    /// closed, and TLS offers only `http/1.1` by ALPN.
+    http2_enabled: bool,
 }
 
 impl Protocols {
-    /// The settings for a listener started with `limits` (header_timeout is fixed at start).
-    pub fn new(limits: &Limits) -> Protocols {
+    /// The settings for a listener started with `limits` (header_timeout is fixed at start), serving
+    /// HTTP/2 only when `http2`.
+    pub fn new(limits: &Limits, http2_enabled: bool) -> Protocols {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -54,7 +58,13 @@ impl Protocols {
             .max_header_list_size(MAX_HEADER_BUFFER_BYTES as u32)
             .keep_alive_interval(HTTP2_KEEP_ALIVE)
             .keep_alive_timeout(HTTP2_KEEP_ALIVE);
-        Protocols { http1, http2, header_timeout: limits.header_timeout, body_timeout: limits.body_timeout }
+        Protocols {
+            http1,
+            http2,
+            header_timeout: limits.header_timeout,
+            body_timeout: limits.body_timeout,
+            http2_enabled,
+        }
     }
 
     /// The write deadline of new connections: the `body_timeout` in force (it may change at a reload).
@@ -88,13 +98,18 @@ impl Protocols {
                 let Ok(Ok(stream)) = tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await else {
                     return;
                 };
-                let is_http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                // ALPN offers h2 only when http2 is on (see the config's TLS setup).
+                let is_http2 = self.http2_enabled && stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 self.serve_io(TokioIo::new(stream), is_http2, service, watcher).await
             }
             None => {
                 let Ok(Ok((is_http2, stream))) = tokio::time::timeout(self.header_timeout, sniff(stream)).await else {
                     return;
                 };
+                if is_http2 && !self.http2_enabled {
+                    tracing::debug!(%peer, "an HTTP/2 preface, and http2 is off: closing");
+                    return;
+                }
                 self.serve_io(TokioIo::new(stream), is_http2, service, watcher).await
             }
         };

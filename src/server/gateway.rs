@@ -281,6 +281,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if new.delivery.mode() != old.delivery.mode() || spool_path(new) != spool_path(old) {
         restart.push("delivery.mode and delivery.spool_path".to_owned());
     }
+    if new.http2 != old.http2 {
+        restart.push("http2".to_owned());
+    }
     if new.tls.is_some() != old.tls.is_some() {
         restart.push("turning tls on or off".to_owned());
     }

@@ -190,7 +190,7 @@ async fn serve_webhooks(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let protocols = conn::Protocols::new(&gateway.config().limits);
+    let protocols = conn::Protocols::new(&gateway.config().limits, gateway.config().http2);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     // Whether the listener speaks TLS is decided at start; a reload changes the certificate, not that.

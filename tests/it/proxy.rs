@@ -506,13 +506,14 @@ async fn answers_made_by_the_gateway_never_mention_a_secret() {
 }
 
 #[tokio::test]
-async fn http_2_with_prior_knowledge_is_served() {
+async fn http_2_with_prior_knowledge_is_served_when_http2_is_on() {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
 
     let upstream = Upstream::start().await;
-    let gateway = gateway_with(&upstream).await;
+    let routes = format!("  - name: everything\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in?x=1"));
+    let gateway = TestGateway::start(&format!("http2: true\n{}", fixture_config(&routes, ""))).await;
     let fixture = Fixture::load("order-created");
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
     let mut request = http::Request::post(format!("http://{}/hooks/main", gateway.addr));
@@ -614,4 +615,23 @@ async fn an_http_1_0_delivery_may_leave_out_host_and_an_http_1_1_one_may_not() {
     assert_eq!(answer.status, 400, "{}", answer.text());
     assert_eq!(answer.text(), r#"{"error":"bad_host"}"#);
     assert_eq!(upstream.received().len(), 1, "the refused one reached no upstream");
+}
+
+#[tokio::test]
+async fn http_2_is_off_unless_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let gateway = gateway_with(&upstream).await;
+    // An HTTP/2 preface and a SETTINGS frame: the connection is closed without an answer.
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed at once, not at header_timeout: {read:?}");
+    assert!(answer.is_empty(), "no HTTP/2 frame came back: {answer:?}");
+    // HTTP/1.1 on the same listener is served as ever.
+    let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(upstream.received().len(), 1);
+    gateway.stop().await;
 }

@@ -65,12 +65,19 @@ async fn the_tls_listener_answers_a_ping_over_https_with_http2_and_http1() {
         certificate.dir.join("cert.pem").display(),
         certificate.dir.join("key.pem").display()
     );
-    let gateway = TestGateway::start(&fixture_config(&routes, &tls)).await;
+    let gateway = TestGateway::start(&format!("http2: true\n{}", fixture_config(&routes, &tls))).await;
     let url = format!("https://localhost:{}/hooks/main", gateway.addr.port());
 
     let (version, status, body) = post(&client(&certificate, true), &url, &Fixture::load("ping")).await;
     assert_eq!((version, status, body.as_str()), (http::Version::HTTP_2, 200, r#"{"status":"pong"}"#));
     let (version, status, _) = post(&client(&certificate, false), &url, &Fixture::load("ping")).await;
+    assert_eq!((version, status), (http::Version::HTTP_11, 200));
+    gateway.stop().await;
+
+    // Without `http2: true`, ALPN offers HTTP/1.1 only: a client that would take HTTP/2 gets HTTP/1.1.
+    let gateway = TestGateway::start(&fixture_config(&routes, &tls)).await;
+    let url = format!("https://localhost:{}/hooks/main", gateway.addr.port());
+    let (version, status, _) = post(&client(&certificate, true), &url, &Fixture::load("ping")).await;
     assert_eq!((version, status), (http::Version::HTTP_11, 200));
 
     let (_, status, _) = post(&client(&certificate, true), &url, &Fixture::load("order-created")).await;
