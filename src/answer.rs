@@ -154,6 +154,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A tower layer's error as the rejection it stands for: load shed is overload; nothing else is
+    /// expected, and anything else is a 500 rather than a connection closed without an answer.
+    pub fn from_layer(error: tower::BoxError) -> Rejection {
+        if error.is::<tower::load_shed::error::Overloaded>() {
+            Rejection::Overloaded
+        } else {
+            tracing::error!(%error, "a layer of the webhook path failed");
+            Rejection::Internal(error.to_string())
+        }
+    }
+
     /// The outcome label the rejection is logged and counted under.
     pub fn outcome(&self) -> Outcome {
         match self {

@@ -184,8 +184,22 @@ impl Checker<'_> {
             }
             Some(n) => n.value,
         };
+        let max_unverified_bytes = match &raw.max_unverified_bytes {
+            None => DEFAULT_MAX_UNVERIFIED_BYTES,
+            Some(n) if n.value < max_body_bytes => {
+                self.problem(n, format!("limits.max_unverified_bytes must be at least limits.max_body_bytes ({max_body_bytes}), or no large body could ever be read"));
+                DEFAULT_MAX_UNVERIFIED_BYTES
+            }
+            Some(n) => n.value,
+        };
         Limits {
             max_concurrent,
+            max_unverified_bytes,
+            body_stall_timeout: self.duration(
+                raw.body_stall_timeout.as_ref(),
+                DEFAULT_BODY_STALL_TIMEOUT,
+                "limits.body_stall_timeout",
+            ),
             max_body_bytes,
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),

@@ -47,6 +47,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Requests answered at once; past it, 503 at once rather than an unbounded queue of waiting requests.
 pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
+/// Bytes of bodies being read before their signature is checked, all requests together: room for 64 of
+/// the largest default bodies at once, and a bound on what unauthenticated clients can make hookgate hold.
+pub const DEFAULT_MAX_UNVERIFIED_BYTES: u64 = 64 * 1024 * 1024;
+/// A body that sends nothing for this long is dropped (408), long before `body_timeout`: WooCommerce sends
+/// its body at once, and a client dribbling a byte now and then must not hold a connection for 30 s.
+pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Where the spool lives unless configured (relative to the config file's folder).
 pub const DEFAULT_SPOOL_PATH: &str = "./data/hookgate.db";
 /// The first retry waits up to this long (full jitter).
@@ -114,6 +120,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Requests answered at once; past it, 503.
     pub max_concurrent: usize,
+    /// Bytes of bodies not yet verified, all requests together; past it, 503 before the body is read.
+    pub max_unverified_bytes: u64,
+    /// The longest wait for the next bytes of a body; past it, 408.
+    pub body_stall_timeout: Duration,
 }
 
 /// One WooCommerce store: the path it delivers to and the secrets it signs with.

@@ -55,6 +55,8 @@ pub(super) struct RawLimits {
     pub(super) header_timeout: Option<Spanned<String>>,
     pub(super) body_timeout: Option<Spanned<String>>,
     pub(super) max_concurrent: Option<Spanned<usize>>,
+    pub(super) max_unverified_bytes: Option<Spanned<u64>>,
+    pub(super) body_stall_timeout: Option<Spanned<String>>,
 }
 
 /// One entry of `sources`.

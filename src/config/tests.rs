@@ -52,6 +52,17 @@ fn defaults_apply_to_a_minimal_config() {
     assert_eq!(config.sources[0].verifier.algorithm(), Algorithm::Sha256);
     assert!(config.source_for_path("/hooks/shop").is_some());
     assert!(config.source_for_path("/hooks/shop/").is_none());
+    assert_eq!(config.limits.max_unverified_bytes, DEFAULT_MAX_UNVERIFIED_BYTES);
+    assert_eq!(config.limits.body_stall_timeout, DEFAULT_BODY_STALL_TIMEOUT);
+    assert!(!config.http2, "HTTP/2 is off unless configured");
+}
+
+#[test]
+fn an_unverified_budget_below_one_body_is_refused_with_its_line() {
+    let text = format!("limits:\n  max_body_bytes: 2048\n  max_unverified_bytes: 1024\n{MINIMAL}");
+    let problem = only_problem(&text);
+    assert!(problem.contains("test.yaml:3:"), "{problem}");
+    assert!(problem.contains("limits.max_unverified_bytes must be at least limits.max_body_bytes (2048)"), "{problem}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use crate::woocommerce::{
     MAX_PING_BODY_BYTES, X_WC_WEBHOOK_ID, X_WC_WEBHOOK_SIGNATURE, parse_webhook_id, single_header,
 };
 
+use super::capacity;
 use super::log::{Found, Throttle};
 
 /// The most memory reserved for a body before its bytes arrive.
@@ -39,8 +40,12 @@ pub struct Gateway {
     clock: Clock,
     scheme: &'static str,
     mode: Mode,
-    /// One permit per request being answered: `limits.max_concurrent` (see [`super::service`]).
-    pub(super) permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per verified delivery being relayed or stored: `limits.max_concurrent` (see
+    /// [`super::capacity`]).
+    permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per byte of body being read before its signature is checked:
+    /// `limits.max_unverified_bytes`.
+    unverified: Arc<tokio::sync::Semaphore>,
     /// What `/readyz` reports.
     pub health: Health,
     /// Holds back request lines that anybody can cause past a rate (see [`super::log::Throttle`]).
@@ -94,6 +99,9 @@ impl Gateway {
             Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock)?),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
+        let unverified_bytes = usize::try_from(config.limits.max_unverified_bytes).unwrap_or(usize::MAX);
+        let unverified =
+            Arc::new(tokio::sync::Semaphore::new(unverified_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         Ok(Gateway {
             config: shared,
@@ -102,6 +110,7 @@ impl Gateway {
             scheme,
             mode,
             permits,
+            unverified,
             health: Health::default(),
             throttle: Throttle::default(),
         })
@@ -186,6 +195,7 @@ impl Gateway {
 
         let mut signatures = parts.headers.get_all(&X_WC_WEBHOOK_SIGNATURE).iter();
         let Some(signature_header) = signatures.next() else {
+            let _reserved = self.reserve_unverified(MAX_PING_BODY_BYTES)?;
             return answer_unsigned(config, source, body, declared_length, found).await;
         };
         if signatures.next().is_some() {
@@ -203,12 +213,15 @@ impl Gateway {
         }
 
         let headers = forwarded_headers(&parts, peer, self.scheme);
-        let body = read_body(body, config.limits.max_body_bytes, declared_length, config.limits.body_timeout).await?;
+        // Memory for the body is reserved before a byte of it is read, and held until it is verified.
+        let reserved = self.reserve_unverified(declared_length.unwrap_or(config.limits.max_body_bytes))?;
+        let body = read_body(body, config.limits.max_body_bytes, declared_length, &config.limits).await?;
         found.bytes = body.len();
         let delivery = source
             .verifier
             .verify(UnverifiedDelivery { body, headers }, &signature)
             .ok_or(Rejection::InvalidSignature)?;
+        drop(reserved);
         // Checked only now, so that an unsigned caller learns nothing about what else is expected.
         let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
         found.topic = Some(topic.to_owned());
@@ -218,10 +231,21 @@ impl Gateway {
         {
             return Ok(Accepted::Stale);
         }
-        match &self.mode {
-            Mode::Proxy => self.proxy(config, source, delivery, found).await,
-            Mode::Queue(queue) => enqueue(config, queue, source, delivery, found).await,
-        }
+        // Only now does the request take one of the `max_concurrent` slots.
+        capacity::within(&self.permits, async {
+            match &self.mode {
+                Mode::Proxy => self.proxy(config, source, delivery, found).await,
+                Mode::Queue(queue) => enqueue(config, queue, source, delivery, found).await,
+            }
+        })
+        .await
+    }
+
+    /// Reserves `bytes` of `limits.max_unverified_bytes` for a body about to be read, or refuses the request
+    /// as overloaded when unverified bodies already hold it all.
+    fn reserve_unverified(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, Rejection> {
+        let bytes = u32::try_from(bytes).map_err(|_| Rejection::TooLarge)?;
+        Arc::clone(&self.unverified).try_acquire_many_owned(bytes).map_err(|_| Rejection::Overloaded)
     }
 
     /// Proxy mode: the first matching route gets the delivery now, and its answer is WooCommerce's answer.
@@ -317,7 +341,7 @@ async fn answer_unsigned(
     if declared_length.is_some_and(|n| n > MAX_PING_BODY_BYTES) {
         return Err(Rejection::MissingSignature);
     }
-    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, config.limits.body_timeout).await {
+    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, &config.limits).await {
         Ok(body) => body,
         Err(Rejection::TooLarge) => return Err(Rejection::MissingSignature),
         Err(other) => return Err(other),
@@ -351,13 +375,15 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
 }
 
 /// Reads the whole body into one buffer, refusing it once it passes `limit` bytes (a chunked body stops
-/// being read there) or when it does not arrive within `timeout`.
+/// being read there), when it does not arrive within `body_timeout`, or when it sends nothing for
+/// `body_stall_timeout`.
 async fn read_body(
     mut body: Incoming,
     limit: u64,
     declared_length: Option<u64>,
-    timeout: Duration,
+    limits: &crate::config::Limits,
 ) -> Result<Bytes, Rejection> {
+    let stall = limits.body_stall_timeout;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     // Sized from Content-Length so a body is read into one buffer, but never more than INITIAL_BODY_BUFFER up
     // front: a client cannot make the gateway reserve memory for bytes it has not sent.
@@ -365,7 +391,7 @@ async fn read_body(
         declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit).min(INITIAL_BODY_BUFFER);
     let read = async {
         let mut buffer = BytesMut::with_capacity(capacity);
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = tokio::time::timeout(stall, body.frame()).await.map_err(|_| Rejection::BodyTimeout)? {
             let frame = frame.map_err(|_| Rejection::BodyUnreadable)?;
             if let Ok(data) = frame.into_data() {
                 if buffer.len() + data.len() > limit {
@@ -376,5 +402,5 @@ async fn read_body(
         }
         Ok(buffer.freeze())
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| Rejection::BodyTimeout)?
+    tokio::time::timeout(limits.body_timeout, read).await.map_err(|_| Rejection::BodyTimeout)?
 }

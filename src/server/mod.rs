@@ -8,6 +8,7 @@
 //! takes the request through the contract's steps, and [`log`] writes its one line.
 
 pub mod admin;
+pub mod capacity;
 pub mod conn;
 pub mod gateway;
 pub(crate) mod listener;

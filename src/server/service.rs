@@ -1,6 +1,5 @@
-//! The webhook path as a tower service: overload (`limits.max_concurrent`) as layers in front of the
-//! contract's steps, and one function, [`respond`], where every end of a request, a layer's error
-//! included, becomes an answer and one log line.
+//! The webhook path as a tower service over the contract's steps, and one function, [`respond`], where
+//! every end of a request becomes an answer and one log line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,9 +11,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tower::limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer};
-use tower::load_shed::LoadShed;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 use crate::answer::{Accepted, Body, Rejection};
 
@@ -55,34 +52,22 @@ impl tower::Service<Request<Incoming>> for Steps {
     }
 }
 
-/// The webhook service of one connection: past `limits.max_concurrent` requests being answered (one
-/// semaphore for the whole listener), a request is shed at once with 503 `Retry-After: 1`, never queued.
-pub type Webhook = LoadShed<ConcurrencyLimit<Steps>>;
+/// The webhook service of one connection: the contract's steps (overload is decided inside them, once a
+/// delivery is verified: see [`super::capacity`]).
+pub type Webhook = Steps;
 
 /// The webhook service for a connection from `peer`.
 pub fn webhook(gateway: Arc<Gateway>, peer: SocketAddr) -> Webhook {
-    let permits = Arc::clone(&gateway.permits);
-    ServiceBuilder::new()
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits))
-        .service(Steps { gateway, peer })
+    Steps { gateway, peer }
 }
 
 /// Answers one request through `service`. Every path ends here in exactly one answer and one log line.
 pub async fn respond(service: Webhook, gateway: &Gateway, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let mut log = RequestLog::new(request.headers());
-    let uri = request.uri().clone();
-    let result = match service.oneshot(request).await {
-        Ok(handled) => {
-            log.found = handled.found;
-            handled.result
-        }
-        Err(error) => {
-            log.found.source = gateway.config().source_for_path(uri.path()).cloned();
-            Err(rescue(error))
-        }
-    };
+    let Ok(handled) = service.oneshot(request).await;
+    log.found = handled.found;
+    let result = handled.result;
     match result {
         Ok(accepted) => {
             let (outcome, event_id) = (accepted.outcome(), accepted.event_id().map(str::to_owned));
@@ -99,17 +84,6 @@ pub async fn respond(service: Webhook, gateway: &Gateway, request: Request<Incom
             log.emit(rejection.outcome(), status, None, error.as_deref(), started.elapsed(), &gateway.throttle);
             response
         }
-    }
-}
-
-/// A layer's error as the rejection it stands for: load shed is overload; nothing else is expected, and
-/// anything else is a 500 rather than a connection closed without an answer.
-fn rescue(error: BoxError) -> Rejection {
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        Rejection::Overloaded
-    } else {
-        tracing::error!(%error, "a layer of the webhook path failed");
-        Rejection::Internal(error.to_string())
     }
 }
 

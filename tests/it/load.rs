@@ -114,3 +114,68 @@ async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_a
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Headers with a well-formed signature that matches nothing and `Content-Length: 1000`, then one body
+/// byte every `every`, reconnecting when the gateway gives up on it, until `until`.
+async fn slow_body_client(addr: std::net::SocketAddr, every: Duration, until: std::time::Instant) {
+    use tokio::io::AsyncWriteExt;
+    let head = format!(
+        "POST /hooks/main HTTP/1.1\r\nHost: h\r\nX-WC-Webhook-Topic: order.created\r\nX-WC-Webhook-Signature: {}=\r\nContent-Length: 1000\r\n\r\n",
+        "A".repeat(43)
+    );
+    while std::time::Instant::now() < until {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { continue };
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            continue;
+        }
+        while std::time::Instant::now() < until {
+            tokio::time::sleep(every).await;
+            if stream.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
+    let dir = temp_dir("load-slow-bodies");
+    let upstream = Upstream::start().await;
+    let file = dir.join("hookgate.yaml");
+    let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    // The limits of the probe that found the attack: 64 slots, 2 s to send a body.
+    let config =
+        fixture_config(&route, "").replace("  body_timeout: 5s\n", "  body_timeout: 2s\n  max_concurrent: 64\n");
+    assert!(config.contains("max_concurrent: 64"));
+    std::fs::write(&file, config).unwrap();
+    let process = HookgateProcess::start(&file);
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let attackers: Vec<_> =
+        (0..200).map(|_| tokio::spawn(slow_body_client(process.addr, Duration::from_millis(500), until))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A signed delivery every 250 ms while the slow bodies hold their connections.
+    let mut answers = Vec::new();
+    for sequence in 0..16u64 {
+        let body = format!(r#"{{"id":{},"status":"processing"}}"#, 5000 + sequence);
+        let started = std::time::Instant::now();
+        let answer = send_raw(process.addr, &signed_request("/hooks/main", "order.created", body.as_bytes())).await;
+        answers.push((answer.status, started.elapsed()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+    let ok = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(ok, answers.len(), "every signed delivery answered 200 under attack: {answers:?}");
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(slowest < Duration::from_secs(1), "the slowest signed delivery took {slowest:?}");
+    let received = upstream.received();
+    assert_eq!(received.len(), answers.len(), "only the signed deliveries reached the upstream");
+    assert!(received.iter().all(|r| {
+        r.headers
+            .get("x-wc-webhook-signature")
+            .is_some_and(|s| s.as_bytes() != format!("{}=", "A".repeat(43)).as_bytes())
+    }));
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
