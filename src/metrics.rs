@@ -35,6 +35,8 @@ pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str = "hookgate_config_last_reload_success_timestamp_seconds";
 /// Failed accepts, by listener (`webhook`, `admin`): file descriptors running out, say.
 pub const ACCEPT_ERRORS_TOTAL: &str = "hookgate_accept_errors_total";
+/// Connections closed at accept, by reason (`max_connections`, `per_client`).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "hookgate_connections_refused_total";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
 
@@ -93,6 +95,10 @@ fn describe() {
         "Unix time of the last successful configuration load."
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, "Failed accepts on a listener (out of file descriptors, say).");
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept: limits.max_connections or limits.max_connections_per_client reached."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
 }
 

@@ -192,8 +192,17 @@ impl Checker<'_> {
             }
             Some(n) => n.value,
         };
+        let max_connections =
+            self.count(raw.max_connections.as_ref(), DEFAULT_MAX_CONNECTIONS, "limits.max_connections");
+        let max_connections_per_client = self.count(
+            raw.max_connections_per_client.as_ref(),
+            DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            "limits.max_connections_per_client",
+        );
         Limits {
             max_concurrent,
+            max_connections,
+            max_connections_per_client,
             max_unverified_bytes,
             body_stall_timeout: self.duration(
                 raw.body_stall_timeout.as_ref(),
@@ -203,6 +212,18 @@ impl Checker<'_> {
             max_body_bytes,
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
+        }
+    }
+
+    /// A count between 1 and 1,000,000, or `default` when unset.
+    fn count(&mut self, value: Option<&Spanned<usize>>, default: usize, key: &str) -> usize {
+        match value {
+            None => default,
+            Some(n) if n.value == 0 || n.value > 1_000_000 => {
+                self.problem(n, format!("{key} must be between 1 and 1000000 (the default is {default})"));
+                default
+            }
+            Some(n) => n.value,
         }
     }
 

@@ -53,6 +53,12 @@ pub const DEFAULT_MAX_UNVERIFIED_BYTES: u64 = 64 * 1024 * 1024;
 /// A body that sends nothing for this long is dropped (408), long before `body_timeout`: WooCommerce sends
 /// its body at once, and a client dribbling a byte now and then must not hold a connection for 30 s.
 pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections open at once on the webhook listener: well below the file descriptors a process gets (a
+/// container's usual limit is 65,536; hookgate also needs some for its spool, upstreams and admin).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections from one client address: a store sends a few deliveries at a time, a proxy in front or a
+/// load test of 64 connections stays far below; an attacker from one address is capped here.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Where the spool lives unless configured (relative to the config file's folder).
 pub const DEFAULT_SPOOL_PATH: &str = "./data/hookgate.db";
 /// The first retry waits up to this long (full jitter).
@@ -124,6 +130,10 @@ pub struct Limits {
     pub max_unverified_bytes: u64,
     /// The longest wait for the next bytes of a body; past it, 408.
     pub body_stall_timeout: Duration,
+    /// Connections open at once; past it, new ones are closed at accept.
+    pub max_connections: usize,
+    /// Connections open at once from one client address; past it, its new ones are closed at accept.
+    pub max_connections_per_client: usize,
 }
 
 /// One WooCommerce store: the path it delivers to and the secrets it signs with.

@@ -305,6 +305,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if new.delivery.mode() != old.delivery.mode() || spool_path(new) != spool_path(old) {
         restart.push("delivery.mode and delivery.spool_path".to_owned());
     }
+    if new.limits.max_connections != old.limits.max_connections
+        || new.limits.max_connections_per_client != old.limits.max_connections_per_client
+    {
+        restart.push("limits.max_connections and limits.max_connections_per_client".to_owned());
+    }
     if new.http2 != old.http2 {
         restart.push("http2".to_owned());
     }

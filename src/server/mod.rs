@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod capacity;
+pub mod clients;
 pub mod conn;
 pub mod gateway;
 pub(crate) mod listener;
@@ -196,11 +197,22 @@ async fn serve_webhooks(
     tokio::pin!(shutdown);
     // Whether the listener speaks TLS is decided at start; a reload changes the certificate, not that.
     let started_with_tls = gateway.config().tls.clone();
+    let limits = gateway.config().limits;
+    let connections = clients::Connections::new(limits.max_connections, limits.max_connections_per_client);
     gateway.health.set_serving();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener::accept(&listener, "webhook") => accepted,
             () = &mut shutdown => break,
+        };
+        let admitted = match connections.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                // Closed at once: the kernel has done the handshake, hookgate spends nothing more on it.
+                drop(stream);
+                metrics::counter!(crate::metrics::CONNECTIONS_REFUSED_TOTAL, "reason" => refused.as_str()).increment(1);
+                continue;
+            }
         };
         let config = gateway.config();
         // The certificate in force now: a reload's new certificate serves the next handshake.
@@ -212,7 +224,11 @@ async fn serve_webhooks(
             let (webhook, gateway) = (webhook.clone(), Arc::clone(&gateway));
             async move { Ok::<_, Infallible>(service::respond(webhook, &gateway, request).await) }
         });
-        tokio::spawn(protocols.serve(stream, peer, tls, hyper_service, graceful.watcher()));
+        let serve = protocols.serve(stream, peer, tls, hyper_service, graceful.watcher());
+        tokio::spawn(async move {
+            serve.await;
+            drop(admitted);
+        });
     }
     gateway.health.set_stopping();
     drop(listener);

@@ -179,3 +179,40 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store() {
+    let dir = temp_dir("load-idle-from-one-address");
+    let upstream = Upstream::start().await;
+    let file = dir.join("hookgate.yaml");
+    let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    std::fs::write(&file, fixture_config(&route, "")).unwrap();
+    let process = HookgateProcess::start(&file);
+    // 10,000 connections from 127.0.0.2 (loopback too), each sending nothing.
+    let attacker: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..10_000 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(attacker).unwrap();
+        if let Ok(stream) = socket.connect(process.addr).await {
+            idle.push(stream);
+        }
+    }
+    // The store, from 127.0.0.1: one signed delivery after another, all answered.
+    for sequence in 0..8u64 {
+        let body = format!(r#"{{"id":{},"status":"processing"}}"#, 7000 + sequence);
+        let started = std::time::Instant::now();
+        let answer = send_raw(process.addr, &signed_request("/hooks/main", "order.created", body.as_bytes())).await;
+        assert_eq!(answer.status, 200, "delivery {sequence}: {}", answer.text());
+        assert!(started.elapsed() < Duration::from_secs(1), "delivery {sequence} took {:?}", started.elapsed());
+    }
+    assert_eq!(upstream.received().len(), 8);
+    let metrics =
+        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    let refused = metric_sample(&metrics, "hookgate_connections_refused_total{reason=\"per_client\"}").unwrap_or(0.0);
+    // All but the default 256 from that address were closed at accept.
+    assert!(refused >= (10_000 - 256) as f64 - 100.0, "refused {refused}: {metrics}");
+    drop(idle);
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
