@@ -30,6 +30,13 @@ pub use store::{Attempted, Due, Stored};
 
 /// Operations waiting for the writer are committed together, up to this many in one transaction.
 const MAX_BATCH: usize = 512;
+/// A write-ahead log larger than this is checkpointed and truncated once the writer is idle, so that the
+/// log is back under a MiB whenever the backlog has drained (SQLite's own checkpoints, every 1,000 pages,
+/// reuse the file but never shrink it).
+const WAL_TRUNCATE_BYTES: u64 = 1024 * 1024;
+/// How long that checkpoint waits for a reader to finish before it leaves the log for the next idle
+/// moment.
+const WAL_TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Requests queue for the writer up to this depth; past it they wait (backpressure, not unbounded memory).
 const WRITER_QUEUE_DEPTH: usize = 4096;
 
@@ -258,6 +265,7 @@ fn write_loop(
     wake: &Notify,
     writable: &std::sync::atomic::AtomicBool,
 ) {
+    let wal = wal_path(conn.path().map(Path::new));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while let Some(first) = ops.blocking_recv() {
@@ -286,6 +294,9 @@ fn write_loop(
                     used_bytes.store(bytes, Ordering::Relaxed);
                 }
                 wake.notify_one();
+                if ops.is_empty() {
+                    truncate_wal_when_large(&conn, wal.as_deref());
+                }
             }
             Err(error) => {
                 writable.store(false, Ordering::Relaxed);
@@ -308,6 +319,35 @@ enum OpValue {
     Stored(Stored),
     Recorded,
     Pruned(usize),
+}
+
+/// The write-ahead log beside the spool file.
+fn wal_path(spool: Option<&Path>) -> Option<PathBuf> {
+    let mut wal = spool?.as_os_str().to_owned();
+    wal.push("-wal");
+    Some(PathBuf::from(wal))
+}
+
+/// With nothing waiting to be written, a write-ahead log past [`WAL_TRUNCATE_BYTES`] is checkpointed and
+/// truncated: SQLite reuses its log from the start but never shrinks the file, so a burst (or a reader
+/// that held a checkpoint back) would leave it at its largest for good. A reader in the way makes the
+/// attempt give up at once; the next idle moment tries again.
+fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
+    let large = wal.and_then(|wal| std::fs::metadata(wal).ok()).is_some_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+    if !large {
+        return;
+    }
+    // A reader's transactions are short: wait a little for one, never the full busy timeout (new
+    // deliveries may be waiting for the writer by then).
+    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
+        Ok(0) => tracing::debug!("write-ahead log checkpointed and truncated"),
+        Ok(_) => {
+            tracing::debug!("write-ahead log not truncated: a reader is in the way; trying at the next idle moment")
+        }
+        Err(error) => tracing::debug!(%error, "write-ahead log not truncated"),
+    }
+    let _ = conn.busy_timeout(store::BUSY_TIMEOUT);
 }
 
 fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult>, SpoolError> {

@@ -13,7 +13,7 @@ mod inspect;
 mod schema;
 
 pub use inspect::{Listed, RouteStats, Shown, list, show, stats};
-pub use schema::{SCHEMA_VERSION, migrate, open, schema_version, used_bytes};
+pub use schema::{BUSY_TIMEOUT, SCHEMA_VERSION, migrate, open, schema_version, used_bytes};
 
 /// A verified delivery to be stored, with the routes it goes to.
 #[derive(Debug, Clone)]

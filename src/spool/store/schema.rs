@@ -8,6 +8,9 @@ use rusqlite::Connection;
 
 use super::SpoolError;
 
+/// How long a connection waits for another to let go of the database before it fails.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The schema this build writes. Older files are migrated on open; a newer one is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -72,7 +75,7 @@ pub fn open(path: &Path) -> Result<Connection, SpoolError> {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Readers (the dispatcher, `hookgate spool`) and the one writer wait for each other instead of failing.
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
