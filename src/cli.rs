@@ -163,6 +163,15 @@ fn serve(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
     // From here on every message, start-up errors included, is a log line in the configured format.
     init_logging(&config.log);
+    let open_files = raise_open_file_limit();
+    let needed = config.limits.max_connections as u64 + OPEN_FILES_RESERVE;
+    if open_files.is_some_and(|limit| limit < needed) {
+        tracing::warn!(
+            open_files,
+            max_connections = config.limits.max_connections,
+            "the process may open fewer files than limits.max_connections needs (plus {OPEN_FILES_RESERVE} for the spool, upstreams and admin): raise its nofile limit or lower limits.max_connections"
+        );
+    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -238,6 +247,24 @@ fn init_logging(log: &crate::config::Log) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_ansi(terminal).try_init(),
     };
+}
+
+/// File descriptors kept for everything but webhook connections: the spool, upstream connections, the
+/// admin listener, watched folders.
+const OPEN_FILES_RESERVE: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard limit (1,024 is a common soft limit, far below what a
+/// gateway facing the internet needs), and returns the limit now in force (`None`: unlimited).
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, "cannot raise the open-file limit to its hard limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// `log.level` as a filter. h2's own warnings are a client's protocol errors in disguise (a rapid-reset

@@ -216,3 +216,35 @@ async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    let dir = temp_dir("load-open-files");
+    let file = dir.join("hookgate.yaml");
+    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
+    std::fs::write(&file, fixture_config(route, "")).unwrap();
+    // Started with a soft limit of 1,024 under whatever hard limit this machine gives.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" serve --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_hookgate"))
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let serving = std::io::BufRead::lines(stderr)
+        .map_while(Result::ok)
+        .find(|line| line.contains("hookgate is serving"))
+        .expect("hookgate started");
+    assert!(!serving.is_empty());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().skip(3).take(2).collect();
+    assert_eq!(open_files[0], open_files[1], "soft limit raised to the hard limit: {limits}");
+    assert_ne!(open_files[0], "1024", "{limits}");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(dir).unwrap();
+}
