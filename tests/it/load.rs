@@ -248,3 +248,34 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
     let _ = child.wait();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_defaults() {
+    let dir = temp_dir("load-store-concurrency");
+    let upstream =
+        Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(200), ..Default::default() }).await;
+    let file = dir.join("hookgate.yaml");
+    let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    std::fs::write(&file, fixture_config(&route, "")).unwrap();
+    let process = HookgateProcess::start(&file);
+    for round in 0..3u64 {
+        // 20 at once from one address, each held 200 ms by the upstream (proxy mode): all in flight together.
+        let sends: Vec<_> = (0..20u64)
+            .map(|n| {
+                let (addr, body) =
+                    (process.addr, format!(r#"{{"id":{},"status":"processing"}}"#, 9000 + round * 20 + n));
+                tokio::spawn(async move {
+                    send_raw(addr, &signed_request("/hooks/main", "order.created", body.as_bytes())).await
+                })
+            })
+            .collect();
+        for send in sends {
+            let answer = send.await.unwrap();
+            assert_eq!(answer.status, 200, "round {round}: {}", answer.text());
+        }
+    }
+    assert_eq!(upstream.received().len(), 60);
+    assert!(upstream.max_concurrency() >= 10, "the deliveries were in flight together: {}", upstream.max_concurrency());
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
