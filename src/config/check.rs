@@ -176,14 +176,8 @@ impl Checker<'_> {
             }
             Some(spanned) => spanned.value,
         };
-        let max_concurrent = match &raw.max_concurrent {
-            None => DEFAULT_MAX_CONCURRENT,
-            Some(n) if n.value == 0 || n.value > 1_000_000 => {
-                self.problem(n, "limits.max_concurrent must be between 1 and 1000000");
-                DEFAULT_MAX_CONCURRENT
-            }
-            Some(n) => n.value,
-        };
+        let max_concurrent =
+            self.count(raw.max_concurrent.as_ref(), DEFAULT_MAX_CONCURRENT, 1_000_000, "limits.max_concurrent");
         let max_unverified_bytes = match &raw.max_unverified_bytes {
             None => DEFAULT_MAX_UNVERIFIED_BYTES,
             Some(n) if n.value < max_body_bytes => {
@@ -193,10 +187,11 @@ impl Checker<'_> {
             Some(n) => n.value,
         };
         let max_connections =
-            self.count(raw.max_connections.as_ref(), DEFAULT_MAX_CONNECTIONS, "limits.max_connections");
+            self.count(raw.max_connections.as_ref(), DEFAULT_MAX_CONNECTIONS, 1_000_000, "limits.max_connections");
         let max_connections_per_client = self.count(
             raw.max_connections_per_client.as_ref(),
             DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            1_000_000,
             "limits.max_connections_per_client",
         );
         Limits {
@@ -215,12 +210,12 @@ impl Checker<'_> {
         }
     }
 
-    /// A count between 1 and 1,000,000, or `default` when unset.
-    fn count(&mut self, value: Option<&Spanned<usize>>, default: usize, key: &str) -> usize {
+    /// A count between 1 and `max`, or `default` when unset.
+    fn count(&mut self, value: Option<&Spanned<usize>>, default: usize, max: usize, key: &str) -> usize {
         match value {
             None => default,
-            Some(n) if n.value == 0 || n.value > 1_000_000 => {
-                self.problem(n, format!("{key} must be between 1 and 1000000 (the default is {default})"));
+            Some(n) if n.value == 0 || n.value > max => {
+                self.problem(n, format!("{key} must be between 1 and {max}"));
                 default
             }
             Some(n) => n.value,
@@ -330,14 +325,8 @@ impl Checker<'_> {
         {
             self.problem(at, "delivery.retry.max_backoff is shorter than initial_backoff: make it at least as long");
         }
-        let max_in_flight = match &raw.max_in_flight {
-            None => DEFAULT_MAX_IN_FLIGHT,
-            Some(n) if n.value == 0 || n.value > 1024 => {
-                self.problem(n, "delivery.max_in_flight must be between 1 and 1024");
-                DEFAULT_MAX_IN_FLIGHT
-            }
-            Some(n) => n.value,
-        };
+        let max_in_flight =
+            self.count(raw.max_in_flight.as_ref(), DEFAULT_MAX_IN_FLIGHT, 1024, "delivery.max_in_flight");
         let max_spool_bytes = match &raw.max_spool_bytes {
             None => DEFAULT_MAX_SPOOL_BYTES,
             Some(n) if n.value < 64 * 1024 => {

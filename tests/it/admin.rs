@@ -182,38 +182,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn out_of_file_descriptors_the_listeners_wait_instead_of_spinning() {
     let dir = temp_dir("admin-out-of-fds");
-    let file = dir.join("hookgate.yaml");
-    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
-    std::fs::write(&file, fixture_config(route, "")).unwrap();
     // hookgate itself, under a limit of 64 open files.
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" serve --config \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_hookgate"))
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut lines = std::io::BufRead::lines(stderr);
-    let serving: serde_json::Value = loop {
-        let line = lines.next().expect("hookgate exited").unwrap();
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if json["message"] == "hookgate is serving" {
-            break json;
-        }
-    };
-    let admin: std::net::SocketAddr = serving["admin"].as_str().unwrap().parse().unwrap();
+    let process = HookgateProcess::start_with_ulimit(&config_file(&dir, ROUTE_TO_NOWHERE, ""), "-n 64");
+    let admin = process.admin_addr();
     // Connections the admin listener accepts and holds until header_timeout: enough to use up its files.
     let mut held = Vec::new();
     for _ in 0..80 {
         held.push(tokio::net::TcpStream::connect(admin).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = cpu_ticks(child.id());
+    let before = cpu_ticks(process.child.id());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_ticks(child.id()) - before;
+    let used = cpu_ticks(process.child.id()) - before;
     // A listener that retries at once burns a whole core: about 200 ticks in 2 s.
     assert!(used < 40, "hookgate used {used} ticks of CPU in 2 s while out of file descriptors");
     drop(held);
@@ -222,7 +202,7 @@ async fn out_of_file_descriptors_the_listeners_wait_instead_of_spinning() {
     let mut metrics = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let answer = send_raw(admin, b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await;
+        let answer = get(admin, "/metrics").await;
         if answer.status == 200 {
             metrics = answer.text();
             break;
@@ -230,7 +210,6 @@ async fn out_of_file_descriptors_the_listeners_wait_instead_of_spinning() {
     }
     let failed = metric_sample(&metrics, "hookgate_accept_errors_total{listener=\"admin\"}");
     assert!(failed.is_some_and(|n| n >= 1.0), "{metrics}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -19,9 +19,7 @@ fn listen_backlog(addr: std::net::SocketAddr) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_of_a_thousand_connects_all_connect_within_a_second() {
     let dir = temp_dir("load-connect-bursts");
-    let file = dir.join("hookgate.yaml");
-    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
-    std::fs::write(&file, fixture_config(route, "")).unwrap();
+    let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
     let process = HookgateProcess::start(&file);
     let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
     let expected = 1024.min(somaxconn);
@@ -75,9 +73,7 @@ async fn flood(addr: std::net::SocketAddr, request: &'static [u8], count: usize,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_all_counted() {
     let dir = temp_dir("load-log-flood");
-    let file = dir.join("hookgate.yaml");
-    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
-    std::fs::write(&file, fixture_config(route, "")).unwrap();
+    let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
     let process = HookgateProcess::start(&file);
     // A well-formed signature that matches no secret: 401 invalid_signature, after the body is read.
     let request: &'static [u8] = Box::leak(
@@ -104,8 +100,7 @@ async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_a
     let request_lines = lines.iter().filter(|l| l.contains(r#""message":"request""#)).count();
     assert!(lines.len() < 300, "{} lines for 50,000 refused requests in {seconds:.1} s", lines.len());
     assert!(request_lines >= 10, "some refused requests are still logged: {request_lines}");
-    let metrics =
-        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    let metrics = process.metrics().await;
     assert_eq!(
         metric_sample(&metrics, "hookgate_requests_total{source=\"main\",outcome=\"invalid_signature\"}"),
         Some(50_000.0),
@@ -184,9 +179,8 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
 async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store() {
     let dir = temp_dir("load-idle-from-one-address");
     let upstream = Upstream::start().await;
-    let file = dir.join("hookgate.yaml");
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    std::fs::write(&file, fixture_config(&route, "")).unwrap();
+    let file = config_file(&dir, &route, "");
     let process = HookgateProcess::start(&file);
     // 10,000 connections from 127.0.0.2 (loopback too), each sending nothing.
     let attacker: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
@@ -207,8 +201,7 @@ async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store
         assert!(started.elapsed() < Duration::from_secs(1), "delivery {sequence} took {:?}", started.elapsed());
     }
     assert_eq!(upstream.received().len(), 8);
-    let metrics =
-        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    let metrics = process.metrics().await;
     let refused = metric_sample(&metrics, "hookgate_connections_refused_total{reason=\"per_client\"}").unwrap_or(0.0);
     // All but the default 256 from that address were closed at accept.
     assert!(refused >= (10_000 - 256) as f64 - 100.0, "refused {refused}: {metrics}");
@@ -220,32 +213,15 @@ async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store
 #[test]
 fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
     let dir = temp_dir("load-open-files");
-    let file = dir.join("hookgate.yaml");
-    let route = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
-    std::fs::write(&file, fixture_config(route, "")).unwrap();
+    let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
     // Started with a soft limit of 1,024 under whatever hard limit this machine gives.
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" serve --config \"$1\""])
-        .arg(env!("CARGO_BIN_EXE_hookgate"))
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let serving = std::io::BufRead::lines(stderr)
-        .map_while(Result::ok)
-        .find(|line| line.contains("hookgate is serving"))
-        .expect("hookgate started");
-    assert!(!serving.is_empty());
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let process = HookgateProcess::start_with_ulimit(&file, "-Sn 1024");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", process.child.id())).unwrap();
     let open_files: Vec<&str> =
         limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().skip(3).take(2).collect();
     assert_eq!(open_files[0], open_files[1], "soft limit raised to the hard limit: {limits}");
     assert_ne!(open_files[0], "1024", "{limits}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -254,9 +230,8 @@ async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_def
     let dir = temp_dir("load-store-concurrency");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(200), ..Default::default() }).await;
-    let file = dir.join("hookgate.yaml");
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    std::fs::write(&file, fixture_config(&route, "")).unwrap();
+    let file = config_file(&dir, &route, "");
     let process = HookgateProcess::start(&file);
     for round in 0..3u64 {
         // 20 at once from one address, each held 200 ms by the upstream (proxy mode): all in flight together.

@@ -573,10 +573,8 @@ async fn an_upstream_answer_too_large_is_counted_as_such_and_logged_as_an_upstre
     let body: &'static str = Box::leak("x".repeat(hookgate::forward::MAX_UPSTREAM_ANSWER_BYTES + 1).into_boxed_str());
     let upstream = Upstream::answering(UpstreamAnswer { body, ..UpstreamAnswer::default() }).await;
     let dir = temp_dir("proxy-answer-too-large");
-    let file = dir.join("hookgate.yaml");
     let route = format!("  - name: oversized\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    std::fs::write(&file, fixture_config(&route, "")).unwrap();
-    let mut process = HookgateProcess::start(&file);
+    let mut process = HookgateProcess::start(&config_file(&dir, &route, ""));
     let answer = send_raw(process.addr, &Fixture::load("order-created").request("/hooks/main")).await;
     assert_eq!(answer.status, 502, "{}", answer.text());
     assert_eq!(upstream.received().len(), 1);
@@ -584,9 +582,7 @@ async fn an_upstream_answer_too_large_is_counted_as_such_and_logged_as_an_upstre
     assert_eq!(line["outcome"], "upstream_failed", "{line}");
     assert_eq!(line["status"], 502, "{line}");
     assert!(line["error"].as_str().is_some_and(|e| e.contains("larger than")), "{line}");
-    let metrics =
-        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await;
-    let metrics = metrics.text();
+    let metrics = process.metrics().await;
     let result = |label: &str| {
         metric_sample(&metrics, &format!("hookgate_upstream_requests_total{{route=\"oversized\",result=\"{label}\"}}"))
     };

@@ -75,8 +75,7 @@ async fn sighup_adds_a_route_and_a_bad_file_is_refused_without_dropping_requests
     // The previous configuration (with the coupons route) still serves.
     assert_eq!(send_raw(addr, &coupon.request("/hooks/main")).await.status, 200);
     assert_eq!(coupons.received().len(), 2);
-    let metrics =
-        send_raw(process.admin_addr(), b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text();
+    let metrics = process.metrics().await;
     assert!(metrics.contains("hookgate_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
     assert!(metrics.contains("hookgate_config_reloads_total{result=\"success\"} 2"), "start and one reload: {metrics}");
     process.signal("TERM");

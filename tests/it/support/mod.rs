@@ -9,7 +9,7 @@ mod gateway;
 mod process;
 mod raw_http;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use fixtures::*;
@@ -36,6 +36,16 @@ pub async fn skip_time(by: Duration) {
     tokio::time::pause();
     tokio::time::advance(by).await;
     tokio::time::resume();
+}
+
+/// A route to a closed port, for tests in which no delivery is meant to arrive anywhere.
+pub const ROUTE_TO_NOWHERE: &str = "  - name: nowhere\n    topics: [\"*\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
+
+/// Writes `fixture_config(routes, extra)` to `dir/hookgate.yaml` for the real binary, and returns its path.
+pub fn config_file(dir: &Path, routes: &str, extra: &str) -> PathBuf {
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, fixture_config(routes, extra)).unwrap();
+    file
 }
 
 /// A fresh folder for a test's files.

@@ -21,13 +21,26 @@ impl HookgateProcess {
 
     /// [`HookgateProcess::start`] with more environment variables (they may override `RUST_LOG`).
     pub fn start_with_env(config_file: &Path, env: &[(&str, &str)]) -> HookgateProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["serve", "--config"])
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        command.args(["serve", "--config"]).arg(config_file).env("RUST_LOG", "info").envs(env.iter().copied());
+        HookgateProcess::spawn(command)
+    }
+
+    /// [`HookgateProcess::start`] under a shell's `ulimit` (`"-n 64"`: at most 64 open files).
+    pub fn start_with_ulimit(config_file: &Path, limit: &str) -> HookgateProcess {
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", &format!("ulimit {limit} && exec \"$0\" serve --config \"$1\"")])
+            .arg(env!("CARGO_BIN_EXE_hookgate"))
             .arg(config_file)
+            .env("RUST_LOG", "info");
+        HookgateProcess::spawn(command)
+    }
+
+    fn spawn(mut command: std::process::Command) -> HookgateProcess {
+        use std::io::BufRead;
+        let mut child = command
             .env_remove("HOOKGATE_CONFIG")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -68,6 +81,12 @@ impl HookgateProcess {
                 return json;
             }
         }
+    }
+
+    /// A scrape of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        crate::support::send_raw(self.admin_addr(), request).await.text()
     }
 
     /// The admin listener's address, from the start-up line.
