@@ -13,6 +13,7 @@ const SENDERS: u64 = 4;
 /// Deliveries answered 2xx before the kill.
 const ANSWERED_BEFORE_KILL: usize = 150;
 
+// Over 80 lines: one process killed mid-stream and restarted on its spool; each step needs the one before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart() {
     let dir = temp_dir("crash");

@@ -95,6 +95,7 @@ fn hookgate(args: &[&str]) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
+// Over 80 lines: one binary taken through every kind of input while its whole output is kept to search.
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_a_metric_or_a_command_output() {
     let dir = temp_dir("secrets-leak");
