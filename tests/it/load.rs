@@ -111,7 +111,7 @@ async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_a
 }
 
 /// Headers with a well-formed signature that matches nothing and `Content-Length: 1000`, then one body
-/// byte every `every`, reconnecting when the gateway gives up on it, until `until`.
+/// byte every `every`, from 127.0.0.2, reconnecting when the gateway gives up on it, until `until`.
 async fn slow_body_client(addr: std::net::SocketAddr, every: Duration, until: std::time::Instant) {
     use tokio::io::AsyncWriteExt;
     let head = format!(
@@ -119,7 +119,7 @@ async fn slow_body_client(addr: std::net::SocketAddr, every: Duration, until: st
         "A".repeat(43)
     );
     while std::time::Instant::now() < until {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { continue };
+        let Ok(mut stream) = connect_from("127.0.0.2", addr).await else { continue };
         if stream.write_all(head.as_bytes()).await.is_err() {
             continue;
         }
@@ -132,46 +132,65 @@ async fn slow_body_client(addr: std::net::SocketAddr, every: Duration, until: st
     }
 }
 
+/// 200 slow unsigned bodies against a gateway started on `config` (the probe's limits: 64 slots, 2 s to
+/// send a body) while the store delivers from another address: what the store's deliveries got.
+async fn store_under_slow_bodies(process: &HookgateProcess) -> Deliveries {
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let attackers: Vec<_> =
+        (0..200).map(|_| tokio::spawn(slow_body_client(process.addr, Duration::from_millis(500), until))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deliveries = Deliveries::every_quarter_second(process.addr, 16, 5000).await;
+    for attacker in attackers {
+        attacker.await.unwrap();
+    }
+    deliveries
+}
+
+/// The probe's limits: 64 slots, 2 s to send a body.
+fn probe_limits(config: String) -> String {
+    let config = config.replace("  body_timeout: 5s\n", "  body_timeout: 2s\n  max_concurrent: 64\n");
+    assert!(config.contains("max_concurrent: 64"));
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
     let dir = temp_dir("load-slow-bodies");
     let upstream = Upstream::start().await;
     let file = dir.join("hookgate.yaml");
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    // The limits of the probe that found the attack: 64 slots, 2 s to send a body.
-    let config =
-        fixture_config(&route, "").replace("  body_timeout: 5s\n", "  body_timeout: 2s\n  max_concurrent: 64\n");
-    assert!(config.contains("max_concurrent: 64"));
-    std::fs::write(&file, config).unwrap();
+    std::fs::write(&file, probe_limits(fixture_config(&route, ""))).unwrap();
     let process = HookgateProcess::start(&file);
-    let until = std::time::Instant::now() + Duration::from_secs(6);
-    let attackers: Vec<_> =
-        (0..200).map(|_| tokio::spawn(slow_body_client(process.addr, Duration::from_millis(500), until))).collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // A signed delivery every 250 ms while the slow bodies hold their connections.
-    let mut answers = Vec::new();
-    for sequence in 0..16u64 {
-        let body = format!(r#"{{"id":{},"status":"processing"}}"#, 5000 + sequence);
-        let started = std::time::Instant::now();
-        let answer = send_raw(process.addr, &signed_request("/hooks/main", "order.created", body.as_bytes())).await;
-        answers.push((answer.status, started.elapsed()));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    for attacker in attackers {
-        attacker.await.unwrap();
-    }
-    let ok = answers.iter().filter(|(status, _)| *status == 200).count();
-    assert_eq!(ok, answers.len(), "every signed delivery answered 200 under attack: {answers:?}");
-    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
-    assert!(slowest < Duration::from_secs(1), "the slowest signed delivery took {slowest:?}");
+    let deliveries = store_under_slow_bodies(&process).await;
+    deliveries.assert_survived("200 slow unsigned bodies, proxy mode");
     let received = upstream.received();
-    assert_eq!(received.len(), answers.len(), "only the signed deliveries reached the upstream");
+    assert_eq!(received.len(), deliveries.succeeded(), "only the signed deliveries reached the upstream");
     assert!(received.iter().all(|r| {
         r.headers
             .get("x-wc-webhook-signature")
             .is_some_and(|s| s.as_bytes() != format!("{}=", "A".repeat(43)).as_bytes())
     }));
     drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_mode() {
+    let dir = temp_dir("load-slow-bodies-queue");
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &queue_delivery(&dir, "")))).unwrap();
+    let process = HookgateProcess::start(&file);
+    let deliveries = store_under_slow_bodies(&process).await;
+    deliveries.assert_survived("200 slow unsigned bodies, queue mode");
+    drop(process);
+    // Only the signed deliveries were kept: the spool holds exactly those answered 2xx.
+    let spool = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["spool", "list", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&spool.stdout);
+    assert_eq!(listing.matches("order.created").count(), deliveries.succeeded(), "{listing}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
