@@ -204,6 +204,7 @@ impl Checker<'_> {
                 DEFAULT_BODY_STALL_TIMEOUT,
                 "limits.body_stall_timeout",
             ),
+            idle_timeout: self.duration(raw.idle_timeout.as_ref(), DEFAULT_IDLE_TIMEOUT, "limits.idle_timeout"),
             max_body_bytes,
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),

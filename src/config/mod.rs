@@ -53,6 +53,9 @@ pub const DEFAULT_MAX_UNVERIFIED_BYTES: u64 = 64 * 1024 * 1024;
 /// A body that sends nothing for this long is dropped (408), long before `body_timeout`: WooCommerce sends
 /// its body at once, and a client dribbling a byte now and then must not hold a connection for 30 s.
 pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection with no request in flight stays open (nginx keeps one 75 s, hyper's client pools
+/// one 90 s; a store's next delivery rarely comes sooner than that, so keeping it longer only holds a socket).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections open at once on the webhook listener: well below the file descriptors a process gets (a
 /// container's usual limit is 65,536; hookgate also needs some for its spool, upstreams and admin).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -130,6 +133,9 @@ pub struct Limits {
     pub max_unverified_bytes: u64,
     /// The longest wait for the next bytes of a body; past it, 408.
     pub body_stall_timeout: Duration,
+    /// A connection with no request in flight is closed after this long (an HTTP/1 keep-alive connection
+    /// also has `header_timeout` to send its next request head, so the shorter of the two applies there).
+    pub idle_timeout: Duration,
     /// Connections open at once; past it, new ones are closed at accept.
     pub max_connections: usize,
     /// Connections open at once from one client address; past it, its new ones are closed at accept.

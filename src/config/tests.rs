@@ -54,6 +54,7 @@ fn defaults_apply_to_a_minimal_config() {
     assert!(config.source_for_path("/hooks/shop/").is_none());
     assert_eq!(config.limits.max_unverified_bytes, DEFAULT_MAX_UNVERIFIED_BYTES);
     assert_eq!(config.limits.body_stall_timeout, DEFAULT_BODY_STALL_TIMEOUT);
+    assert_eq!(config.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     assert!(!config.http2, "HTTP/2 is off unless configured");
 }
 

@@ -1,5 +1,6 @@
 //! One client connection: the TLS handshake or protocol detection (HTTP/2's preface or an HTTP/1 request
-//! line), both bounded by `header_timeout`, then hyper serving it with a write deadline.
+//! line), then hyper serving it with a write deadline, closed when it idles (see [`super::idle`]) or at a
+//! stop. From the accept to the first request head is bounded by `header_timeout` in all.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +14,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::idle::{self, Activity, Deadlines, Tracked};
 
 use crate::answer::Body;
 use crate::config::Limits;
@@ -36,6 +40,7 @@ pub struct Protocols {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     header_timeout: Duration,
     body_timeout: Duration,
+    idle_timeout: Duration,
     /// Whether HTTP/2 is served at all (`http2`); without it a connection opening with the preface is
     /// closed, and TLS offers only `http/1.1` by ALPN.
     http2_enabled: bool,
@@ -63,6 +68,7 @@ impl Protocols {
             http2,
             header_timeout: limits.header_timeout,
             body_timeout: limits.body_timeout,
+            idle_timeout: limits.idle_timeout,
             http2_enabled,
         }
     }
@@ -73,16 +79,16 @@ impl Protocols {
         self
     }
 
-    /// Serves one connection until it ends (or a graceful stop ends it). The handshake, or the first bytes
-    /// that tell the protocol, must arrive within `header_timeout`: a connection that sends nothing is
-    /// closed rather than kept open forever.
+    /// Serves one connection until it ends, idles or a graceful stop (`stop` changing) ends it. The
+    /// handshake, the first bytes that tell the protocol and the first request head must all arrive within
+    /// `header_timeout` of the accept: a connection that sends nothing is closed rather than kept open.
     pub async fn serve<S>(
         self,
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         service: S,
-        watcher: Watcher,
+        stop: watch::Receiver<()>,
     ) where
         S: Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
             + Clone
@@ -90,27 +96,33 @@ impl Protocols {
             + 'static,
         S::Future: Send + 'static,
     {
+        let deadlines = Deadlines {
+            accepted: Instant::now(),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        let first_bytes_by = deadlines.accepted + self.header_timeout;
         let _ = stream.set_nodelay(true);
         let stream = WriteDeadline::new(stream, self.body_timeout);
         let result = match tls {
             Some(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let Ok(Ok(stream)) = tokio::time::timeout(self.header_timeout, acceptor.accept(stream)).await else {
+                let Ok(Ok(stream)) = tokio::time::timeout_at(first_bytes_by, acceptor.accept(stream)).await else {
                     return;
                 };
                 // ALPN offers h2 only when http2 is on (see the config's TLS setup).
                 let is_http2 = self.http2_enabled && stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                self.serve_io(TokioIo::new(stream), is_http2, service, watcher).await
+                self.serve_io(TokioIo::new(stream), is_http2, service, stop, deadlines).await
             }
             None => {
-                let Ok(Ok((is_http2, stream))) = tokio::time::timeout(self.header_timeout, sniff(stream)).await else {
+                let Ok(Ok((is_http2, stream))) = tokio::time::timeout_at(first_bytes_by, sniff(stream)).await else {
                     return;
                 };
                 if is_http2 && !self.http2_enabled {
                     tracing::debug!(%peer, "an HTTP/2 preface, and http2 is off: closing");
                     return;
                 }
-                self.serve_io(TokioIo::new(stream), is_http2, service, watcher).await
+                self.serve_io(TokioIo::new(stream), is_http2, service, stop, deadlines).await
             }
         };
         if let Err(error) = result {
@@ -118,7 +130,14 @@ impl Protocols {
         }
     }
 
-    async fn serve_io<I, S>(self, io: I, is_http2: bool, service: S, watcher: Watcher) -> Result<(), hyper::Error>
+    async fn serve_io<I, S>(
+        self,
+        io: I,
+        is_http2: bool,
+        service: S,
+        stop: watch::Receiver<()>,
+        deadlines: Deadlines,
+    ) -> Result<(), hyper::Error>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
@@ -127,10 +146,51 @@ impl Protocols {
             + 'static,
         S::Future: Send + 'static,
     {
+        let (activity, watched) = Activity::new(deadlines.accepted);
+        let service = Tracked::new(service, activity);
+        let expired = idle::expired(watched, deadlines);
+        // A connection being closed for idling gets as long again as the first request had, then is dropped.
+        let grace = self.header_timeout;
         if is_http2 {
-            watcher.watch(self.http2.serve_connection(io, service)).await
+            let connection = self.http2.serve_connection(io, service);
+            drive(connection, |c| c.graceful_shutdown(), stop, expired, grace).await
         } else {
-            watcher.watch(self.http1.serve_connection(io, service)).await
+            let connection = self.http1.serve_connection(io, service);
+            drive(connection, |c| c.graceful_shutdown(), stop, expired, grace).await
+        }
+    }
+}
+
+/// Runs a hyper connection to its end, shutting it down gracefully (`shutdown`: HTTP/2's GOAWAY, or HTTP/1's
+/// close after the answer in progress) at a stop or once it has idled; one closed for idling that is still
+/// open `grace` later is dropped.
+async fn drive<C>(
+    connection: C,
+    shutdown: impl Fn(Pin<&mut C>),
+    mut stop: watch::Receiver<()>,
+    expired: impl Future<Output = idle::Expired>,
+    grace: Duration,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection, expired);
+    let mut closing = false;
+    let mut idled = None;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                shutdown(connection.as_mut());
+            }
+            why = &mut expired, if !closing => {
+                closing = true;
+                metrics::counter!(crate::metrics::CONNECTIONS_IDLED_TOTAL, "reason" => why.as_str()).increment(1);
+                idled = Some(Instant::now() + grace);
+                shutdown(connection.as_mut());
+            }
+            () = tokio::time::sleep_until(idled.unwrap_or_else(Instant::now)), if idled.is_some() => return Ok(()),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod clients;
 pub mod conn;
 pub mod gateway;
+pub mod idle;
 pub(crate) mod listener;
 pub mod log;
 mod reload;
@@ -23,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
@@ -193,7 +193,8 @@ async fn serve_webhooks(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let protocols = conn::Protocols::new(&gateway.config().limits, gateway.config().http2);
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: a stop sends on it, then waits for them all to be dropped.
+    let (stopping, stop) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     // Whether the listener speaks TLS is decided at start; a reload changes the certificate, not that.
     let started_with_tls = gateway.config().tls.clone();
@@ -224,7 +225,7 @@ async fn serve_webhooks(
             let (webhook, gateway) = (webhook.clone(), Arc::clone(&gateway));
             async move { Ok::<_, Infallible>(service::respond(webhook, &gateway, request).await) }
         });
-        let serve = protocols.serve(stream, peer, tls, hyper_service, graceful.watcher());
+        let serve = protocols.serve(stream, peer, tls, hyper_service, stop.clone());
         tokio::spawn(async move {
             serve.await;
             drop(admitted);
@@ -232,8 +233,10 @@ async fn serve_webhooks(
     }
     gateway.health.set_stopping();
     drop(listener);
+    drop(stop);
     let deadline = tokio::time::Instant::now() + gateway.config().shutdown_grace;
-    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+    let _ = stopping.send(());
+    if tokio::time::timeout_at(deadline, stopping.closed()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
     gateway.shutdown(deadline.saturating_duration_since(tokio::time::Instant::now())).await;

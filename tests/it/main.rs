@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod crash;
 mod hostile;
+mod idle;
 mod load;
 mod proxy;
 mod queue;
