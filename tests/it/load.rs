@@ -1,5 +1,6 @@
 //! Load an unauthenticated client can put on the real binary, and what every connection is bounded by
-//! (issue 11): bursts of connects, ...
+//! (issue 11): bursts of connects, floods of refused requests, slow bodies, idle connections from one
+//! address, the open-file limit, a store's own concurrency, and the memory a surge leaves behind.
 
 use std::time::Duration;
 
@@ -270,6 +271,52 @@ async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_def
     }
     assert_eq!(upstream.received().len(), 60);
     assert!(upstream.max_concurrency() >= 10, "the deliveries were in flight together: {}", upstream.max_concurrency());
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_taken_by_a_surge_of_connections_is_given_back() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir("load-memory-after-surge");
+    let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
+    let process = HookgateProcess::start(&file);
+    let pid = process.child.id();
+    let before = rss_mib(pid);
+    // 2,000 connections from eight addresses (under the per-client cap), each with half a request head.
+    let mut surge = Vec::new();
+    for n in 0..2000 {
+        let mut stream = connect_from(&format!("127.0.0.{}", 2 + n % 8), process.addr).await.unwrap();
+        stream
+            .write_all(b"POST /hooks/main HTTP/1.1\r\nHost: h\r\nX-WC-Webhook-Topic: order.created\r\n")
+            .await
+            .unwrap();
+        surge.push(stream);
+    }
+    let metrics = process.metrics().await;
+    let peak = rss_mib(pid);
+    assert!(peak > before + 40.0, "the surge is large enough to tell: {before:.0} MiB before, {peak:.0} MiB during");
+    assert_eq!(metric_sample(&metrics, "hookgate_connections_refused_total{reason=\"per_client\"}"), None);
+    drop(surge);
+    // The allocator hands freed pages back over a few seconds (glibc's kept 75 of 80 MiB for good).
+    let given_back = std::time::Instant::now() + Duration::from_secs(40);
+    let mut after = peak;
+    while after >= before + (peak - before) * 0.25 {
+        assert!(
+            std::time::Instant::now() < given_back,
+            "{before:.0} MiB before the surge, {peak:.0} MiB during, still {after:.0} MiB 40 s after"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_mib(pid);
+    }
+    eprintln!("RSS: {before:.0} MiB before the surge, {peak:.0} MiB during, {after:.0} MiB after");
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
