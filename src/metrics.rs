@@ -37,6 +37,8 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str = "hookgate_config_
 pub const ACCEPT_ERRORS_TOTAL: &str = "hookgate_accept_errors_total";
 /// Connections closed at accept, by reason (`max_connections`, `per_client`).
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "hookgate_connections_refused_total";
+/// HTTP/2 connections closed for sending control frames past the limit (GOAWAY `ENHANCE_YOUR_CALM`).
+pub const HTTP2_CONTROL_FLOODS_TOTAL: &str = "hookgate_http2_control_floods_total";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
 
@@ -98,6 +100,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED_TOTAL,
         "Connections closed at accept: limits.max_connections or limits.max_connections_per_client reached."
+    );
+    describe_counter!(
+        HTTP2_CONTROL_FLOODS_TOTAL,
+        "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM: control frames (PING, SETTINGS, ...) past the limit."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
 }

@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 use crate::answer::Body;
 use crate::config::Limits;
 
+use super::control_frames::ControlFrameLimit;
+
 /// The first bytes of every HTTP/2 connection (RFC 9113, section 3.4).
 const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered for as long.
@@ -118,9 +120,15 @@ impl Protocols {
         }
     }
 
-    async fn serve_io<I, S>(self, io: I, is_http2: bool, service: S, watcher: Watcher) -> Result<(), hyper::Error>
+    async fn serve_io<I, S>(
+        self,
+        io: TokioIo<I>,
+        is_http2: bool,
+        service: S,
+        watcher: Watcher,
+    ) -> Result<(), hyper::Error>
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
             + Clone
             + Send
@@ -128,6 +136,7 @@ impl Protocols {
         S::Future: Send + 'static,
     {
         if is_http2 {
+            let io = TokioIo::new(ControlFrameLimit::new(io.into_inner()));
             watcher.watch(self.http2.serve_connection(io, service)).await
         } else {
             watcher.watch(self.http1.serve_connection(io, service)).await
