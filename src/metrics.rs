@@ -39,6 +39,8 @@ pub const ACCEPT_ERRORS_TOTAL: &str = "hookgate_accept_errors_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "hookgate_connections_refused_total";
 /// Connections closed for sending no request, by reason (`first_request`, `idle`).
 pub const CONNECTIONS_IDLED_TOTAL: &str = "hookgate_connections_idled_total";
+/// HTTP/2 connections closed for sending control frames past the limit (GOAWAY `ENHANCE_YOUR_CALM`).
+pub const HTTP2_CONTROL_FLOODS_TOTAL: &str = "hookgate_http2_control_floods_total";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
 
@@ -104,6 +106,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_IDLED_TOTAL,
         "Connections closed for idling: no first request head within limits.header_timeout of the accept (first_request), or no request in flight for limits.idle_timeout (idle)."
+    );
+    describe_counter!(
+        HTTP2_CONTROL_FLOODS_TOTAL,
+        "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM: control frames (PING, SETTINGS, ...) past the limit."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
 }

@@ -24,6 +24,8 @@ use super::idle::{self, Activity, Deadlines, Tracked};
 use crate::answer::Body;
 use crate::config::Limits;
 
+use super::control_frames::ControlFrameLimit;
+
 /// The first bytes of every HTTP/2 connection (RFC 9113, section 3.4).
 const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered for as long.
@@ -132,14 +134,14 @@ impl Protocols {
 
     async fn serve_io<I, S>(
         self,
-        io: I,
+        io: TokioIo<I>,
         is_http2: bool,
         service: S,
         stop: watch::Receiver<()>,
         deadlines: Deadlines,
     ) -> Result<(), hyper::Error>
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
             + Clone
             + Send
@@ -152,6 +154,7 @@ impl Protocols {
         // A connection being closed for idling gets as long again as the first request had, then is dropped.
         let grace = self.header_timeout;
         if is_http2 {
+            let io = TokioIo::new(ControlFrameLimit::new(io.into_inner()));
             let connection = self.http2.serve_connection(io, service);
             drive(connection, |c| c.graceful_shutdown(), stop, expired, grace).await
         } else {

@@ -4,13 +4,15 @@
 //! finish within one grace period.
 //!
 //! A request's path through the parts: `listener` accepts the connection, [`conn`] does TLS or protocol
-//! detection and hands it to hyper, [`service`] sheds load and maps every end to an answer, [`gateway`]
+//! detection and hands it to hyper (an HTTP/2 connection through [`control_frames`], which bounds the
+//! client's control frames), [`service`] sheds load and maps every end to an answer, [`gateway`]
 //! takes the request through the contract's steps, and [`log`] writes its one line.
 
 pub mod admin;
 pub mod capacity;
 pub mod clients;
 pub mod conn;
+pub mod control_frames;
 pub mod gateway;
 pub mod idle;
 pub(crate) mod listener;

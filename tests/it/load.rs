@@ -147,13 +147,6 @@ async fn store_under_slow_bodies(process: &HookgateProcess) -> Deliveries {
     deliveries
 }
 
-/// The probe's limits: 64 slots, 2 s to send a body.
-fn probe_limits(config: String) -> String {
-    let config = config.replace("  body_timeout: 5s\n", "  body_timeout: 2s\n  max_concurrent: 64\n");
-    assert!(config.contains("max_concurrent: 64"));
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
     let dir = temp_dir("load-slow-bodies");

@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod crash;
 mod hostile;
+mod http2;
 mod idle;
 mod load;
 mod proxy;

@@ -12,6 +12,14 @@ use super::signed_request;
 /// The address the store sends from; attackers use 127.0.0.2 to 127.0.0.9.
 pub const STORE_ADDRESS: &str = "127.0.0.1";
 
+/// `config` (from [`super::fixture_config`]) with the limits of the probe that found the attacks: 64 slots,
+/// 2 s to send a body.
+pub fn probe_limits(config: String) -> String {
+    let config = config.replace("  body_timeout: 5s\n", "  body_timeout: 2s\n  max_concurrent: 64\n");
+    assert!(config.contains("max_concurrent: 64"));
+    config
+}
+
 /// What the store's deliveries got during an attack: each one's status (0 when it got no answer) and how
 /// long it took.
 #[derive(Debug)]
