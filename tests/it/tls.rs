@@ -167,3 +167,45 @@ async fn try_post(
         .map(|r| r.status().as_u16())
         .map_err(|e| e.to_string())
 }
+
+#[tokio::test]
+async fn a_tls_connection_that_chose_http2_and_sends_no_preface_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certificate = certificate("tls-no-preface");
+    let tls = format!(
+        "tls:\n  cert_file: {}\n  key_file: {}\n",
+        certificate.dir.join("cert.pem").display(),
+        certificate.dir.join("key.pem").display()
+    );
+    let config = format!("http2: true\n{}", fixture_config(ROUTE_TO_NOWHERE, &tls))
+        .replace("  header_timeout: 5s\n", "  header_timeout: 1s\n");
+    assert!(config.contains("header_timeout: 1s"));
+    let gateway = TestGateway::start(&config).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    // One connection stops after the handshake, the other after half the preface.
+    let mut silent = Vec::new();
+    for preface_part in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+        let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let mut stream = connector.connect(name.clone(), tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        stream.write_all(preface_part).await.unwrap();
+        stream.flush().await.unwrap();
+        silent.push(stream);
+    }
+    for (n, mut stream) in silent.into_iter().enumerate() {
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(4), stream.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "connection {n} is still open 4 s after a 1 s header_timeout");
+    }
+    gateway.stop().await;
+}
