@@ -205,15 +205,10 @@ async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store
             idle.push(stream);
         }
     }
-    // The store, from 127.0.0.1: one signed delivery after another, all answered.
-    for sequence in 0..8u64 {
-        let body = format!(r#"{{"id":{},"status":"processing"}}"#, 7000 + sequence);
-        let started = std::time::Instant::now();
-        let answer = send_raw(process.addr, &signed_request("/hooks/main", "order.created", body.as_bytes())).await;
-        assert_eq!(answer.status, 200, "delivery {sequence}: {}", answer.text());
-        assert!(started.elapsed() < Duration::from_secs(1), "delivery {sequence} took {:?}", started.elapsed());
-    }
-    assert_eq!(upstream.received().len(), 8);
+    // The store, from 127.0.0.1: a signed delivery every 250 ms while they are held.
+    let deliveries = Deliveries::every_quarter_second(process.addr, 16, 7000).await;
+    deliveries.assert_survived("10,000 idle connections from one address");
+    assert_eq!(upstream.received().len(), deliveries.succeeded());
     let metrics = process.metrics().await;
     let refused = metric_sample(&metrics, "hookgate_connections_refused_total{reason=\"per_client\"}").unwrap_or(0.0);
     // All but the default 256 from that address were closed at accept.
