@@ -52,6 +52,8 @@ pub enum Outcome {
     NotFound,
     /// Refused for lack of room (a full spool, `max_concurrent`) or of a working spool: 503.
     Overloaded,
+    /// Refused because its client has `limits.max_requests_per_client` requests in flight: 429.
+    TooManyRequests,
     /// A failure inside hookgate that no other outcome names (never expected): 500.
     InternalError,
 }
@@ -74,6 +76,7 @@ impl Outcome {
                 | Outcome::MethodNotAllowed
                 | Outcome::NotFound
                 | Outcome::Overloaded
+                | Outcome::TooManyRequests
         )
     }
 
@@ -95,6 +98,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::NotFound => "not_found",
             Outcome::Overloaded => "overloaded",
+            Outcome::TooManyRequests => "too_many_requests",
             Outcome::InternalError => "internal_error",
         }
     }
@@ -145,6 +149,10 @@ pub enum Rejection {
     /// `limits.max_concurrent` requests are being answered: 503 with `Retry-After: 1`.
     #[error("limits.max_concurrent requests are being answered")]
     Overloaded,
+    /// The client has `limits.max_requests_per_client` requests in flight: 429 with `Retry-After: 1`, before
+    /// anything else about the request is looked at (its body is left unread).
+    #[error("the client has limits.max_requests_per_client requests in flight")]
+    TooManyRequests,
     /// Proxy mode: the delivery was verified, but its upstream gave no answer to relay.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -179,6 +187,7 @@ impl Rejection {
             }
             Rejection::Unrouted => Outcome::Unrouted,
             Rejection::SpoolFull | Rejection::SpoolUnavailable | Rejection::Overloaded => Outcome::Overloaded,
+            Rejection::TooManyRequests => Outcome::TooManyRequests,
             Rejection::Upstream(_) => Outcome::UpstreamFailed,
             Rejection::Internal(_) => Outcome::InternalError,
         }
@@ -201,6 +210,7 @@ impl Rejection {
             Rejection::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_full"}"#),
             Rejection::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"spool_unavailable"}"#),
             Rejection::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"overloaded"}"#),
+            Rejection::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, r#"{"error":"too_many_requests"}"#),
             Rejection::Upstream(UpstreamError::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, r#"{"error":"upstream_timeout"}"#)
             }
@@ -223,7 +233,10 @@ impl Rejection {
             Rejection::SpoolUnavailable => {
                 response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(SPOOL_UNAVAILABLE_RETRY_AFTER));
             }
-            Rejection::Overloaded => {
+            // A 429 leaves the body unread without saying `Connection: close`: hyper keeps the connection
+            // when the whole body had already arrived (a proxy in front keeps its connection) and closes it
+            // otherwise.
+            Rejection::Overloaded | Rejection::TooManyRequests => {
                 response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The body may be left unread (or half read): close rather than read the rest to reuse the connection.

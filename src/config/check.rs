@@ -106,7 +106,7 @@ impl Checker<'_> {
     }
 
     /// The whole configuration. Its steps run in a fixed order, which is the order problems are reported in:
-    /// listeners, limits, sources, routes, delivery, dedupe, log.
+    /// listeners, limits, trusted proxies, sources, routes, delivery, dedupe, log.
     fn config(&mut self, raw: RawConfig) -> Config {
         let listen = self.address(raw.listen.as_ref(), DEFAULT_LISTEN, "listen", "0.0.0.0:8080");
         let admin_listen =
@@ -116,6 +116,7 @@ impl Checker<'_> {
         let shutdown_grace =
             self.duration_or_zero(raw.shutdown_grace.as_ref(), DEFAULT_SHUTDOWN_GRACE, "shutdown_grace", true);
         let limits = self.limits(&raw.limits);
+        let trusted_proxies = self.trusted_proxies(raw.trusted_proxies.as_deref().unwrap_or_default());
         let (sources, source_by_path) = self.sources(&raw.sources);
         let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
         let routes = self.routes(&raw.routes, &source_names);
@@ -135,6 +136,7 @@ impl Checker<'_> {
             http2,
             tls,
             limits,
+            trusted_proxies,
             sources,
             routes: routes.into_iter().map(|(route, _)| route).collect(),
             unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
@@ -194,10 +196,17 @@ impl Checker<'_> {
             1_000_000,
             "limits.max_connections_per_client",
         );
+        let max_requests_per_client = self.count(
+            raw.max_requests_per_client.as_ref(),
+            DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            1_000_000,
+            "limits.max_requests_per_client",
+        );
         Limits {
             max_concurrent,
             max_connections,
             max_connections_per_client,
+            max_requests_per_client,
             max_unverified_bytes,
             body_stall_timeout: self.duration(
                 raw.body_stall_timeout.as_ref(),
@@ -209,6 +218,45 @@ impl Checker<'_> {
             header_timeout: self.duration(raw.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT, "limits.header_timeout"),
             body_timeout: self.duration(raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT, "limits.body_timeout"),
         }
+    }
+
+    /// `trusted_proxies`: each entry an address (`10.0.0.1`, `::1`) or a CIDR range (`10.0.0.0/8`). A range
+    /// with bits set past its prefix (`10.0.0.1/8`) is refused rather than widened, since it may mean one
+    /// address; so is a range of every address, which would let any client name its own in
+    /// `X-Forwarded-For`.
+    fn trusted_proxies(&mut self, raw: &[Spanned<String>]) -> TrustedProxies {
+        let mut ranges = Vec::new();
+        for entry in raw {
+            let written = entry.value.trim();
+            let range = if written.contains('/') {
+                written.parse::<ipnet::IpNet>().map_err(|e| e.to_string())
+            } else {
+                written
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ipnet::IpNet::from(ip.to_canonical()))
+                    .map_err(|e| e.to_string())
+            };
+            let problem = match range {
+                Ok(range) if range.prefix_len() == 0 => format!(
+                    "trusted_proxies: {written:?} trusts every address, so any client could name its own in X-Forwarded-For and escape the per-client limits: list the proxies' addresses or their subnet, such as \"10.0.0.0/8\""
+                ),
+                Ok(range) if range != range.trunc() => format!(
+                    "trusted_proxies: {written:?} has bits set past its /{} prefix: write \"{}\" for the whole range, or \"{}\" for the one address",
+                    range.prefix_len(),
+                    range.trunc(),
+                    range.addr()
+                ),
+                Ok(range) => {
+                    ranges.push(range);
+                    continue;
+                }
+                Err(e) => format!(
+                    "trusted_proxies: {written:?} is not an address or a CIDR range ({e}): write an address such as \"10.0.0.1\" or a range such as \"10.0.0.0/8\" (a host name is not resolved)"
+                ),
+            };
+            self.problem(entry, problem);
+        }
+        TrustedProxies::new(ranges)
     }
 
     /// A count between 1 and `max`, or `default` when unset.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Connections from one client address: a store sends a few deliveries at a time, a proxy in front or a
 /// load test of 64 connections stays far below; an attacker from one address is capped here.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+/// Requests in flight at once from one client address (HTTP/1 requests and HTTP/2 streams alike): a
+/// store sends a few deliveries at a time (20 at once is tested), a load test 64 over as many connections;
+/// what one address can hold is capped here, whatever the connections it spreads them over.
+pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 256;
 /// Where the spool lives unless configured (relative to the config file's folder).
 pub const DEFAULT_SPOOL_PATH: &str = "./data/hookgate.db";
 /// The first retry waits up to this long (full jitter).
@@ -99,6 +103,9 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Bounds on each request.
     pub limits: Limits,
+    /// The proxies whose `X-Forwarded-For` names the client of a request (`trusted_proxies`); from any
+    /// other peer the header is ignored.
+    pub trusted_proxies: TrustedProxies,
     /// One per WooCommerce store, in file order.
     pub sources: Vec<Arc<Source>>,
     /// Routes in file order: in proxy mode the first that matches wins.
@@ -138,8 +145,38 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections open at once; past it, new ones are closed at accept.
     pub max_connections: usize,
-    /// Connections open at once from one client address; past it, its new ones are closed at accept.
+    /// Connections open at once from one client address; past it, its new ones are closed at accept. A
+    /// trusted proxy's connections are not counted per client.
     pub max_connections_per_client: usize,
+    /// Requests in flight at once from one client address (see [`Config::trusted_proxies`]); past it, 429.
+    pub max_requests_per_client: usize,
+}
+
+/// The proxies in front of the listener (an Ingress, a load balancer) whose `X-Forwarded-For` is believed:
+/// addresses and CIDR ranges, each checked to name what was meant (no host bits set past the prefix, never
+/// every address).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    ranges: Vec<ipnet::IpNet>,
+}
+
+impl TrustedProxies {
+    /// Trusts the addresses in `ranges`.
+    pub fn new(ranges: Vec<ipnet::IpNet>) -> TrustedProxies {
+        TrustedProxies { ranges }
+    }
+
+    /// Whether `address` is a trusted proxy. An IPv4 address mapped into IPv6 (`::ffff:10.0.0.1`, as a
+    /// listener on `[::]` sees IPv4 peers) is taken as the IPv4 address it is.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.ranges.iter().any(|range| range.contains(&address))
+    }
+
+    /// Whether no proxy is trusted (the default): every request's client is its peer.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
 }
 
 /// One WooCommerce store: the path it delivers to and the secrets it signs with.

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     pub(super) http2: Option<bool>,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    /// Addresses and CIDR ranges, each as written.
+    pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) sources: Spanned<Vec<RawSource>>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
@@ -60,6 +62,7 @@ pub(super) struct RawLimits {
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,
     pub(super) max_connections_per_client: Option<Spanned<usize>>,
+    pub(super) max_requests_per_client: Option<Spanned<usize>>,
 }
 
 /// One entry of `sources`.

@@ -67,6 +67,48 @@ fn an_unverified_budget_below_one_body_is_refused_with_its_line() {
 }
 
 #[test]
+fn per_client_limits_default_to_what_a_store_and_a_load_test_never_reach() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.limits.max_requests_per_client, DEFAULT_MAX_REQUESTS_PER_CLIENT);
+    const { assert!(DEFAULT_MAX_REQUESTS_PER_CLIENT >= 64, "a load test of 64 connections from one address") };
+    assert!(config.trusted_proxies.is_empty(), "no proxy is trusted unless configured");
+    let problem = only_problem(&format!("limits:\n  max_requests_per_client: 0\n{MINIMAL}"));
+    assert!(problem.starts_with("test.yaml:2:28: limits.max_requests_per_client must be between 1"), "{problem}");
+}
+
+#[test]
+fn trusted_proxies_take_addresses_and_ranges() {
+    let text = format!("{MINIMAL}trusted_proxies: [\"10.0.0.0/8\", \"127.0.0.3\", \"2001:db8::/32\", \"::1\"]\n");
+    let trusted = parse(&text).unwrap().trusted_proxies;
+    for inside in ["10.1.2.3", "127.0.0.3", "2001:db8::7", "::1", "::ffff:10.0.0.1"] {
+        assert!(trusted.contains(inside.parse().unwrap()), "{inside}");
+    }
+    for outside in ["11.0.0.1", "127.0.0.1", "2001:db9::7"] {
+        assert!(!trusted.contains(outside.parse().unwrap()), "{outside}");
+    }
+}
+
+#[test]
+fn a_trusted_proxy_entry_that_is_not_what_was_meant_is_refused_with_its_line_and_fix() {
+    let text = format!(
+        "trusted_proxies:\n  - 10.0.0.0/33\n  - proxy.local\n  - 10.0.0.1/8\n  - 0.0.0.0/0\n  - \"::/0\"\n  - 10.0.0.1\n{MINIMAL}"
+    );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.problems.len(), 5, "{error}");
+    let expected = [
+        "test.yaml:2:5: trusted_proxies: \"10.0.0.0/33\" is not an address or a CIDR range",
+        "test.yaml:3:5: trusted_proxies: \"proxy.local\" is not an address or a CIDR range",
+        "test.yaml:4:5: trusted_proxies: \"10.0.0.1/8\" has bits set past its /8 prefix: write \"10.0.0.0/8\" for the whole range, or \"10.0.0.1\" for the one address",
+        "test.yaml:5:5: trusted_proxies: \"0.0.0.0/0\" trusts every address",
+        "test.yaml:6:5: trusted_proxies: \"::/0\" trusts every address",
+    ];
+    for (problem, expected) in error.problems.iter().zip(expected) {
+        assert!(problem.starts_with(expected), "{problem}");
+    }
+    assert!(error.problems[1].contains("write an address such as \"10.0.0.1\""), "{}", error.problems[1]);
+}
+
+#[test]
 fn queue_mode_is_the_default_with_its_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.delivery.mode(), DeliveryMode::Queue);

@@ -26,6 +26,7 @@ use crate::woocommerce::{
 };
 
 use super::capacity;
+use super::clients::Requests;
 use super::log::{Found, Throttle};
 
 /// The most memory reserved for a body before its bytes arrive.
@@ -46,6 +47,8 @@ pub struct Gateway {
     /// One permit per byte of body being read before its signature is checked:
     /// `limits.max_unverified_bytes`.
     unverified: Arc<tokio::sync::Semaphore>,
+    /// Requests in flight per client address: `limits.max_requests_per_client` (see [`super::service`]).
+    pub(super) requests: Arc<Requests>,
     /// What `/readyz` reports.
     pub health: Health,
     /// Holds back request lines that anybody can cause past a rate (see [`super::log::Throttle`]).
@@ -111,6 +114,7 @@ impl Gateway {
             mode,
             permits,
             unverified,
+            requests: Requests::new(),
             health: Health::default(),
             throttle: Throttle::default(),
         })

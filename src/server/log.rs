@@ -1,6 +1,7 @@
 //! One log line and one set of metric samples per request, written when it is answered, whatever answered
-//! it: the contract's steps, or a layer that refused it (overload).
+//! it: the contract's steps, or a layer that refused it (the per-client cap, overload).
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ pub struct RequestLog {
 /// was not validated first.
 #[derive(Default)]
 pub struct Found {
+    /// The client the request is counted under: the peer, or behind a trusted proxy the address its
+    /// `X-Forwarded-For` names (see [`super::clients::client_address`]).
+    pub client: Option<IpAddr>,
     /// The source whose path was asked for.
     pub source: Option<Arc<Source>>,
     /// The verified delivery's topic.
@@ -73,6 +77,7 @@ impl RequestLog {
         }
         // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.
         tracing::info!(
+            client = %found.client.map_or_else(|| "-".to_owned(), |client| client.to_string()),
             source = %found.source.as_ref().map_or("-", |s| s.name.as_str()),
             topic = %found.topic.as_deref().unwrap_or("-"),
             route = %found.route.as_deref().unwrap_or("-"),

@@ -3,9 +3,10 @@
 //! serving" only then, watches for reloads, and at a stop lets requests and delivery attempts in flight
 //! finish within one grace period.
 //!
-//! A request's path through the parts: `listener` accepts the connection, [`conn`] does TLS or protocol
-//! detection and hands it to hyper (an HTTP/2 connection through [`control_frames`], which bounds the
-//! client's control frames), [`service`] sheds load and maps every end to an answer, [`gateway`]
+//! A request's path through the parts: `listener` accepts the connection (counted in [`clients`]),
+//! [`conn`] does TLS or protocol detection and hands it to hyper (an HTTP/2 connection through
+//! [`control_frames`], which bounds the client's control frames; every connection's deadlines are in
+//! [`idle`]), [`service`] caps the requests of each client and maps every end to an answer, [`gateway`]
 //! takes the request through the contract's steps, and [`log`] writes its one line.
 
 pub mod admin;
@@ -208,7 +209,8 @@ async fn serve_webhooks(
             accepted = listener::accept(&listener, "webhook") => accepted,
             () = &mut shutdown => break,
         };
-        let admitted = match connections.admit(peer.ip()) {
+        let trusted_proxy = gateway.config().trusted_proxies.contains(peer.ip());
+        let admitted = match connections.admit(peer.ip(), trusted_proxy) {
             Ok(admitted) => admitted,
             Err(refused) => {
                 // Closed at once: the kernel has done the handshake, hookgate spends nothing more on it.

@@ -1,5 +1,6 @@
-//! The webhook path as a tower service over the contract's steps, and one function, [`respond`], where
-//! every end of a request becomes an answer and one log line.
+//! The webhook path as a tower service: the cap on requests in flight per client ([`PerClient`]) in front
+//! of the contract's steps ([`Steps`]), and one function, [`respond`], where every end of a request becomes
+//! an answer and one log line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::answer::{Accepted, Body, Rejection};
 
+use super::clients::{self, InFlight};
 use super::gateway::Gateway;
 use super::log::{Found, RequestLog};
 
@@ -29,6 +31,8 @@ pub struct Steps {
 pub struct Handled {
     result: Result<Accepted, Rejection>,
     found: Found,
+    /// The request's place in its client's count, held until its answer is made.
+    in_flight: Option<InFlight>,
 }
 
 impl tower::Service<Request<Incoming>> for Steps {
@@ -47,18 +51,57 @@ impl tower::Service<Request<Incoming>> for Steps {
             let config = gateway.config();
             let mut found = Found::default();
             let result = gateway.steps(&config, request, peer, &mut found).await;
-            Ok(Handled { result, found })
+            Ok(Handled { result, found, in_flight: None })
         })
     }
 }
 
-/// The webhook service of one connection: the contract's steps (overload is decided inside them, once a
-/// delivery is verified: see [`super::capacity`]).
-pub type Webhook = Steps;
+/// The cap on requests in flight per client address (`limits.max_requests_per_client`), in front of the
+/// steps: HTTP/1 requests and HTTP/2 streams alike are counted from the moment their head arrives, under
+/// the client [`clients::client_address`] finds, and one past the cap is answered 429 at once, before its
+/// path, signature or body is looked at.
+#[derive(Clone)]
+pub struct PerClient {
+    steps: Steps,
+}
+
+impl tower::Service<Request<Incoming>> for PerClient {
+    type Response = Handled;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Handled, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let (gateway, peer) = (&self.steps.gateway, self.steps.peer);
+        let config = gateway.config();
+        let client = clients::client_address(peer.ip(), request.headers(), &config.trusted_proxies);
+        let Some(in_flight) = gateway.requests.admit(client, config.limits.max_requests_per_client) else {
+            // The source is named by the path alone, for the metrics' label.
+            let source = config.source_for_path(request.uri().path()).cloned();
+            let found = Found { client: Some(client), source, ..Found::default() };
+            let refused = Handled { result: Err(Rejection::TooManyRequests), found, in_flight: None };
+            return Box::pin(std::future::ready(Ok(refused)));
+        };
+        let steps = self.steps.call(request);
+        Box::pin(async move {
+            let Ok(mut handled) = steps.await;
+            handled.found.client = Some(client);
+            handled.in_flight = Some(in_flight);
+            Ok(handled)
+        })
+    }
+}
+
+/// The webhook service of one connection: the per-client cap, then the contract's steps (overload is
+/// decided inside them, once a delivery is verified: see [`super::capacity`]).
+pub type Webhook = PerClient;
 
 /// The webhook service for a connection from `peer`.
 pub fn webhook(gateway: Arc<Gateway>, peer: SocketAddr) -> Webhook {
-    Steps { gateway, peer }
+    PerClient { steps: Steps { gateway, peer } }
 }
 
 /// Answers one request through `service`. Every path ends here in exactly one answer and one log line.
@@ -67,8 +110,9 @@ pub async fn respond(service: Webhook, gateway: &Gateway, request: Request<Incom
     let mut log = RequestLog::new(request.headers());
     let Ok(handled) = service.oneshot(request).await;
     log.found = handled.found;
-    let result = handled.result;
-    match result {
+    // The client's count goes down only once the answer is made, at the end of this function.
+    let _in_flight = handled.in_flight;
+    match handled.result {
         Ok(accepted) => {
             let (outcome, event_id) = (accepted.outcome(), accepted.event_id().map(str::to_owned));
             let response = accepted.answer();

@@ -263,6 +263,42 @@ async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_def
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_test_of_sixty_four_kept_alive_connections_from_one_address_is_never_throttled_by_the_defaults() {
+    let dir = temp_dir("load-sixty-four-connections");
+    let upstream =
+        Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(500), ..Default::default() }).await;
+    let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    let file = config_file(&dir, &route, "");
+    let process = HookgateProcess::start(&file);
+    // As a benchmark does it: 64 kept-alive HTTP/1.1 connections from 127.0.0.1, each sending signed
+    // deliveries one after another, every one held 500 ms by the upstream (proxy mode).
+    let connections: Vec<_> = (0..64u64)
+        .map(|connection| {
+            let addr = process.addr;
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                for round in 0..3u64 {
+                    let body = format!(r#"{{"id":{},"status":"processing"}}"#, 20_000 + connection * 10 + round);
+                    let request = signed_request("/hooks/main", "order.created", body.as_bytes());
+                    let kept_alive = String::from_utf8(request).unwrap().replacen(" HTTP/1.0\r\n", " HTTP/1.1\r\n", 1);
+                    let kept_alive = kept_alive.replacen("Connection: close\r\n", "", 1);
+                    tokio::io::AsyncWriteExt::write_all(&mut stream, kept_alive.as_bytes()).await.unwrap();
+                    let answer = read_response(&mut stream).await;
+                    assert_eq!(answer.status, 200, "connection {connection}, round {round}: {}", answer.text());
+                }
+            })
+        })
+        .collect();
+    for connection in connections {
+        connection.await.unwrap();
+    }
+    assert_eq!(upstream.received().len(), 64 * 3);
+    assert_eq!(upstream.max_concurrency(), 64, "all 64 connections had a delivery in flight at once");
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod clients;
 mod crash;
 mod hostile;
 mod http2;
