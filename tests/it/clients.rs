@@ -52,6 +52,7 @@ async fn slow_unsigned_request(from: &'static str, addr: SocketAddr, until: Inst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_holding_slow_requests_past_its_cap_is_answered_429_while_the_store_delivers() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("clients-slow-requests");
     let upstream = Upstream::start().await;
     let file = dir.join("hookgate.yaml");
@@ -125,6 +126,7 @@ async fn statuses(sends: Vec<tokio::task::JoinHandle<u16>>) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap_and_nobody_else_is_believed() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("clients-trusted-proxy");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(2000), ..Default::default() }).await;
@@ -164,6 +166,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cap_and_nobody
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_2_streams_on_one_connection_count_as_requests_of_their_client() {
+    let _heavy = one_heavy_test_at_a_time().await;
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};

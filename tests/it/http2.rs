@@ -71,6 +71,7 @@ async fn ping_flood(addr: SocketAddr, until: Instant) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_gets_enhance_your_calm_and_the_store_is_served() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("http2-ping-flood");
     let upstream = Upstream::start().await;
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
@@ -147,6 +148,7 @@ async fn store_under_slow_streams(addr: SocketAddr) -> (Deliveries, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_slow_streams_on_one_connection_take_no_capacity_from_signed_deliveries() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("http2-slow-streams");
     let upstream = Upstream::start().await;
     let file = dir.join("hookgate.yaml");
@@ -173,6 +175,7 @@ async fn sixty_four_slow_streams_on_one_connection_take_no_capacity_from_signed_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_slow_streams_on_one_connection_take_no_capacity_from_signed_deliveries_in_queue_mode() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("http2-slow-streams-queue");
     let file = dir.join("hookgate.yaml");
     let extra = format!("http2: true\n{}", queue_delivery(&dir, ""));

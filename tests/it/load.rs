@@ -19,6 +19,7 @@ fn listen_backlog(addr: std::net::SocketAddr) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_of_a_thousand_connects_all_connect_within_a_second() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-connect-bursts");
     let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
     let process = HookgateProcess::start(&file);
@@ -73,6 +74,7 @@ async fn flood(addr: std::net::SocketAddr, request: &'static [u8], count: usize,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_all_counted() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-log-flood");
     let file = config_file(&dir, ROUTE_TO_NOWHERE, "");
     let process = HookgateProcess::start(&file);
@@ -149,6 +151,7 @@ async fn store_under_slow_bodies(process: &HookgateProcess) -> Deliveries {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-slow-bodies");
     let upstream = Upstream::start().await;
     let file = dir.join("hookgate.yaml");
@@ -170,6 +173,7 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_mode() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-slow-bodies-queue");
     let file = dir.join("hookgate.yaml");
     std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &queue_delivery(&dir, "")))).unwrap();
@@ -190,6 +194,7 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_from_one_address_leave_room_for_the_store() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-idle-from-one-address");
     let upstream = Upstream::start().await;
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
@@ -235,6 +240,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_defaults() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-store-concurrency");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(200), ..Default::default() }).await;
@@ -265,6 +271,7 @@ async fn a_store_sending_twenty_deliveries_at_once_is_never_throttled_by_the_def
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_test_of_sixty_four_kept_alive_connections_from_one_address_is_never_throttled_by_the_defaults() {
+    let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-sixty-four-connections");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(500), ..Default::default() }).await;
@@ -308,6 +315,7 @@ fn rss_mib(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_taken_by_a_surge_of_connections_is_given_back() {
+    let _heavy = one_heavy_test_at_a_time().await;
     use tokio::io::AsyncWriteExt;
     let dir = temp_dir("load-memory-after-surge");
     let file = config_file(&dir, ROUTE_TO_NOWHERE, "");

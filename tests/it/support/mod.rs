@@ -20,6 +20,14 @@ pub use gateway::*;
 pub use process::*;
 pub use raw_http::*;
 
+/// The load and attack tests each take both cores and thousands of sockets for a few seconds: they run one
+/// at a time (the rest of the suite beside them), so that one test's load is not read as another's failure.
+/// `.config/nextest.toml` does the same for nextest, which runs each test in a process of its own.
+pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// Waits until `check` holds, polling every 20 ms, for at most `limit`.
 pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
