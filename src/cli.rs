@@ -235,10 +235,12 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Logs go to standard error: text on a terminal, JSON otherwise (unless `log.format` says), at
-/// `log.level` unless `RUST_LOG` is set.
+/// `log.level` unless `RUST_LOG` is set (a `RUST_LOG` that does not parse falls back to `log.level`).
 fn init_logging(log: &crate::config::Log) {
     use crate::config::LogFormat;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    // RUST_LOG, when set, stands for log.level, and is held to the same rule for h2's warnings.
+    let level = std::env::var("RUST_LOG").ok().filter(|value| !value.trim().is_empty());
+    let filter = tracing_subscriber::EnvFilter::try_new(level_filter(level.as_deref().unwrap_or(&log.level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level_filter(&log.level)));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = log.format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });

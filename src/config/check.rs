@@ -188,6 +188,14 @@ impl Checker<'_> {
             }
             Some(n) => n.value,
         };
+        let max_unverified_bytes_per_client = match &raw.max_unverified_bytes_per_client {
+            None => DEFAULT_MAX_UNVERIFIED_BYTES_PER_CLIENT.max(max_body_bytes).min(max_unverified_bytes),
+            Some(n) if n.value < max_body_bytes || n.value > max_unverified_bytes => {
+                self.problem(n, format!("limits.max_unverified_bytes_per_client must be between limits.max_body_bytes ({max_body_bytes}) and limits.max_unverified_bytes ({max_unverified_bytes}): one client must be able to send its largest body, and cannot hold more than all"));
+                max_body_bytes
+            }
+            Some(n) => n.value,
+        };
         let max_connections =
             self.count(raw.max_connections.as_ref(), DEFAULT_MAX_CONNECTIONS, 1_000_000, "limits.max_connections");
         let max_connections_per_client = self.count(
@@ -208,6 +216,7 @@ impl Checker<'_> {
             max_connections_per_client,
             max_requests_per_client,
             max_unverified_bytes,
+            max_unverified_bytes_per_client,
             body_stall_timeout: self.duration(
                 raw.body_stall_timeout.as_ref(),
                 DEFAULT_BODY_STALL_TIMEOUT,

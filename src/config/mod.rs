@@ -50,6 +50,10 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 1024;
 /// Bytes of bodies being read before their signature is checked, all requests together: room for 64 of
 /// the largest default bodies at once, and a bound on what unauthenticated clients can make hookgate hold.
 pub const DEFAULT_MAX_UNVERIFIED_BYTES: u64 = 64 * 1024 * 1024;
+/// One client's share of `max_unverified_bytes` unless set (and never below `max_body_bytes`): a quarter,
+/// so that one address cannot hold the memory every other client's bodies need, while a store sending two
+/// dozen large orders at once (24 of 400 KB, read together on a fast link) stays under it.
+pub const DEFAULT_MAX_UNVERIFIED_BYTES_PER_CLIENT: u64 = 16 * 1024 * 1024;
 /// A body that sends nothing for this long is dropped (408), long before `body_timeout`: WooCommerce sends
 /// its body at once, and a client dribbling a byte now and then must not hold a connection for 30 s.
 pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -138,6 +142,8 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Bytes of bodies not yet verified, all requests together; past it, 503 before the body is read.
     pub max_unverified_bytes: u64,
+    /// Of those, the bytes one client's bodies may hold; past it, 429.
+    pub max_unverified_bytes_per_client: u64,
     /// The longest wait for the next bytes of a body; past it, 408.
     pub body_stall_timeout: Duration,
     /// A connection with no request in flight is closed after this long (an HTTP/1 keep-alive connection

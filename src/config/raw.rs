@@ -58,6 +58,7 @@ pub(super) struct RawLimits {
     pub(super) body_timeout: Option<Spanned<String>>,
     pub(super) max_concurrent: Option<Spanned<usize>>,
     pub(super) max_unverified_bytes: Option<Spanned<u64>>,
+    pub(super) max_unverified_bytes_per_client: Option<Spanned<u64>>,
     pub(super) body_stall_timeout: Option<Spanned<String>>,
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) max_connections: Option<Spanned<usize>>,

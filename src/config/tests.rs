@@ -53,6 +53,7 @@ fn defaults_apply_to_a_minimal_config() {
     assert!(config.source_for_path("/hooks/shop").is_some());
     assert!(config.source_for_path("/hooks/shop/").is_none());
     assert_eq!(config.limits.max_unverified_bytes, DEFAULT_MAX_UNVERIFIED_BYTES);
+    assert_eq!(config.limits.max_unverified_bytes_per_client, DEFAULT_MAX_UNVERIFIED_BYTES_PER_CLIENT);
     assert_eq!(config.limits.body_stall_timeout, DEFAULT_BODY_STALL_TIMEOUT);
     assert_eq!(config.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     assert!(!config.http2, "HTTP/2 is off unless configured");
@@ -64,6 +65,22 @@ fn an_unverified_budget_below_one_body_is_refused_with_its_line() {
     let problem = only_problem(&text);
     assert!(problem.contains("test.yaml:3:"), "{problem}");
     assert!(problem.contains("limits.max_unverified_bytes must be at least limits.max_body_bytes (2048)"), "{problem}");
+}
+
+#[test]
+fn one_clients_share_of_unverified_bytes_lies_between_one_body_and_all_of_them() {
+    let text = format!("limits:\n  max_body_bytes: 2048\n  max_unverified_bytes_per_client: 1024\n{MINIMAL}");
+    let problem = only_problem(&text);
+    assert!(problem.contains("test.yaml:3:"), "{problem}");
+    assert!(
+        problem.contains("max_unverified_bytes_per_client must be between limits.max_body_bytes (2048)"),
+        "{problem}"
+    );
+    // Unset, it is a quarter of the default pool, but never less than one body, nor more than the pool.
+    let config = parse(&format!("limits:\n  max_body_bytes: 33554432\n{MINIMAL}")).unwrap();
+    assert_eq!(config.limits.max_unverified_bytes_per_client, 32 * 1024 * 1024);
+    let config = parse(&format!("limits:\n  max_unverified_bytes: 8388608\n{MINIMAL}")).unwrap();
+    assert_eq!(config.limits.max_unverified_bytes_per_client, 8 * 1024 * 1024);
 }
 
 #[test]

@@ -126,6 +126,10 @@ impl Drop for Admitted {
     }
 }
 
+/// The client a request is counted under, put in its extensions by the per-client cap for the steps after.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub IpAddr);
+
 /// Requests in flight per client address, each counted from its head to its answer:
 /// `limits.max_requests_per_client`, read as each request arrives (a reload changes it for the next).
 /// Only clients with a request in flight have an entry.

@@ -75,9 +75,11 @@ impl Protocols {
         }
     }
 
-    /// The write deadline of new connections: the `body_timeout` in force (it may change at a reload).
-    pub fn with_body_timeout(mut self, body_timeout: Duration) -> Protocols {
-        self.body_timeout = body_timeout;
+    /// The write deadline and idle timeout of new connections: `body_timeout` and `idle_timeout` in force
+    /// (a reload may change them; `header_timeout` is fixed at start).
+    pub fn with_timeouts(mut self, limits: &Limits) -> Protocols {
+        self.body_timeout = limits.body_timeout;
+        self.idle_timeout = limits.idle_timeout;
         self
     }
 
@@ -150,28 +152,29 @@ impl Protocols {
     {
         let (activity, watched) = Activity::new(deadlines.accepted);
         let service = Tracked::new(service, activity);
-        let expired = idle::expired(watched, deadlines);
+        let expired = idle::expired(watched.clone(), deadlines);
         // A connection being closed for idling gets as long again as the first request had, then is dropped.
         let grace = self.header_timeout;
         if is_http2 {
             let io = TokioIo::new(ControlFrameLimit::new(io.into_inner()));
             let connection = self.http2.serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), stop, expired, grace).await
+            drive(connection, |c| c.graceful_shutdown(), stop, (expired, watched), grace).await
         } else {
             let connection = self.http1.serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), stop, expired, grace).await
+            drive(connection, |c| c.graceful_shutdown(), stop, (expired, watched), grace).await
         }
     }
 }
 
 /// Runs a hyper connection to its end, shutting it down gracefully (`shutdown`: HTTP/2's GOAWAY, or HTTP/1's
-/// close after the answer in progress) at a stop or once it has idled; one closed for idling that is still
-/// open `grace` later is dropped.
+/// close after the answer in progress) at a stop or once it has idled. One that never sent a request head is
+/// dropped at once; one that idled and is still open `grace` later (a client that does not close on a
+/// GOAWAY) is dropped as soon as no request of it is in flight, never in the middle of one.
 async fn drive<C>(
     connection: C,
     shutdown: impl Fn(Pin<&mut C>),
     mut stop: watch::Receiver<()>,
-    expired: impl Future<Output = idle::Expired>,
+    (expired, mut watched): (impl Future<Output = idle::Expired>, idle::Watched),
     grace: Duration,
 ) -> Result<(), hyper::Error>
 where
@@ -179,7 +182,7 @@ where
 {
     tokio::pin!(connection, expired);
     let mut closing = false;
-    let mut idled = None;
+    let (mut idled, mut grace_over) = (None, false);
     loop {
         tokio::select! {
             result = connection.as_mut() => return result,
@@ -188,12 +191,18 @@ where
                 shutdown(connection.as_mut());
             }
             why = &mut expired, if !closing => {
-                closing = true;
                 metrics::counter!(crate::metrics::CONNECTIONS_IDLED_TOTAL, "reason" => why.as_str()).increment(1);
+                if why == idle::Expired::FirstRequest {
+                    return Ok(());
+                }
+                closing = true;
                 idled = Some(Instant::now() + grace);
                 shutdown(connection.as_mut());
             }
-            () = tokio::time::sleep_until(idled.unwrap_or_else(Instant::now)), if idled.is_some() => return Ok(()),
+            () = tokio::time::sleep_until(idled.unwrap_or_else(Instant::now)), if idled.is_some() && !grace_over => {
+                grace_over = true;
+            }
+            () = watched.quiet(), if grace_over => return Ok(()),
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 const BURST: f64 = 400.0;
 /// Control frames a second a client earns back, up to [`BURST`]. A legitimate client's steady rate is
 /// near zero (the frames hookgate's own PINGs, SETTINGS and DATA call for are given back, see
-/// [`Frame::answers_due`]); 100 PINGs a second cost hookgate well under a millisecond of CPU a second.
+/// [`Frame::answers_due`]), and a flood sends thousands of frames in the time this earns one hundred.
 const PER_SECOND: f64 = 100.0;
 
 /// The client's connection preface (RFC 9113, section 3.4), which comes before its first frame.

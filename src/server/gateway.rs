@@ -26,11 +26,12 @@ use crate::woocommerce::{
 };
 
 use super::capacity;
-use super::clients::Requests;
+use super::clients::{Client, Requests};
 use super::log::{Found, Throttle};
+use super::unverified::{Reservation, UnverifiedBytes};
 
 /// The most memory reserved for a body before its bytes arrive.
-const INITIAL_BODY_BUFFER: usize = 256 * 1024;
+const INITIAL_BODY_BUFFER: usize = 64 * 1024;
 
 /// Everything a request needs: the configuration, the upstream client and the delivery mode's half.
 pub struct Gateway {
@@ -44,9 +45,9 @@ pub struct Gateway {
     /// One permit per verified delivery being relayed or stored: `limits.max_concurrent` (see
     /// [`super::capacity`]).
     permits: Arc<tokio::sync::Semaphore>,
-    /// One permit per byte of body being read before its signature is checked:
-    /// `limits.max_unverified_bytes`.
-    unverified: Arc<tokio::sync::Semaphore>,
+    /// Bytes of bodies being read before their signature is checked: `limits.max_unverified_bytes`, and
+    /// one client's share of it (see [`super::unverified`]).
+    unverified: Arc<UnverifiedBytes>,
     /// Requests in flight per client address: `limits.max_requests_per_client` (see [`super::service`]).
     pub(super) requests: Arc<Requests>,
     /// What `/readyz` reports.
@@ -102,9 +103,7 @@ impl Gateway {
             Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock)?),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
-        let unverified_bytes = usize::try_from(config.limits.max_unverified_bytes).unwrap_or(usize::MAX);
-        let unverified =
-            Arc::new(tokio::sync::Semaphore::new(unverified_bytes.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        let unverified = UnverifiedBytes::new(config.limits.max_unverified_bytes);
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         Ok(Gateway {
             config: shared,
@@ -197,10 +196,12 @@ impl Gateway {
             return Err(Rejection::TooLarge);
         }
 
+        // The client the per-client caps count (the peer, or behind a trusted proxy the one it names).
+        let client = parts.extensions.get::<Client>().map_or(peer.ip(), |client| client.0);
+        let mut reservation = self.unverified.reservation(client, config.limits.max_unverified_bytes_per_client);
         let mut signatures = parts.headers.get_all(&X_WC_WEBHOOK_SIGNATURE).iter();
         let Some(signature_header) = signatures.next() else {
-            let _reserved = self.reserve_unverified(MAX_PING_BODY_BYTES)?;
-            return answer_unsigned(config, source, body, declared_length, found).await;
+            return answer_unsigned(config, source, body, declared_length, &mut reservation, found).await;
         };
         if signatures.next().is_some() {
             // Two signatures are refused, never "either one".
@@ -217,15 +218,15 @@ impl Gateway {
         }
 
         let headers = forwarded_headers(&parts, peer, self.scheme);
-        // Memory for the body is reserved before a byte of it is read, and held until it is verified.
-        let reserved = self.reserve_unverified(declared_length.unwrap_or(config.limits.max_body_bytes))?;
-        let body = read_body(body, config.limits.max_body_bytes, declared_length, &config.limits).await?;
+        // Memory for the body is reserved as it arrives, and held until it is verified.
+        let body =
+            read_body(body, config.limits.max_body_bytes, declared_length, &config.limits, &mut reservation).await?;
         found.bytes = body.len();
         let delivery = source
             .verifier
             .verify(UnverifiedDelivery { body, headers }, &signature)
             .ok_or(Rejection::InvalidSignature)?;
-        drop(reserved);
+        drop(reservation);
         // Checked only now, so that an unsigned caller learns nothing about what else is expected.
         let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
         found.topic = Some(topic.to_owned());
@@ -243,13 +244,6 @@ impl Gateway {
             }
         })
         .await
-    }
-
-    /// Reserves `bytes` of `limits.max_unverified_bytes` for a body about to be read, or refuses the request
-    /// as overloaded when unverified bodies already hold it all.
-    fn reserve_unverified(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, Rejection> {
-        let bytes = u32::try_from(bytes).map_err(|_| Rejection::TooLarge)?;
-        Arc::clone(&self.unverified).try_acquire_many_owned(bytes).map_err(|_| Rejection::Overloaded)
     }
 
     /// Proxy mode: the first matching route gets the delivery now, and its answer is WooCommerce's answer.
@@ -314,6 +308,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     {
         restart.push("limits.max_connections and limits.max_connections_per_client".to_owned());
     }
+    if new.limits.max_unverified_bytes != old.limits.max_unverified_bytes {
+        restart.push("limits.max_unverified_bytes".to_owned());
+    }
     if new.http2 != old.http2 {
         restart.push("http2".to_owned());
     }
@@ -345,12 +342,13 @@ async fn answer_unsigned(
     source: &Source,
     body: Incoming,
     declared_length: Option<u64>,
+    reservation: &mut Reservation,
     found: &mut Found,
 ) -> Result<Accepted, Rejection> {
     if declared_length.is_some_and(|n| n > MAX_PING_BODY_BYTES) {
         return Err(Rejection::MissingSignature);
     }
-    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, &config.limits).await {
+    let body = match read_body(body, MAX_PING_BODY_BYTES, declared_length, &config.limits, reservation).await {
         Ok(body) => body,
         Err(Rejection::TooLarge) => return Err(Rejection::MissingSignature),
         Err(other) => return Err(other),
@@ -384,13 +382,14 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
 }
 
 /// Reads the whole body into one buffer, refusing it once it passes `limit` bytes (a chunked body stops
-/// being read there), when it does not arrive within `body_timeout`, or when it sends nothing for
-/// `body_stall_timeout`.
+/// being read there), when it does not arrive within `body_timeout`, when it sends nothing for
+/// `body_stall_timeout`, or when `reservation` cannot grow to the buffer it needs.
 async fn read_body(
     mut body: Incoming,
     limit: u64,
     declared_length: Option<u64>,
     limits: &crate::config::Limits,
+    reservation: &mut Reservation,
 ) -> Result<Bytes, Rejection> {
     let stall = limits.body_stall_timeout;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -398,6 +397,7 @@ async fn read_body(
     // front: a client cannot make the gateway reserve memory for bytes it has not sent.
     let capacity =
         declared_length.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit)).min(limit).min(INITIAL_BODY_BUFFER);
+    reservation.grow_to(capacity as u64)?;
     let read = async {
         let mut buffer = BytesMut::with_capacity(capacity);
         while let Some(frame) = tokio::time::timeout(stall, body.frame()).await.map_err(|_| Rejection::BodyTimeout)? {
@@ -406,6 +406,7 @@ async fn read_body(
                 if buffer.len() + data.len() > limit {
                     return Err(Rejection::TooLarge);
                 }
+                reservation.grow_to((buffer.len() + data.len()) as u64)?;
                 buffer.extend_from_slice(&data);
             }
         }

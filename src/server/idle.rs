@@ -26,7 +26,7 @@ pub enum Expired {
 }
 
 impl Expired {
-    /// The `reason` label of `hookgate_connections_closed_idle_total`.
+    /// The `reason` label of `hookgate_connections_idled_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             Expired::FirstRequest => "first_request",
@@ -40,7 +40,9 @@ impl Expired {
 pub struct Deadlines {
     /// When the connection was accepted.
     pub accepted: Instant,
+    /// Time from the accept to the first request head (`limits.header_timeout`).
     pub header_timeout: Duration,
+    /// Time with no request in flight after that (`limits.idle_timeout`).
     pub idle_timeout: Duration,
 }
 
@@ -88,7 +90,15 @@ impl Drop for InFlight {
 }
 
 /// The watching side of an [`Activity`].
+#[derive(Clone)]
 pub struct Watched(watch::Receiver<State>);
+
+impl Watched {
+    /// Resolves once no request is in flight (at once if none is).
+    pub async fn quiet(&mut self) {
+        let _ = self.0.wait_for(|state| state.in_flight == 0).await;
+    }
+}
 
 /// Resolves once the connection has waited too long for its first request, or sat with nothing in flight
 /// for the idle timeout; never while a request is in flight.
@@ -107,8 +117,10 @@ pub async fn expired(Watched(mut watched): Watched, deadlines: Deadlines) -> Exp
             (deadlines.accepted + deadlines.header_timeout, Expired::FirstRequest)
         };
         tokio::select! {
-            () = tokio::time::sleep_until(deadline) => return why,
+            // A request that has just begun wins over a deadline that has just passed.
+            biased;
             changed = watched.changed() => if changed.is_err() { return why },
+            () = tokio::time::sleep_until(deadline) => return why,
         }
     }
 }

@@ -72,7 +72,9 @@ impl RequestLog {
             metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned())
                 .record(found.bytes as f64);
         }
-        if !throttle.admit(outcome) {
+        // A verified delivery (its topic is known only then) is always logged, whatever its outcome: a 503
+        // for a full spool or `max_concurrent` is the store's delivery failing, not noise.
+        if found.topic.is_none() && !throttle.admit(outcome) {
             return;
         }
         // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.

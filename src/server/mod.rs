@@ -20,6 +20,7 @@ pub(crate) mod listener;
 pub mod log;
 mod reload;
 pub mod service;
+pub mod unverified;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -222,7 +223,7 @@ async fn serve_webhooks(
         let config = gateway.config();
         // The certificate in force now: a reload's new certificate serves the next handshake.
         let tls = started_with_tls.as_ref().map(|first| config.tls.clone().unwrap_or_else(|| Arc::clone(first)));
-        let protocols = protocols.clone().with_body_timeout(config.limits.body_timeout);
+        let protocols = protocols.clone().with_timeouts(&config.limits);
         let webhook = service::webhook(Arc::clone(&gateway), peer);
         let gateway = Arc::clone(&gateway);
         let hyper_service = service_fn(move |request| {

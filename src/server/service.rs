@@ -74,7 +74,7 @@ impl tower::Service<Request<Incoming>> for PerClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let (gateway, peer) = (&self.steps.gateway, self.steps.peer);
         let config = gateway.config();
         let client = clients::client_address(peer.ip(), request.headers(), &config.trusted_proxies);
@@ -85,6 +85,7 @@ impl tower::Service<Request<Incoming>> for PerClient {
             let refused = Handled { result: Err(Rejection::TooManyRequests), found, in_flight: None };
             return Box::pin(std::future::ready(Ok(refused)));
         };
+        request.extensions_mut().insert(clients::Client(client));
         let steps = self.steps.call(request);
         Box::pin(async move {
             let Ok(mut handled) = steps.await;

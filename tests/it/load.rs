@@ -113,34 +113,53 @@ async fn fifty_thousand_refused_requests_write_a_few_hundred_log_lines_and_are_a
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Headers with a well-formed signature that matches nothing and `Content-Length: 1000`, then one body
+/// How a slow unsigned body announces itself: `Content-Length: 1000`, or the largest `Content-Length` the
+/// default `max_body_bytes` allows, or chunked (which may be as large); the last two send 400 KB at once
+/// before they slow down, as an attacker filling memory would.
+#[derive(Clone, Copy)]
+enum Promise {
+    Small,
+    Largest,
+    Chunked,
+}
+
+/// Headers with a well-formed signature that matches nothing and a body as `promise` says, then one body
 /// byte every `every`, from 127.0.0.2, reconnecting when the gateway gives up on it, until `until`.
-async fn slow_body_client(addr: std::net::SocketAddr, every: Duration, until: std::time::Instant) {
+async fn slow_body_client(addr: std::net::SocketAddr, promise: Promise, every: Duration, until: std::time::Instant) {
     use tokio::io::AsyncWriteExt;
+    let burst = "x".repeat(400 * 1024);
+    let (framing, first, byte): (&str, String, &[u8]) = match promise {
+        Promise::Small => ("Content-Length: 1000", String::new(), b"x"),
+        Promise::Largest => ("Content-Length: 1048576", burst, b"x"),
+        Promise::Chunked => ("Transfer-Encoding: chunked", format!("{:x}\r\n{burst}\r\n", burst.len()), b"1\r\nx\r\n"),
+    };
     let head = format!(
-        "POST /hooks/main HTTP/1.1\r\nHost: h\r\nX-WC-Webhook-Topic: order.created\r\nX-WC-Webhook-Signature: {}=\r\nContent-Length: 1000\r\n\r\n",
+        "POST /hooks/main HTTP/1.1\r\nHost: h\r\nX-WC-Webhook-Topic: order.created\r\nX-WC-Webhook-Signature: {}=\r\n{framing}\r\n\r\n{first}",
         "A".repeat(43)
     );
     while std::time::Instant::now() < until {
         let Ok(mut stream) = connect_from("127.0.0.2", addr).await else { continue };
         if stream.write_all(head.as_bytes()).await.is_err() {
+            // Refused (429 past the address's share): try again a second later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         while std::time::Instant::now() < until {
             tokio::time::sleep(every).await;
-            if stream.write_all(b"x").await.is_err() {
+            if stream.write_all(byte).await.is_err() {
                 break;
             }
         }
     }
 }
 
-/// 200 slow unsigned bodies against a gateway started on `config` (the probe's limits: 64 slots, 2 s to
-/// send a body) while the store delivers from another address: what the store's deliveries got.
-async fn store_under_slow_bodies(process: &HookgateProcess) -> Deliveries {
+/// `count` slow unsigned bodies, as `promise` says, against a gateway while the store delivers from another
+/// address: what the store's deliveries got.
+async fn store_under_slow_bodies(process: &HookgateProcess, promise: Promise, count: usize) -> Deliveries {
     let until = std::time::Instant::now() + Duration::from_secs(6);
-    let attackers: Vec<_> =
-        (0..200).map(|_| tokio::spawn(slow_body_client(process.addr, Duration::from_millis(500), until))).collect();
+    let attackers: Vec<_> = (0..count)
+        .map(|_| tokio::spawn(slow_body_client(process.addr, promise, Duration::from_millis(500), until)))
+        .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let deliveries = Deliveries::every_quarter_second(process.addr, 16, 5000).await;
     for attacker in attackers {
@@ -158,7 +177,7 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries() {
     let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
     std::fs::write(&file, probe_limits(fixture_config(&route, ""))).unwrap();
     let process = HookgateProcess::start(&file);
-    let deliveries = store_under_slow_bodies(&process).await;
+    let deliveries = store_under_slow_bodies(&process, Promise::Small, 200).await;
     deliveries.assert_survived("200 slow unsigned bodies, proxy mode");
     let received = upstream.received();
     assert_eq!(received.len(), deliveries.succeeded(), "only the signed deliveries reached the upstream");
@@ -178,7 +197,7 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_m
     let file = dir.join("hookgate.yaml");
     std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &queue_delivery(&dir, "")))).unwrap();
     let process = HookgateProcess::start(&file);
-    let deliveries = store_under_slow_bodies(&process).await;
+    let deliveries = store_under_slow_bodies(&process, Promise::Small, 200).await;
     deliveries.assert_survived("200 slow unsigned bodies, queue mode");
     drop(process);
     // Only the signed deliveries were kept: the spool holds exactly those answered 2xx.
@@ -189,6 +208,40 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_m
         .unwrap();
     let listing = String::from_utf8_lossy(&spool.stdout);
     assert_eq!(listing.matches("order.created").count(), deliveries.succeeded(), "{listing}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_promising_the_largest_body_take_no_memory_from_signed_deliveries() {
+    let _heavy = one_heavy_test_at_a_time().await;
+    let dir = temp_dir("load-slow-large-bodies");
+    let upstream = Upstream::start().await;
+    let route = format!("  - name: orders\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    // The default body limit (1 MiB), a pool of 16 MiB and 4 MiB for one address: 64 bodies promising 1 MiB
+    // each would hold it all if memory were taken for what a body promises rather than for what it has
+    // sent, and 64 that sent 400 KB each would if one address could take more than its share.
+    let config = probe_limits(fixture_config(&route, "")).replace("  max_body_bytes: 1048576\n", "").replace(
+        "  max_concurrent: 64\n",
+        "  max_concurrent: 64\n  max_unverified_bytes: 16777216\n  max_unverified_bytes_per_client: 4194304\n",
+    );
+    assert!(config.contains("max_unverified_bytes_per_client"));
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, config).unwrap();
+    let process = HookgateProcess::start(&file);
+    for promise in [Promise::Largest, Promise::Chunked] {
+        let deliveries = store_under_slow_bodies(&process, promise, 64).await;
+        deliveries.assert_survived("64 slow unsigned bodies promising 1 MiB each, or chunked, 400 KB sent");
+    }
+    assert!(upstream.received().iter().all(|r| {
+        r.headers
+            .get("x-wc-webhook-signature")
+            .is_some_and(|s| s.as_bytes() != format!("{}=", "A".repeat(43)).as_bytes())
+    }));
+    let metrics = process.metrics().await;
+    let capped = metric_sample(&metrics, "hookgate_requests_total{source=\"main\",outcome=\"too_many_requests\"}")
+        .unwrap_or(0.0);
+    assert!(capped > 0.0, "the attacker's address was held to its share: {metrics}");
+    drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
