@@ -1,7 +1,8 @@
 //! What the integration tests share, by area: `gateway` (a real hookgate on a real port in this process,
 //! and a recording upstream), `process` (the real binary, with its log lines), `fixtures` (the WooCommerce
 //! deliveries, requests signed like them, configs that accept them), `raw_http` (a raw HTTP/1.x client
-//! that shows exactly what went over the wire) and `attack` (the store's deliveries during an attack).
+//! that shows exactly what went over the wire), `attack` (the store's deliveries during an attack) and
+//! `woocommerce` (the real WooCommerce store, when `.ci/run` started it).
 //! Everything is re-exported here, so a test module needs only `use crate::support::*`; what is left in
 //! this file serves every area.
 
@@ -10,6 +11,7 @@ mod fixtures;
 mod gateway;
 mod process;
 mod raw_http;
+mod woocommerce;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +21,7 @@ pub use fixtures::*;
 pub use gateway::*;
 pub use process::*;
 pub use raw_http::*;
+pub use woocommerce::*;
 
 /// The load and attack tests each take both cores and thousands of sockets for a few seconds: they run one
 /// at a time (the rest of the suite beside them), so that one test's load is not read as another's failure.

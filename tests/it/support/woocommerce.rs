@@ -1,0 +1,53 @@
+//! The real WooCommerce store (`../shared/woocommerce-site`: WordPress and WooCommerce as released, on a
+//! private MariaDB), for the tests that are about what WooCommerce itself sends. `.ci/run` starts it and
+//! names its folder in `HOOKGATE_WOOCOMMERCE_SITE`. Without it, a test run by hand says how to start the
+//! store and passes over the part that needs it; under CI (`CI` set) it fails instead.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The variable `.ci/run` names the started store's folder in.
+pub const SITE_VARIABLE: &str = "HOOKGATE_WOOCOMMERCE_SITE";
+
+/// A started store.
+pub struct WooCommerceSite {
+    dir: PathBuf,
+    /// Held while a test drives the store: its webhooks and scheduled actions are shared, so tests take
+    /// turns.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl WooCommerceSite {
+    /// The store `.ci/run` started, waiting for the store's turn; `None` (after saying how to start it) when
+    /// none was started and this is not CI.
+    pub async fn started(test: &str) -> Option<WooCommerceSite> {
+        static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let Some(dir) = std::env::var_os(SITE_VARIABLE).map(PathBuf::from) else {
+            let how = format!(
+                "{test} needs the real WooCommerce store: start it with `bash ../shared/woocommerce-site/start.sh /tmp/wcsite` \
+                 and run the tests with {SITE_VARIABLE}=/tmp/wcsite (.ci/run does both)"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{how}; CI is set, so this is a failure");
+            eprintln!("NOT RUN: {how}");
+            return None;
+        };
+        assert!(dir.join("send.php").is_file(), "{SITE_VARIABLE}={} holds no started store", dir.display());
+        Some(WooCommerceSite { dir, _turn: TURN.lock().await })
+    }
+
+    /// Runs `php send.php ARGS...` (WooCommerce's own webhook code, see the kit's README) and returns the
+    /// JSON line it prints for each delivery attempt.
+    pub async fn send(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut command = Command::new("php");
+        command.arg(self.dir.join("send.php")).args(args);
+        let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("php runs send.php");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "send.php {args:?} failed: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
