@@ -46,8 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let delivery = verifier
         .verify(UnverifiedDelivery { body: Bytes::copy_from_slice(body), headers }, &signature)
         .expect("verifies");
-    let topic = delivery.topic().unwrap_or("order.created").to_owned();
     let _ = delivery.modified_at();
     let _ = delivery.resource_id();
-    let _ = hookgate::spool::dedupe_key("main", &topic, body);
+    let _ = hookgate::spool::dedupe_key("main", &delivery);
 });

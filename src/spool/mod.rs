@@ -52,15 +52,36 @@ pub enum SpoolError {
     WriterGone,
 }
 
-/// The dedupe key of a delivery: SHA-256 over source, topic and body, with lengths so no two differ only
-/// in where one field ends.
-pub fn dedupe_key(source: &str, topic: &str, body: &[u8]) -> [u8; 32] {
+/// The dedupe key of a verified delivery from `source`: SHA-256 over the source, the topic and what the
+/// store says happened. That is the resource's id and its signed `date_modified_gmt` when the payload has
+/// both (inside a `legacy_v3` wrapper: its `updated_at`): WooCommerce builds the payload again for each delivery of an
+/// event, and some fields come out different every time (a product's `related_ids` are shuffled), so the
+/// bytes of two deliveries of one update differ. Without both (a deleted resource's `{"id":N}`, an action,
+/// an error payload) it is the body's bytes. Each field is hashed with its length, so no two keys differ
+/// only in where one field ends.
+pub fn dedupe_key(source: &str, delivery: &VerifiedDelivery) -> [u8; 32] {
     let mut hash = Sha256::new();
-    for part in [source.as_bytes(), topic.as_bytes()] {
+    let mut field = |part: &[u8]| {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part);
+    };
+    field(source.as_bytes());
+    field(delivery.topic().unwrap_or_default().as_bytes());
+    match (delivery.resource_id(), delivery.modified_at()) {
+        (Some(id), Some(modified_at)) => {
+            let id = match id {
+                ResourceId::Number(n) => format!("number:{n}"),
+                ResourceId::Text(text) => format!("text:{text}"),
+            };
+            field(b"resource");
+            field(id.as_bytes());
+            field(&modified_at.to_be_bytes());
+        }
+        _ => {
+            field(b"body");
+            field(delivery.body());
+        }
     }
-    hash.update(body);
     hash.finalize().into()
 }
 
@@ -169,7 +190,7 @@ impl Spool {
         let body = delivery.body();
         let dedupe = dedupe_window.map(|window| {
             let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            (dedupe_key(source, topic, body), received_at.saturating_sub(window))
+            (dedupe_key(source, delivery), received_at.saturating_sub(window))
         });
         let event = NewEvent {
             public_id: uuid::Uuid::now_v7().to_string(),
@@ -424,6 +445,42 @@ pub fn decode_headers(encoded: &[u8]) -> http::HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delivery of `topic` with `body`, verified by signing it.
+    fn verified(topic: &str, body: &str) -> VerifiedDelivery {
+        use crate::verify::{Algorithm, Signature, UnverifiedDelivery, Verifier, sign};
+        let secret = crate::secret::Secret::new(b"s3cret".to_vec());
+        let signature = sign(Algorithm::Sha256, &secret, body.as_bytes());
+        let signature = Signature::from_header(signature.as_bytes(), Algorithm::Sha256).unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-wc-webhook-topic", http::HeaderValue::from_str(topic).unwrap());
+        let body = bytes::Bytes::from(body.to_owned());
+        Verifier::new(Algorithm::Sha256, &[secret]).verify(UnverifiedDelivery { body, headers }, &signature).unwrap()
+    }
+
+    #[test]
+    fn repeats_of_one_update_share_a_key_whatever_else_their_payload_says() {
+        let key = |topic: &str, body: &str| dedupe_key("main", &verified(topic, body));
+        let update = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[10,12,14]}"#;
+        let shuffled = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[12,14,10]}"#;
+        assert_eq!(key("product.updated", update), key("product.updated", shuffled), "WooCommerce's repeat");
+        let later = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:46","related_ids":[10,12,14]}"#;
+        assert_ne!(key("product.updated", update), key("product.updated", later), "a later update");
+        assert_ne!(key("product.updated", update), key("product.created", update), "another topic");
+        let other = r#"{"id":17,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[10,12,14]}"#;
+        assert_ne!(key("product.updated", update), key("product.updated", other), "another product");
+        assert_ne!(key("product.updated", update), dedupe_key("other", &verified("product.updated", update)));
+        let legacy = r#"{"product":{"id":16,"updated_at":"2026-11-30T20:25:45Z","related_ids":[1,2]}}"#;
+        let legacy_repeat = r#"{"product":{"related_ids":[2,1],"id":16,"updated_at":"2026-11-30T20:25:45Z"}}"#;
+        assert_eq!(key("product.updated", legacy), key("product.updated", legacy_repeat), "inside legacy_v3");
+        // Without an id and a date, the bytes decide: a deleted resource, an action.
+        assert_eq!(key("order.deleted", r#"{"id":5}"#), key("order.deleted", r#"{"id":5}"#));
+        assert_ne!(key("order.deleted", r#"{"id":5}"#), key("order.deleted", r#"{"id":5} "#));
+        assert_ne!(key("action.a", r#"{"action":"a","arg":1}"#), key("action.a", r#"{"action":"a","arg":2}"#));
+        let numeric = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45"}"#;
+        let text = r#"{"id":"16","date_modified_gmt":"2026-11-30T20:25:45"}"#;
+        assert_ne!(key("product.updated", numeric), key("product.updated", text), "16 and \"16\" differ");
+    }
 
     #[test]
     fn resource_keys() {

@@ -38,3 +38,35 @@ async fn the_real_store_pings_and_delivers_through_hookgate_and_an_unsigned_deli
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once() {
+    let test = "the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once";
+    let Some(site) = WooCommerceSite::started(test).await else { return };
+    let dir = temp_dir("woocommerce-dedupe");
+    let upstream = Upstream::start().await;
+    let route = format!("  - name: catalog\n    topics: [\"product.*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&dir, "")));
+    let url = format!("http://{}/hooks/main", process.addr);
+
+    // One product update, delivered three times by WooCommerce's own code: each time it builds the payload
+    // again, and the product's related_ids come out in another order.
+    let attempts = site.send(&["deliver", &url, FIXTURE_SECRET, "product.updated", "--repeat=3"]).await;
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(attempts.iter().all(|a| a["http_code"] == 200 && a["wc_logged"] == "success"), "{attempts:?}");
+    eventually(std::time::Duration::from_secs(10), "the first delivery arrives", || !upstream.received().is_empty())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let received = upstream.received();
+    assert_eq!(received.len(), 1, "forwarded once");
+    let first: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert!(first["date_modified_gmt"].is_string(), "{first}");
+    let metrics = process.metrics().await;
+    assert_eq!(
+        metric_sample(&metrics, "hookgate_requests_total{source=\"main\",outcome=\"duplicate\"}"),
+        Some(2.0),
+        "the other two were answered duplicate"
+    );
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
