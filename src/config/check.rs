@@ -1,7 +1,7 @@
 //! The checker: turns the raw shapes into runtime values, collecting every problem with its file, line and
 //! column, a snippet of the file (secrets redacted) and how to fix it. This file holds the checker, the
-//! order of its steps and the single-valued sections; `sources` and `routes` check the lists, and `pem`
-//! reads the certificate and key files.
+//! order of its steps and the single-valued sections; `sources` and `routes` check the lists, `upstream` a
+//! route's `tls` and `headers`, and `pem` reads the certificate and key files they all name.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use crate::route::TopicPattern;
 mod pem;
 mod routes;
 mod sources;
+mod upstream;
 
 use routes::route_warnings;
 
