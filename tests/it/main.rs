@@ -24,3 +24,4 @@ mod replay;
 mod secrets;
 mod signatures;
 mod tls;
+mod upstream_tls;
