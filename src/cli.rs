@@ -325,6 +325,13 @@ fn check(path: &Path) -> ExitCode {
             route.upstream,
             humantime::format_duration(route.timeout),
         );
+        if let Some(client) = &route.client {
+            println!("    tls: {}", client.description());
+        }
+        if !route.headers.is_empty() {
+            // Where each value comes from, never the value.
+            println!("    headers: {}", route.headers.summary().join(", "));
+        }
     }
     println!("unrouted deliveries: {:?}", config.unrouted);
     for warning in &config.warnings {

@@ -1,27 +1,19 @@
-//! The upstream client: POSTs a verified delivery, byte for byte, to a route's upstream over a pooled,
-//! kept-alive connection, and brings back the whole answer within the route's timeout.
-
-use std::time::Duration;
+//! Forwarding: POSTs a verified delivery, byte for byte, to a route's upstream over a pooled, kept-alive
+//! connection (the shared client, or the route's own for its `tls`, see [`crate::upstream`]), with the
+//! route's own headers, and brings back the whole answer within the route's timeout.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::route::Route;
+use crate::upstream::UpstreamClient;
 use crate::verify::VerifiedDelivery;
 
 /// An upstream's answer is relayed to WooCommerce, which only logs it: 1 MiB is far more than any receiver
 /// sends, and keeps memory per request bounded.
 pub const MAX_UPSTREAM_ANSWER_BYTES: usize = 1024 * 1024;
-/// Idle upstream connections are kept this long for the next delivery.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// An upstream that does not accept a connection within this time is unreachable (502), not slow (504).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name of the header saying which source a delivery came from.
 pub static X_HOOKGATE_SOURCE: HeaderName = HeaderName::from_static("x-hookgate-source");
@@ -71,10 +63,11 @@ impl UpstreamError {
     }
 }
 
-/// The pooled HTTP/HTTPS client shared by every route.
+/// The pooled HTTP/HTTPS client shared by every route without `tls`; a route with `tls` brings its own
+/// (see [`Route::client`]).
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    shared: UpstreamClient,
 }
 
 impl Default for Forwarder {
@@ -87,22 +80,7 @@ impl Forwarder {
     /// A client that speaks HTTP/1.1 to http upstreams and HTTP/1.1 or HTTP/2 (by ALPN) to https ones,
     /// verifying certificates against the bundled Mozilla roots.
     pub fn new() -> Forwarder {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .timer(TokioTimer::new())
-            .build(https);
-        Forwarder { client }
+        Forwarder { shared: UpstreamClient::with_bundled_roots() }
     }
 
     /// POSTs the delivery to the route's upstream and returns its whole answer, all within the route's
@@ -120,8 +98,9 @@ impl Forwarder {
         self.post(route, source, headers, delivery.body().clone(), AnswerBody::Whole).await
     }
 
-    /// POSTs `body` with `headers` (plus `X-Hookgate-Source` and `X-Hookgate-Route`) to the route's upstream,
-    /// within the route's timeout.
+    /// POSTs `body` with `headers` (plus `X-Hookgate-Source`, `X-Hookgate-Route` and the route's own
+    /// `headers`) to the route's upstream, through the route's own client when it has one, within the
+    /// route's timeout.
     pub async fn post(
         &self,
         route: &Route,
@@ -132,12 +111,18 @@ impl Forwarder {
     ) -> Result<UpstreamAnswer, UpstreamError> {
         headers.insert(X_HOOKGATE_SOURCE.clone(), header_value(source));
         headers.insert(X_HOOKGATE_ROUTE.clone(), header_value(&route.name));
+        // Sensitive values, held zeroed-on-drop; the names cannot be any of the headers set above
+        // (refused by the configuration's checker).
+        for (name, value) in route.headers.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        let client = route.client.as_ref().unwrap_or(&self.shared);
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = route.upstream.clone();
         *request.headers_mut() = headers;
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(route.timeout, self.exchange(request, answer_body)).await {
+        let result = match tokio::time::timeout(route.timeout, exchange(client, request, answer_body)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         };
@@ -151,42 +136,39 @@ impl Forwarder {
             .record(started.elapsed().as_secs_f64());
         result
     }
+}
 
-    async fn exchange(
-        &self,
-        request: Request<Full<Bytes>>,
-        answer_body: AnswerBody,
-    ) -> Result<UpstreamAnswer, UpstreamError> {
-        let response = self.client.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect(error_chain(&e))
-            } else {
-                UpstreamError::Failed(error_chain(&e))
-            }
-        })?;
-        let (parts, mut body) = response.into_parts();
-        let mut collected = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| UpstreamError::Failed(error_chain(&e)))?;
-            if let Ok(data) = frame.into_data() {
-                match answer_body {
-                    AnswerBody::Whole if collected.len() + data.len() > MAX_UPSTREAM_ANSWER_BYTES => {
-                        return Err(UpstreamError::AnswerTooLarge { limit: MAX_UPSTREAM_ANSWER_BYTES });
-                    }
-                    AnswerBody::Start(keep) if collected.len() + data.len() >= keep => {
-                        collected.extend_from_slice(&data[..keep - collected.len()]);
-                        break;
-                    }
-                    _ => collected.extend_from_slice(&data),
+/// Sends `request` through `client` and reads as much of the answer as `answer_body` says.
+async fn exchange(
+    client: &UpstreamClient,
+    request: Request<Full<Bytes>>,
+    answer_body: AnswerBody,
+) -> Result<UpstreamAnswer, UpstreamError> {
+    let response = client.client().request(request).await.map_err(|e| {
+        if e.is_connect() { UpstreamError::Connect(error_chain(&e)) } else { UpstreamError::Failed(error_chain(&e)) }
+    })?;
+    let (parts, mut body) = response.into_parts();
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Failed(error_chain(&e)))?;
+        if let Ok(data) = frame.into_data() {
+            match answer_body {
+                AnswerBody::Whole if collected.len() + data.len() > MAX_UPSTREAM_ANSWER_BYTES => {
+                    return Err(UpstreamError::AnswerTooLarge { limit: MAX_UPSTREAM_ANSWER_BYTES });
                 }
+                AnswerBody::Start(keep) if collected.len() + data.len() >= keep => {
+                    collected.extend_from_slice(&data[..keep - collected.len()]);
+                    break;
+                }
+                _ => collected.extend_from_slice(&data),
             }
         }
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        // The body is relayed whole: its length is set anew.
-        headers.remove(header::CONTENT_LENGTH);
-        Ok(UpstreamAnswer { status: parts.status, headers, body: collected.freeze() })
     }
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // The body is relayed whole: its length is set anew.
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(UpstreamAnswer { status: parts.status, headers, body: collected.freeze() })
 }
 
 /// How much of an upstream's answer to read.

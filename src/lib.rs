@@ -8,7 +8,9 @@
 //! 2. [`woocommerce`]: the sender's contract: header names, webhook ids, the ping, what a payload says.
 //! 3. [`verify`]: WooCommerce's signature; the only way to a [`verify::VerifiedDelivery`].
 //! 4. [`route`]: topic patterns and which routes take a delivery.
-//! 5. [`forward`]: the upstream client and the header policy (proxy mode, and the queue's attempts).
+//! 5. [`forward`]: a delivery sent upstream and the header policy (proxy mode, and the queue's attempts),
+//!    through [`upstream`]'s clients (the shared one, or a route's own for its `tls`) with the route's
+//!    own headers.
 //! 6. [`spool`]: queue mode's durable store, entered only with a verified delivery, and its dispatcher.
 //! 7. [`answer`]: what each end of a request ([`answer::Accepted`], [`answer::Rejection`]) answers and is
 //!    counted as.
@@ -31,5 +33,6 @@ pub mod route;
 pub mod secret;
 pub mod server;
 pub mod spool;
+pub mod upstream;
 pub mod verify;
 pub mod woocommerce;

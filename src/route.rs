@@ -5,6 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::upstream::{UpstreamClient, UpstreamHeaders};
+
 /// The longest topic accepted from a request; WooCommerce's own are far shorter.
 pub const MAX_TOPIC_BYTES: usize = 200;
 
@@ -68,6 +70,12 @@ pub struct Route {
     pub upstream: http::Uri,
     /// How long the upstream has to answer in full.
     pub timeout: Duration,
+    /// The route's own pooled client when it has `tls` settings (a private CA, a client certificate),
+    /// built when the configuration is loaded, so that a reload reads the files again; `None`: the client
+    /// every other route shares.
+    pub client: Option<UpstreamClient>,
+    /// Headers added to every request to the upstream (`headers`), their values secrets.
+    pub headers: UpstreamHeaders,
 }
 
 impl Route {
@@ -229,6 +237,8 @@ mod tests {
             topics: topics.iter().map(|t| pattern(t)).collect(),
             upstream: "http://127.0.0.1:3000/".parse().unwrap(),
             timeout: Duration::from_secs(10),
+            client: None,
+            headers: UpstreamHeaders::default(),
         }
     }
 

@@ -23,6 +23,12 @@ impl Secret {
         &self.0
     }
 
+    /// The bytes as a shared buffer, without a copy: every clone of it refers to the same memory, which is
+    /// zeroed when the last one is dropped (a header value made from a secret, sent on many requests).
+    pub fn into_shared_bytes(self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(self.0)
+    }
+
     /// True when the secret holds no byte at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

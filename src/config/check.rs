@@ -1,6 +1,7 @@
 //! The checker: turns the raw shapes into runtime values, collecting every problem with its file, line and
 //! column, a snippet of the file (secrets redacted) and how to fix it. This file holds the checker, the
-//! order of its steps and the single-valued sections; `sources` and `routes` check the lists.
+//! order of its steps and the single-valued sections; `sources` and `routes` check the lists, `upstream` a
+//! route's `tls` and `headers`, and `pem` reads the certificate and key files they all name.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,8 +16,10 @@ use super::redact::{redact_line, secret_lines};
 use super::*; // the runtime types and their defaults
 use crate::route::TopicPattern;
 
+mod pem;
 mod routes;
 mod sources;
+mod upstream;
 
 use routes::route_warnings;
 
@@ -283,47 +286,9 @@ impl Checker<'_> {
     /// Loads the certificate chain and key (PEM) into a server configuration offering HTTP/1.1 by ALPN, and
     /// HTTP/2 first when `http2` is on.
     fn tls(&mut self, raw: &RawTls, http2: bool) -> Option<Arc<rustls::ServerConfig>> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let cert_path = self.base_dir.join(&raw.cert_file.value);
-        let key_path = self.base_dir.join(&raw.key_file.value);
-        self.files.extend([cert_path.clone(), key_path.clone()]);
-        let chain: Result<Vec<CertificateDer<'static>>, _> =
-            CertificateDer::pem_file_iter(&cert_path).and_then(|certs| certs.collect());
-        let chain = match chain {
-            Ok(chain) if !chain.is_empty() => chain,
-            Ok(_) => {
-                self.problem(
-                    &raw.cert_file,
-                    format!(
-                        "tls.cert_file {} holds no certificate: give a PEM file with the certificate chain",
-                        cert_path.display()
-                    ),
-                );
-                return None;
-            }
-            Err(e) => {
-                self.problem(
-                    &raw.cert_file,
-                    format!(
-                        "cannot read tls.cert_file {} ({e}): give a readable PEM certificate chain",
-                        cert_path.display()
-                    ),
-                );
-                return None;
-            }
-        };
-        let key = match PrivateKeyDer::from_pem_file(&key_path) {
-            Ok(key) => key,
-            Err(e) => {
-                // The key's bytes are never shown, only the file and the kind of error.
-                self.problem(
-                    &raw.key_file,
-                    format!("cannot read tls.key_file {} ({e}): give a readable PEM private key", key_path.display()),
-                );
-                return None;
-            }
-        };
+        let chain = self.pem_certificates(&raw.cert_file, "tls.cert_file", "the certificate chain, leaf first");
+        let key = self.pem_private_key(&raw.key_file, "tls.key_file");
+        let (chain, key) = (chain?, key?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

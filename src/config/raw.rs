@@ -99,6 +99,42 @@ pub(super) struct RawRoute {
     pub(super) topics: Spanned<Vec<Spanned<String>>>,
     pub(super) upstream: Spanned<String>,
     pub(super) timeout: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawUpstreamTls>>,
+    pub(super) headers: Option<Spanned<RawHeaders>>,
+}
+
+/// A route's `tls` section: PEM files, relative to the config file's folder.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) only_ca_file: Option<Spanned<bool>>,
+    pub(super) client_cert_file: Option<Spanned<String>>,
+    pub(super) client_key_file: Option<Spanned<String>>,
+}
+
+/// A route's `headers`: each name, as written, with where its value comes from (like a secret), in file
+/// order.
+pub(super) struct RawHeaders(pub(super) Vec<(Spanned<String>, Spanned<RawSecret>)>);
+
+impl<'de> Deserialize<'de> for RawHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawHeaders, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawHeaders;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of header names to { env: VAR }, { file: PATH } or { value: TEXT }")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawHeaders, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(RawHeaders(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// The `delivery` section (its queue-only keys are read in proxy mode too, and checked).

@@ -4,18 +4,21 @@
 use std::collections::HashSet;
 
 /// What a YAML or type error on a line that may hold a secret says instead of serde's own message.
-pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets entry cannot be read (its text is not shown: it may be the secret); each entry is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
+pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets or headers entry cannot be read (its text is not shown: it may be a secret); each secret, and each header's value, is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
 
 /// The (1-based) numbers of the lines never shown in an error, because they may hold a secret:
 /// - every line of a `secrets` block (its entries, however they are written: `- "value": x`, `- {value: x}`,
 ///   `- "x"`), except a plain `value:` line, which is shown as `value: <redacted>`;
+/// - every line of a route's `headers` block, whose values are secrets too (and whose names could be, if
+///   a credential was written in the wrong place);
 /// - a `value` key written any other way (quoted, `value :`, in a flow mapping), wherever it is;
 /// - the lines that continue a secret: a block scalar, a scalar folded over several lines, and a quoted
 ///   scalar up to its closing quote, whatever its indentation.
 pub(super) fn secret_lines(text: &str) -> HashSet<usize> {
     let mut hidden = HashSet::new();
-    // The column of a `secrets` key whose block is being read, and of a `value` key whose scalar may go on.
-    let mut secrets_column: Option<usize> = None;
+    // The column of a `secrets` or `headers` key whose block is being read (and whether its plain `value:`
+    // lines are hidden too), and of a `value` key whose scalar may go on.
+    let mut secrets_column: Option<(usize, bool)> = None;
     let mut value_column: Option<usize> = None;
     let mut open_quote: Option<u8> = None;
     for (index, line) in text.lines().enumerate() {
@@ -37,18 +40,18 @@ pub(super) fn secret_lines(text: &str) -> HashSet<usize> {
             }
             value_column = None;
         }
-        if let Some(column) = secrets_column {
+        if let Some((column, _)) = secrets_column {
             let inside = blank || indentation > column || (indentation == column && line.trim_start().starts_with('-'));
             if !inside {
                 secrets_column = None;
             }
         }
-        if let Some((at, rest)) = key_at(line, "secrets") {
+        if let Some((at, rest, every_line)) = secret_block_at(line) {
             let rest = rest.trim();
             if !rest.is_empty() && !rest.starts_with('#') {
                 hidden.insert(number);
             }
-            secrets_column = Some(at);
+            secrets_column = Some((at, every_line));
         }
         let plain_value = line.contains("value:");
         if let Some((at, rest)) = key_at(line, "value") {
@@ -65,11 +68,21 @@ pub(super) fn secret_lines(text: &str) -> HashSet<usize> {
                 hidden.insert(number);
             }
         }
-        if secrets_column.is_some() && !plain_value && !blank && key_at(line, "secrets").is_none() {
+        let every_line = secrets_column.is_some_and(|(_, every_line)| every_line);
+        if secrets_column.is_some() && (!plain_value || every_line) && !blank && secret_block_at(line).is_none() {
             hidden.insert(number);
         }
     }
     hidden
+}
+
+/// Where a block of secrets starts on `line`, what follows its key, and whether every line of it is hidden:
+/// a source's `secrets` (whose plain `value:` lines are shown redacted), or a route's `headers` (every line).
+fn secret_block_at(line: &str) -> Option<(usize, &str, bool)> {
+    match key_at(line, "secrets") {
+        Some((at, rest)) => Some((at, rest, false)),
+        None => key_at(line, "headers").map(|(at, rest)| (at, rest, true)),
+    }
 }
 
 /// Where `key` stands as a mapping key on `line` (bare or quoted, with or without spaces before the

@@ -408,3 +408,5 @@ fn every_problem_is_reported_at_once() {
     let shown = error.to_string();
     assert!(shown.starts_with("test.yaml has 7 problems:"), "{shown}");
 }
+
+mod upstream;

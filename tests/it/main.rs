@@ -24,4 +24,5 @@ mod replay;
 mod secrets;
 mod signatures;
 mod tls;
+mod upstream_tls;
 mod woocommerce;

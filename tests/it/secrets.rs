@@ -51,7 +51,7 @@ delivery:
 /// Every form in which `secret` could leak: itself, and its base64 and hex encodings. Base64 is taken at
 /// each of the three alignments, keeping only the characters that depend on the secret alone, so a secret
 /// inside a longer encoded blob is found too.
-fn encodings(secret: &str) -> Vec<String> {
+pub(crate) fn encodings(secret: &str) -> Vec<String> {
     let bytes = secret.as_bytes();
     let mut forms = vec![
         secret.to_owned(),

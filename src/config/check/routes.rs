@@ -1,5 +1,6 @@
-//! The checks of `routes`: each route's name, source, topics, upstream and timeout, each name used once;
-//! and the warnings about routes that are allowed but probably not meant.
+//! The checks of `routes`: each route's name, source, topics, upstream and timeout (its `tls` and
+//! `headers` in `upstream.rs`), each name used once; and the warnings about routes that are allowed but
+//! probably not meant.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,8 +35,9 @@ impl Checker<'_> {
         routes
     }
 
-    /// One route: a plain name, a defined source if any, at least one topic pattern, an upstream URL and
-    /// a timeout; `None` when anything is wrong (each problem recorded).
+    /// One route: a plain name, a defined source if any, at least one topic pattern, an upstream URL, a
+    /// timeout, and its `tls` and `headers` when given; `None` when anything is wrong (each problem
+    /// recorded).
     fn route(&mut self, raw: &RawRoute, sources: &[&str]) -> Option<Route> {
         let before = self.problems.len();
         let name = raw.name.value.clone();
@@ -70,10 +72,15 @@ impl Checker<'_> {
             }
         };
         let timeout = self.duration(raw.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT, "timeout");
+        // An upstream that is not a URL is a problem already: its scheme is not judged again.
+        let https = upstream.as_ref().is_none_or(|uri| uri.scheme_str() == Some("https"));
+        let client = raw.tls.as_ref().and_then(|tls| self.upstream_tls(tls, &name, https));
+        let headers = self.upstream_headers(raw.headers.as_ref(), &name);
         if self.problems.len() > before {
             return None;
         }
-        Some(Route { name, source: raw.source.as_ref().map(|s| s.value.clone()), topics, upstream: upstream?, timeout })
+        let source = raw.source.as_ref().map(|s| s.value.clone());
+        Some(Route { name, source, topics, upstream: upstream?, timeout, client, headers })
     }
 }
 

@@ -109,19 +109,7 @@ impl Checker<'_> {
     /// One secret of `source`, resolved, and where it came from (for summaries); the resolver's errors are
     /// told with the source's name and how to fix them.
     fn secret(&mut self, raw: &Spanned<RawSecret>, source: &str) -> Option<(Secret, String)> {
-        let (origin, label) = match &raw.value {
-            RawSecret::Env(var) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
-            RawSecret::File(file) => {
-                let path = self.base_dir.join(file);
-                self.files.push(path.clone());
-                let label = format!("file {}", path.display());
-                (SecretOrigin::File(path), label)
-            }
-            RawSecret::Value(value) => (
-                SecretOrigin::Value(Secret::new(value.as_bytes().to_vec())),
-                "value (literal in the config file)".to_owned(),
-            ),
-        };
+        let (origin, label) = self.secret_origin(&raw.value);
         match secret::resolve(&origin) {
             Ok(secret) => Some((secret, label)),
             Err(error) => {
@@ -140,6 +128,24 @@ impl Checker<'_> {
                 self.problem(raw, message);
                 None
             }
+        }
+    }
+
+    /// Where a secret (or a route's header value) comes from, and a label for summaries that never holds
+    /// it; a file is watched for reloads from here on.
+    pub(super) fn secret_origin(&mut self, raw: &RawSecret) -> (SecretOrigin, String) {
+        match raw {
+            RawSecret::Env(var) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
+            RawSecret::File(file) => {
+                let path = self.base_dir.join(file);
+                self.files.push(path.clone());
+                let label = format!("file {}", path.display());
+                (SecretOrigin::File(path), label)
+            }
+            RawSecret::Value(value) => (
+                SecretOrigin::Value(Secret::new(value.as_bytes().to_vec())),
+                "value (literal in the config file)".to_owned(),
+            ),
         }
     }
 }

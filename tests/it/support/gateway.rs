@@ -139,7 +139,22 @@ impl Upstream {
         Upstream::scripted_on(listener, vec![UpstreamAnswer::default()]).await
     }
 
+    /// Starts an upstream answering 200 over HTTPS with `tls` (see [`Upstream::https_url`]); a client the
+    /// handshake refuses reaches nothing.
+    pub async fn https(tls: Arc<rustls::ServerConfig>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve(listener, vec![UpstreamAnswer::default()], Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
     async fn scripted_on(listener: TcpListener, answers: Vec<UpstreamAnswer>) -> Upstream {
+        Upstream::serve(listener, answers, None).await
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        answers: Vec<UpstreamAnswer>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let script = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -186,9 +201,16 @@ impl Upstream {
                         Ok::<_, Infallible>(response)
                     }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ =
-                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -213,5 +235,10 @@ impl Upstream {
     /// The upstream's URL with `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The URL with `path` of an upstream started with [`Upstream::https`].
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
     }
 }

@@ -1,12 +1,13 @@
 //! What the integration tests share, by area: `gateway` (a real hookgate on a real port in this process,
-//! and a recording upstream), `process` (the real binary, with its log lines), `fixtures` (the WooCommerce
-//! deliveries, requests signed like them, configs that accept them), `raw_http` (a raw HTTP/1.x client
-//! that shows exactly what went over the wire), `attack` (the store's deliveries during an attack) and
-//! `woocommerce` (the real WooCommerce store, when `.ci/run` started it).
-//! Everything is re-exported here, so a test module needs only `use crate::support::*`; what is left in
-//! this file serves every area.
+//! and a recording upstream, over HTTP or HTTPS), `certificates` (private CAs for HTTPS upstreams),
+//! `process` (the real binary, with its log lines), `fixtures` (the WooCommerce deliveries, requests signed
+//! like them, configs that accept them), `raw_http` (a raw HTTP/1.x client that shows exactly what went over
+//! the wire), `attack` (the store's deliveries during an attack) and `woocommerce` (the real WooCommerce
+//! store, when `.ci/run` started it). Everything is re-exported here, so a test module needs only
+//! `use crate::support::*`; what is left in this file serves every area.
 
 mod attack;
+mod certificates;
 mod fixtures;
 mod gateway;
 mod process;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use attack::*;
+pub use certificates::*;
 pub use fixtures::*;
 pub use gateway::*;
 pub use process::*;
