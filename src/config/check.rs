@@ -125,7 +125,8 @@ impl Checker<'_> {
             _ => None,
         };
         let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
-        let warnings = route_warnings(self.file, &routes, mode, only_source);
+        let mut warnings = route_warnings(self.file, &routes, mode, only_source);
+        warnings.extend(self.topic_warnings(&raw.routes));
         let delivery = self.delivery(&raw.delivery, &raw.dedupe);
         let log = self.log(&raw.log);
         Config {

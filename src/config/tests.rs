@@ -392,6 +392,35 @@ fn a_route_for_every_source_is_hidden_by_one_for_the_only_source() {
 }
 
 #[test]
+fn a_topic_no_woocommerce_store_sends_is_a_located_warning_with_the_nearest_one() {
+    let text = MINIMAL.replace("[\"order.*\"]", "[\"orders.created\", \"order\", \"invoice.paid\", \"*.deleted\"]");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with(
+            "test.yaml:8:14: route \"orders\": \"orders.created\" matches no WooCommerce topic; did you mean \"order.created\"? (Ignore this"
+        ),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[1].starts_with(
+            "test.yaml:8:32: route \"orders\": \"order\" matches no WooCommerce topic; did you mean \"order.*\"?"
+        ),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[2]
+            .contains("\"invoice.paid\" matches no WooCommerce topic: WooCommerce sends order, product and coupon"),
+        "{:?}",
+        config.warnings
+    );
+    // A custom topic is allowed: the file still loads, and the routes take what they name.
+    assert!(config.routes.first("shop", "invoice.paid").is_some());
+}
+
+#[test]
 fn first_route_is_the_first_match_in_file_order() {
     let text = MINIMAL.replace("[\"order.*\"]", "[\"order.created\"]")
         + "  - name: rest\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:3001/\n";
