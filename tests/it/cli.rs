@@ -151,6 +151,34 @@ async fn check_and_serve_warn_about_a_topic_woocommerce_never_sends() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Whether a 200 keeps a delivery no route takes is said plainly, in either mode.
+#[test]
+fn check_says_what_becomes_of_a_delivery_no_route_takes() {
+    let dir = temp_dir("check-unrouted");
+    let check = |extra: &str| {
+        let file = config_file(&dir, ROUTE_TO_NOWHERE, extra);
+        let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let queue = check(&queue_delivery(&dir, ""));
+    assert!(
+        queue.contains("unrouted deliveries: accept (answered 200 once kept in the spool as unrouted, for 7days;"),
+        "{queue}"
+    );
+    let proxy = check("");
+    assert!(proxy.contains("unrouted deliveries: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");
+    assert!(!proxy.contains("warning:"), "{proxy}");
+    let proxy_accept = check("unrouted: accept\n");
+    assert!(proxy_accept.contains("unrouted deliveries: discard (answered 200 and DROPPED"), "{proxy_accept}");
+    assert!(
+        proxy_accept
+            .contains(": unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none"),
+        "{proxy_accept}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn sign_prints_what_woocommerce_sends_from_every_secret_source() {
     let dir = temp_dir("sign");
