@@ -15,29 +15,16 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::route::TopicPattern;
 
-/// What to do with the spool.
+/// What to do with the spool. (`ReplayUnrouted`: route the unrouted events, of topics `topic` matches
+/// when given, along the config's routes now.)
 #[derive(Debug)]
 pub enum Command {
     Stats,
-    List {
-        route: Option<String>,
-        state: Option<String>,
-        limit: usize,
-    },
-    Show {
-        id: String,
-    },
-    Replay {
-        id: Option<String>,
-        route: Option<String>,
-    },
-    /// Route the unrouted events (of topics `topic` matches, when given) along the config's routes now.
-    ReplayUnrouted {
-        topic: Option<String>,
-    },
-    Drop {
-        id: String,
-    },
+    List { route: Option<String>, state: Option<String>, limit: usize },
+    Show { id: String },
+    Replay { id: Option<String>, route: Option<String> },
+    ReplayUnrouted { topic: Option<String> },
+    Drop { id: String },
 }
 
 /// Runs a spool command against the spool `config` names; the exit code says how it went.
