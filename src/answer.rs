@@ -40,7 +40,8 @@ pub enum Outcome {
     InvalidSignature,
     /// An `X-WC-Webhook-ID` outside the source's allow-list.
     ForbiddenWebhook,
-    /// Verified, but no route takes its topic.
+    /// Verified, but no route takes its topic: kept as unrouted (queue mode), dropped or refused, as
+    /// `unrouted` says.
     Unrouted,
     /// Body larger than `max_body_bytes`.
     TooLarge,
@@ -257,8 +258,13 @@ pub enum Accepted {
     /// A verified replay older than `reject_older_than`: 200 `{"status":"stale"}`, so that WooCommerce does
     /// not count a failure against the webhook.
     Stale,
-    /// A verified delivery that no route takes, under `unrouted: accept`: 200 `{"status":"unrouted"}`.
-    Unrouted,
+    /// A verified delivery that no route takes: 200 `{"status":"unrouted","id":"<event id>"}` once it is kept
+    /// in the spool (queue mode, `unrouted: accept`), or 200 `{"status":"unrouted"}` when it is dropped
+    /// (`unrouted: discard`).
+    Unrouted {
+        /// The event id it is kept under, when it is kept.
+        id: Option<String>,
+    },
     /// Queue mode: stored durably under this event id.
     Queued {
         /// The event id, also sent upstream as `X-Hookgate-Event-Id`.
@@ -279,7 +285,7 @@ impl Accepted {
         match self {
             Accepted::Pong => Outcome::Ping,
             Accepted::Stale => Outcome::Stale,
-            Accepted::Unrouted => Outcome::Unrouted,
+            Accepted::Unrouted { .. } => Outcome::Unrouted,
             Accepted::Queued { .. } => Outcome::Queued,
             Accepted::Duplicate { .. } => Outcome::Duplicate,
             Accepted::Relayed(_) => Outcome::Accepted,
@@ -289,7 +295,7 @@ impl Accepted {
     /// The spool's event id, for the log line.
     pub fn event_id(&self) -> Option<&str> {
         match self {
-            Accepted::Queued { id } | Accepted::Duplicate { id } => Some(id),
+            Accepted::Queued { id } | Accepted::Duplicate { id } | Accepted::Unrouted { id: Some(id) } => Some(id),
             _ => None,
         }
     }
@@ -299,7 +305,8 @@ impl Accepted {
         match self {
             Accepted::Pong => json(StatusCode::OK, r#"{"status":"pong"}"#),
             Accepted::Stale => json(StatusCode::OK, r#"{"status":"stale"}"#),
-            Accepted::Unrouted => json(StatusCode::OK, r#"{"status":"unrouted"}"#),
+            Accepted::Unrouted { id: Some(id) } => status_with_id("unrouted", &id),
+            Accepted::Unrouted { id: None } => json(StatusCode::OK, r#"{"status":"unrouted"}"#),
             Accepted::Queued { id } => status_with_id("queued", &id),
             Accepted::Duplicate { id } => status_with_id("duplicate", &id),
             Accepted::Relayed(answer) => {

@@ -67,8 +67,8 @@ enum SpoolCommand {
         /// Only this route's deliveries.
         #[arg(long)]
         route: Option<String>,
-        /// Only deliveries in this state.
-        #[arg(long, value_parser = ["pending", "dead", "delivered"])]
+        /// Only deliveries in this state (`unrouted`: the deliveries no route took).
+        #[arg(long, value_parser = ["pending", "dead", "delivered", "unrouted"])]
         state: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
@@ -79,17 +79,23 @@ enum SpoolCommand {
         /// The event id (as answered to WooCommerce and sent as X-Hookgate-Event-Id).
         id: String,
     },
-    /// Make deliveries pending again: one event's, or every dead letter.
+    /// Make deliveries pending again: one event's, every dead letter, or the unrouted events.
     Replay {
-        /// The event to deliver again (its dead and delivered entries).
-        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        /// The event to deliver again (its dead and delivered entries; an unrouted event is routed).
+        #[arg(required_unless_present_any = ["dead", "unrouted"], conflicts_with_all = ["dead", "unrouted"])]
         id: Option<String>,
         /// Every dead letter.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unrouted")]
         dead: bool,
         /// Only this route's deliveries.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unrouted")]
         route: Option<String>,
+        /// Route every unrouted event along the config's routes as they are now.
+        #[arg(long)]
+        unrouted: bool,
+        /// With --unrouted: only events whose topic this glob matches ("order.*").
+        #[arg(long, requires = "unrouted", value_name = "GLOB")]
+        topic: Option<String>,
     },
     /// Delete an event and all its deliveries.
     Drop {
@@ -144,7 +150,8 @@ fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
         SpoolCommand::Stats => Admin::Stats,
         SpoolCommand::List { route, state, limit } => Admin::List { route, state, limit },
         SpoolCommand::Show { id } => Admin::Show { id },
-        SpoolCommand::Replay { id, dead: _, route } => Admin::Replay { id, route },
+        SpoolCommand::Replay { unrouted: true, topic, .. } => Admin::ReplayUnrouted { topic },
+        SpoolCommand::Replay { id, dead: _, route, unrouted: false, topic: _ } => Admin::Replay { id, route },
         SpoolCommand::Drop { id } => Admin::Drop { id },
     }
 }
@@ -333,11 +340,28 @@ fn check(path: &Path) -> ExitCode {
             println!("    headers: {}", route.headers.summary().join(", "));
         }
     }
-    println!("unrouted deliveries: {:?}", config.unrouted);
+    println!("unrouted deliveries: {}", unrouted_summary(&config));
     for warning in &config.warnings {
         println!("warning: {warning}");
     }
     ExitCode::SUCCESS
+}
+
+/// What becomes of a verified delivery no route takes, said plainly: above all, whether a 200 keeps it.
+fn unrouted_summary(config: &Config) -> String {
+    use crate::config::Unrouted;
+    match (config.unrouted, config.delivery.queue()) {
+        (Unrouted::Accept, Some(queue)) => format!(
+            "accept (answered 200 once kept in the spool as unrouted, for {}; `hookgate spool replay --unrouted` routes them once a route takes them)",
+            humantime::format_duration(queue.keep_unrouted)
+        ),
+        (Unrouted::Discard, _) => {
+            "discard (answered 200 and DROPPED: nothing keeps them, and WooCommerce counts them delivered)".to_owned()
+        }
+        (Unrouted::Reject | Unrouted::Accept, _) => {
+            "reject (answered 404: WooCommerce logs a failed delivery, and disables the webhook after repeated failures; nothing keeps them)".to_owned()
+        }
+    }
 }
 
 fn diagnose(args: &DiagnoseArgs) -> ExitCode {

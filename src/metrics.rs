@@ -27,6 +27,8 @@ pub const QUEUE_OLDEST_PENDING_AGE_SECONDS: &str = "hookgate_queue_oldest_pendin
 pub const DELIVERY_ATTEMPTS_TOTAL: &str = "hookgate_delivery_attempts_total";
 /// Dead letters waiting for an operator, by route.
 pub const DEAD_LETTERS: &str = "hookgate_dead_letters";
+/// Deliveries no route took, kept in the spool for `hookgate spool replay --unrouted` (queue mode).
+pub const UNROUTED_EVENTS: &str = "hookgate_unrouted_events";
 /// Bytes the spool's live data takes.
 pub const SPOOL_BYTES: &str = "hookgate_spool_bytes";
 /// Configuration loads and reloads, by result.
@@ -91,6 +93,10 @@ fn describe() {
     describe_gauge!(QUEUE_OLDEST_PENDING_AGE_SECONDS, Unit::Seconds, "Age of the oldest pending delivery, by route.");
     describe_counter!(DELIVERY_ATTEMPTS_TOTAL, "Delivery attempts from the spool, by route and result.");
     describe_gauge!(DEAD_LETTERS, "Dead letters waiting for an operator, by route.");
+    describe_gauge!(
+        UNROUTED_EVENTS,
+        "Deliveries no route took, kept in the spool until replayed or past delivery.keep_unrouted."
+    );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's live data takes.");
     describe_counter!(CONFIG_RELOADS_TOTAL, "Configuration loads and reloads, by result.");
     describe_gauge!(

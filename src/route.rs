@@ -1,6 +1,9 @@
 //! Routing: topic patterns, exact topics (`order.created`) or globs where `*` stands for any run of
 //! characters (`order.*`, `*.deleted`, `action.*`, `*`); the routes built from them; and the lookups a
-//! delivery takes (the first route that takes it in proxy mode, every one in queue mode).
+//! delivery takes (the first route that takes it in proxy mode, every one in queue mode). `known` says
+//! which patterns can match a topic WooCommerce sends.
+
+mod known;
 
 use std::fmt;
 use std::time::Duration;

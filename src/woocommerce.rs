@@ -24,6 +24,34 @@ pub const HEADER_PREFIX: &str = "x-wc-webhook-";
 /// so it is refused without reading more than this.
 pub const MAX_PING_BODY_BYTES: u64 = 64;
 
+/// The resource topics WooCommerce 11 sends: `WC_Webhook::get_default_topic_hooks()`. There is no
+/// `customer.restored` (WooCommerce refuses to save a webhook for it) and `published` is products' only.
+pub const RESOURCE_TOPICS: [&str; 16] = [
+    "order.created",
+    "order.updated",
+    "order.deleted",
+    "order.restored",
+    "product.created",
+    "product.updated",
+    "product.deleted",
+    "product.restored",
+    "product.published",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "coupon.created",
+    "coupon.updated",
+    "coupon.deleted",
+    "coupon.restored",
+];
+
+/// The resources of [`RESOURCE_TOPICS`].
+pub const RESOURCES: [&str; 4] = ["order", "product", "customer", "coupon"];
+
+/// An action topic is `action.<hook name>`, and WooCommerce saves a webhook for one only when the hook's
+/// name starts with one of these (`wc_is_webhook_valid_topic`).
+pub const ACTION_TOPIC_PREFIXES: [&str; 2] = ["action.woocommerce_", "action.wc_"];
+
 /// A header's value when it is present exactly once.
 pub fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     let mut values = headers.get_all(name).iter();

@@ -32,6 +32,20 @@ pub(super) fn check(raw: RawConfig, path: &Path, text: &str) -> Result<Config, V
     if checker.problems.is_empty() { Ok(config) } else { Err(checker.problems) }
 }
 
+/// Checks only the routes of the file at `path` (whose text is `text`), as [`check`] checks them, without
+/// resolving any secret.
+pub(super) fn check_routes(raw: &RawConfig, path: &Path, text: &str) -> Result<crate::route::Routes, Vec<String>> {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut checker = Checker { file: path, text, base_dir, problems: Vec::new(), files: Vec::new() };
+    let source_names: Vec<&str> = raw.sources.value.iter().map(|s| s.name.value.as_str()).collect();
+    let routes = checker.routes(&raw.routes, &source_names);
+    if checker.problems.is_empty() {
+        Ok(routes.into_iter().map(|(route, _)| route).collect())
+    } else {
+        Err(checker.problems)
+    }
+}
+
 /// Collects problems while turning raw shapes into runtime values.
 struct Checker<'a> {
     /// The file being checked, for positions.
@@ -128,7 +142,9 @@ impl Checker<'_> {
             _ => None,
         };
         let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
-        let warnings = route_warnings(self.file, &routes, mode, only_source);
+        let mut warnings = route_warnings(self.file, &routes, mode, only_source);
+        warnings.extend(self.topic_warnings(&raw.routes));
+        let unrouted = self.unrouted(raw.unrouted.as_ref(), mode, &mut warnings);
         let delivery = self.delivery(&raw.delivery, &raw.dedupe);
         let log = self.log(&raw.log);
         Config {
@@ -142,12 +158,32 @@ impl Checker<'_> {
             trusted_proxies,
             sources,
             routes: routes.into_iter().map(|(route, _)| route).collect(),
-            unrouted: raw.unrouted.unwrap_or(Unrouted::Accept),
+            unrouted,
             delivery,
             log,
             files: std::mem::take(&mut self.files),
             warnings,
             source_by_path,
+        }
+    }
+
+    /// `unrouted`, by mode: queue mode keeps an unrouted delivery unless told otherwise (`accept`); proxy
+    /// mode has nowhere to keep one, so it rejects it (404) unless told otherwise, and an `accept` written
+    /// in proxy mode drops it (as `discard` would), with a warning: a 200 for a delivery that is dropped
+    /// is never given without the file saying so.
+    fn unrouted(&self, raw: Option<&Spanned<Unrouted>>, mode: DeliveryMode, warnings: &mut Vec<String>) -> Unrouted {
+        match (mode, raw.map(|r| r.value)) {
+            (DeliveryMode::Queue, None) => Unrouted::Accept,
+            (DeliveryMode::Proxy, None) => Unrouted::Reject,
+            (DeliveryMode::Proxy, Some(Unrouted::Accept)) => {
+                let line = raw.map_or(0, |r| r.referenced.line());
+                warnings.push(format!(
+                    "{}:{line}: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 200 and DROPPED, and WooCommerce counts them delivered; write unrouted: reject to answer 404 (WooCommerce logs a failed delivery), or unrouted: discard to drop them without this warning",
+                    self.file.display()
+                ));
+                Unrouted::Discard
+            }
+            (_, Some(unrouted)) => unrouted,
         }
     }
 
@@ -363,8 +399,10 @@ impl Checker<'_> {
         };
         let keep_delivered =
             self.duration_or_zero(raw.keep_delivered.as_ref(), DEFAULT_KEEP_DELIVERED, "delivery.keep_delivered", true);
+        let keep_unrouted =
+            self.duration_or_zero(raw.keep_unrouted.as_ref(), DEFAULT_KEEP_UNROUTED, "delivery.keep_unrouted", true);
         let dedupe = self.dedupe(raw_dedupe);
-        QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, dedupe }
+        QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, keep_unrouted, dedupe }
     }
 
     /// The `dedupe` section: its window (zero turns suppression off) and its topic patterns.

@@ -84,6 +84,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
 /// Delivered entries are kept this long for `hookgate spool show` and replays, then pruned.
 pub const DEFAULT_KEEP_DELIVERED: Duration = Duration::from_secs(24 * 3600);
+/// Unrouted deliveries are kept this long for `hookgate spool replay --unrouted`: a week gives a typo in a
+/// route time to be noticed (an alert, a weekly report) and fixed before anything is pruned.
+pub const DEFAULT_KEEP_UNROUTED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// WooCommerce's duplicate deliveries arrive within seconds; ten minutes catches them with room to spare.
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Resource topics repeat only by accident; `action.*` topics repeat legitimately, so they are left out.
@@ -114,7 +117,7 @@ pub struct Config {
     pub sources: Vec<Arc<Source>>,
     /// Routes in file order: in proxy mode the first that matches wins.
     pub routes: Routes,
-    /// What happens to a verified delivery that no route matches.
+    /// What happens to a verified delivery that no route matches (in proxy mode, never `Accept`).
     pub unrouted: Unrouted,
     /// How verified deliveries reach their upstreams: proxy mode, or queue mode with its settings (the
     /// `delivery` section and the top-level `dedupe` section).
@@ -224,14 +227,30 @@ pub enum LogFormat {
     Text,
 }
 
-/// What happens to a verified delivery that no route matches.
+/// What happens to a verified delivery that no route matches. Never a 200 for a delivery that is dropped
+/// unless the file says `discard`: proxy mode, which has nowhere to keep one, rejects unless told otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unrouted {
-    /// Answer 200 and forward nothing: WooCommerce keeps the webhook active.
+    /// Queue mode (its default): stored in the spool as unrouted and answered 200 once committed, kept for
+    /// `delivery.keep_unrouted` for `hookgate spool replay --unrouted`. Never in force in proxy mode, where
+    /// the word stands for `Discard` (with a warning).
     Accept,
-    /// Answer 404, so the mistake shows in WooCommerce's webhook log.
+    /// Answer 200 and keep nothing: the delivery is gone, and WooCommerce counts it delivered.
+    Discard,
+    /// Answer 404, so the delivery shows as failed in WooCommerce's webhook log (proxy mode's default).
     Reject,
+}
+
+impl Unrouted {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrouted::Accept => "accept",
+            Unrouted::Discard => "discard",
+            Unrouted::Reject => "reject",
+        }
+    }
 }
 
 /// How verified deliveries reach their upstreams.
@@ -297,6 +316,9 @@ pub struct QueueSettings {
     pub max_spool_bytes: u64,
     /// How long delivered entries are kept before they are pruned.
     pub keep_delivered: Duration,
+    /// How long deliveries no route took are kept (for `hookgate spool replay --unrouted`) before they are
+    /// pruned.
+    pub keep_unrouted: Duration,
     /// Suppression of repeated deliveries (the top-level `dedupe` section).
     pub dedupe: Dedupe,
 }
@@ -357,6 +379,15 @@ impl Config {
         let lenient: Lenient = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &text, &e))?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(base_dir.join(lenient.delivery.spool_path.as_deref().unwrap_or(DEFAULT_SPOOL_PATH)))
+    }
+
+    /// Only the routes, checked as [`Config::load`] checks them, for `hookgate spool replay --unrouted`:
+    /// it routes deliveries as the file routes them now, from an operator's shell that may not have the
+    /// secrets' environment, so no secret is resolved.
+    pub fn load_routes(path: &Path) -> Result<Routes, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &text, &e))?;
+        check::check_routes(&raw, path, &text).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
     }
 
     /// The source whose Delivery URL has this path.

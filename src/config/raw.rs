@@ -24,7 +24,7 @@ pub(super) struct RawConfig {
     pub(super) sources: Spanned<Vec<RawSource>>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
-    pub(super) unrouted: Option<Unrouted>,
+    pub(super) unrouted: Option<Spanned<Unrouted>>,
     #[serde(default)]
     pub(super) delivery: RawDelivery,
     #[serde(default)]
@@ -148,6 +148,7 @@ pub(super) struct RawDelivery {
     pub(super) max_in_flight: Option<Spanned<usize>>,
     pub(super) max_spool_bytes: Option<Spanned<u64>>,
     pub(super) keep_delivered: Option<Spanned<String>>,
+    pub(super) keep_unrouted: Option<Spanned<String>>,
 }
 
 /// The `delivery.retry` section.

@@ -137,6 +137,7 @@ fn queue_mode_is_the_default_with_its_defaults() {
     assert_eq!(queue.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     assert_eq!(queue.max_spool_bytes, DEFAULT_MAX_SPOOL_BYTES);
     assert_eq!(queue.keep_delivered, DEFAULT_KEEP_DELIVERED);
+    assert_eq!(queue.keep_unrouted, DEFAULT_KEEP_UNROUTED);
     assert_eq!(queue.dedupe.window, DEFAULT_DEDUPE_WINDOW);
     assert!(queue.dedupe.applies_to("order.created"));
     assert!(!queue.dedupe.applies_to("action.woocommerce_add_to_cart"));
@@ -389,6 +390,60 @@ fn a_route_for_every_source_is_hidden_by_one_for_the_only_source() {
     let config = parse(&text).unwrap();
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("route \"again\" is never used"), "{:?}", config.warnings);
+}
+
+#[test]
+fn unrouted_deliveries_are_kept_in_queue_mode_and_never_answered_200_and_dropped_unless_the_file_says_so() {
+    assert_eq!(parse(MINIMAL).unwrap().unrouted, Unrouted::Accept, "queue mode keeps them");
+    let keep = parse(&format!("{MINIMAL}delivery:\n  keep_unrouted: 2h\n")).unwrap();
+    assert_eq!(keep.delivery.queue().unwrap().keep_unrouted, Duration::from_secs(7200));
+    let proxy = format!("{MINIMAL}delivery:\n  mode: proxy\n");
+    let config = parse(&proxy).unwrap();
+    assert_eq!(config.unrouted, Unrouted::Reject, "proxy mode has no spool: 404 unless told otherwise");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let config = parse(&format!("{proxy}unrouted: discard\n")).unwrap();
+    assert_eq!(config.unrouted, Unrouted::Discard);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // `accept` promises a delivery kept, which proxy mode cannot keep: it drops them, and says so.
+    let config = parse(&format!("{proxy}unrouted: accept\n")).unwrap();
+    assert_eq!(config.unrouted, Unrouted::Discard);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("test.yaml:12: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 200 and DROPPED"),
+        "{:?}",
+        config.warnings
+    );
+    let problem = only_problem(&format!("{MINIMAL}unrouted: keep\n"));
+    assert!(problem.starts_with("test.yaml:10:11: unknown variant `keep`"), "{problem}");
+}
+
+#[test]
+fn a_topic_no_woocommerce_store_sends_is_a_located_warning_with_the_nearest_one() {
+    let text = MINIMAL.replace("[\"order.*\"]", "[\"orders.created\", \"order\", \"invoice.paid\", \"*.deleted\"]");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.warnings.len(), 3, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with(
+            "test.yaml:8:14: route \"orders\": \"orders.created\" matches no WooCommerce topic; did you mean \"order.created\"? (Ignore this"
+        ),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[1].starts_with(
+            "test.yaml:8:32: route \"orders\": \"order\" matches no WooCommerce topic; did you mean \"order.*\"?"
+        ),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        config.warnings[2]
+            .contains("\"invoice.paid\" matches no WooCommerce topic: WooCommerce sends order, product and coupon"),
+        "{:?}",
+        config.warnings
+    );
+    // A custom topic is allowed: the file still loads, and the routes take what they name.
+    assert!(config.routes.first("shop", "invoice.paid").is_some());
 }
 
 #[test]

@@ -275,13 +275,23 @@ async fn enqueue(
 ) -> Result<Accepted, Rejection> {
     let topic = delivery.topic().unwrap_or_default();
     let routes: Vec<String> = config.routes.matching(&source.name, topic).map(|r| r.name.clone()).collect();
-    if routes.is_empty() {
+    if routes.is_empty() && config.unrouted != Unrouted::Accept {
         return unrouted(config);
     }
-    found.route = Some(routes.join(","));
+    found.route = (!routes.is_empty()).then(|| routes.join(","));
+    // With no route, `unrouted: accept`: stored as unrouted, for a replay once a route takes it.
     match queue.store(config, &source.name, &delivery, routes).await {
         Ok(Stored::Queued { public_id }) => Ok(Accepted::Queued { id: public_id }),
         Ok(Stored::Duplicate { public_id }) => Ok(Accepted::Duplicate { id: public_id }),
+        Ok(Stored::Unrouted { public_id }) => {
+            tracing::warn!(
+                source = %source.name,
+                topic,
+                event_id = %public_id,
+                "no route takes this delivery: kept as unrouted until delivery.keep_unrouted has passed; once a route takes its topic, `hookgate spool replay --unrouted` delivers it"
+            );
+            Ok(Accepted::Unrouted { id: Some(public_id) })
+        }
         Err(NotStored::Full) => Err(Rejection::SpoolFull),
         Err(NotStored::Unavailable(error)) => {
             tracing::error!(%error, "cannot store a delivery: answering 503");
@@ -327,11 +337,13 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     restart
 }
 
-/// A verified delivery that no route takes: `unrouted` decides.
+/// A verified delivery that no route takes and that is not kept: `unrouted` decides. `accept` promises a
+/// delivery kept, which only queue mode's spool can keep (see [`enqueue`]): anywhere else (a reload to
+/// queue mode while proxy mode still serves) it is refused, never answered 200 and dropped.
 fn unrouted(config: &Config) -> Result<Accepted, Rejection> {
     match config.unrouted {
-        Unrouted::Accept => Ok(Accepted::Unrouted),
-        Unrouted::Reject => Err(Rejection::Unrouted),
+        Unrouted::Discard => Ok(Accepted::Unrouted { id: None }),
+        Unrouted::Accept | Unrouted::Reject => Err(Rejection::Unrouted),
     }
 }
 

@@ -131,6 +131,10 @@ impl Watching {
         match self.gateway.reload(&self.path) {
             Ok(restart) => {
                 tracing::info!(cause, file = %self.path.display(), "configuration reloaded");
+                // What `hookgate check` would warn about in the new file (a topic typo, say).
+                for warning in &self.gateway.config().warnings {
+                    tracing::warn!("{warning}");
+                }
                 for setting in restart {
                     tracing::warn!(setting = %setting, "changed in the file, but takes effect only after a restart");
                 }

@@ -1,6 +1,7 @@
 //! `hookgate spool ...`: an operator's view of the spool, and replays and drops. It opens the file the
 //! config names with its own connection, so it works while the gateway runs (a running gateway picks up
-//! replayed deliveries within a second).
+//! replayed deliveries within a second). Only routing unrouted events reads more of the config than the
+//! spool's path: its routes (never its secrets).
 
 use std::io::Write;
 use std::path::Path;
@@ -12,14 +13,17 @@ use rusqlite::Connection;
 use super::{SpoolError, store};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::route::TopicPattern;
 
-/// What to do with the spool.
+/// What to do with the spool. (`ReplayUnrouted`: route the unrouted events, of topics `topic` matches
+/// when given, along the config's routes now.)
 #[derive(Debug)]
 pub enum Command {
     Stats,
     List { route: Option<String>, state: Option<String>, limit: usize },
     Show { id: String },
     Replay { id: Option<String>, route: Option<String> },
+    ReplayUnrouted { topic: Option<String> },
     Drop { id: String },
 }
 
@@ -52,7 +56,7 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    match execute(&mut conn, &path, command, &mut out) {
+    match execute(&mut conn, &path, config, command, &mut out) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("{error}");
@@ -61,12 +65,22 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
     }
 }
 
-fn execute(conn: &mut Connection, path: &Path, command: Command, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+fn execute(
+    conn: &mut Connection,
+    path: &Path,
+    config: &Path,
+    command: Command,
+    out: &mut impl Write,
+) -> Result<ExitCode, SpoolError> {
     match command {
         Command::Stats => stats(conn, path, out),
         Command::List { route, state, limit } => list(conn, route, state, limit, out),
         Command::Show { id } => show(conn, &id, out),
+        Command::Replay { id: Some(id), route: None } if is_unrouted(conn, &id)? => {
+            replay_unrouted(conn, config, Some(&id), None, out)
+        }
         Command::Replay { id, route } => replay(conn, id, route, out),
+        Command::ReplayUnrouted { topic } => replay_unrouted(conn, config, None, topic.as_deref(), out),
         Command::Drop { id } => drop_event(conn, &id, out),
     }
 }
@@ -93,6 +107,16 @@ fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCod
         writeln!(out, "{:<24} {:>9} {:>7} {:>10}  {oldest}", stats.route, stats.pending, stats.dead, stats.delivered)
             .map_err(write_error)?;
     }
+    let unrouted = store::unrouted_stats(conn)?;
+    let oldest =
+        unrouted.oldest_received_at.map_or_else(String::new, |at| format!(", oldest received {} ago", age(now - at)));
+    writeln!(
+        out,
+        "unrouted: {} event{} no route took{oldest}",
+        unrouted.events,
+        if unrouted.events == 1 { "" } else { "s" }
+    )
+    .map_err(write_error)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,6 +131,11 @@ fn list(
     let rows = store::list(conn, route.as_deref(), state.as_deref(), limit)?;
     let shown = rows.len();
     for row in rows {
+        if row.state == "unrouted" {
+            let (id, topic, source, received) = (&row.public_id, &row.topic, &row.source, time(row.received_at));
+            writeln!(out, "{id}  -  unrouted  {topic} from {source}  received {received}").map_err(write_error)?;
+            continue;
+        }
         let last = match (row.last_status, &row.last_error) {
             (Some(status), _) => format!("last status {status}"),
             (None, Some(error)) => format!("last error: {error}"),
@@ -142,6 +171,14 @@ fn show(conn: &Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, S
     writeln!(out, "received {} from {}, topic {}", time(event.received_at), event.source, event.topic)
         .map_err(write_error)?;
     writeln!(out, "resource {}", event.resource_key.as_deref().unwrap_or("- (not ordered)")).map_err(write_error)?;
+    if event.unrouted {
+        writeln!(
+            out,
+            "unrouted: no route took it; `hookgate spool replay {}` routes it as the config routes it now",
+            event.public_id
+        )
+        .map_err(write_error)?;
+    }
     for (delivery, answer) in &event.deliveries {
         writeln!(
             out,
@@ -189,6 +226,52 @@ fn drop_event(conn: &mut Connection, id: &str, out: &mut impl Write) -> Result<E
     }
     writeln!(out, "dropped event {id} and its deliveries").map_err(write_error)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the event with this public id is kept as unrouted.
+fn is_unrouted(conn: &Connection, id: &str) -> Result<bool, SpoolError> {
+    Ok(store::show(conn, id)?.is_some_and(|event| event.unrouted))
+}
+
+/// `spool replay --unrouted [--topic GLOB]` (or `spool replay ID` of an unrouted event): routes unrouted
+/// events along the routes `config` has now, each as a delivery received now would be routed.
+fn replay_unrouted(
+    conn: &mut Connection,
+    config: &Path,
+    id: Option<&str>,
+    topic: Option<&str>,
+    out: &mut impl Write,
+) -> Result<ExitCode, SpoolError> {
+    let topic = match topic.map(TopicPattern::parse).transpose() {
+        Ok(topic) => topic,
+        Err(message) => {
+            eprintln!("--topic: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let routes = match Config::load_routes(config) {
+        Ok(routes) => routes,
+        Err(error) => {
+            eprint!("{error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let routed = store::route_unrouted(conn, &routes, id, topic.as_ref(), Clock::system().now_ms())?;
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    writeln!(
+        out,
+        "routed {} unrouted {}: {} {} pending",
+        routed.events,
+        plural(routed.events, "event", "events"),
+        routed.deliveries,
+        plural(routed.deliveries, "delivery", "deliveries")
+    )
+    .map_err(write_error)?;
+    if !routed.still_unrouted.is_empty() {
+        let topics: Vec<String> = routed.still_unrouted.iter().map(|(topic, n)| format!("{topic} ({n})")).collect();
+        eprintln!("still taken by no route in {}, and kept as unrouted: {}", config.display(), topics.join(", "));
+    }
+    Ok(if id.is_some() && routed.events == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn time(unix_ms: i64) -> String {

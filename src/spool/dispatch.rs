@@ -239,14 +239,15 @@ fn wait_for(next_due: Option<i64>, now: i64) -> Duration {
     }
 }
 
-/// Removes, in short chunks, the delivered entries older than `keep_delivered` and the dedupe records
-/// older than the dedupe window, at `now` (unix ms).
+/// Removes, in short chunks, the delivered entries older than `keep_delivered`, the unrouted events older
+/// than `keep_unrouted` and the dedupe records older than the dedupe window, at `now` (unix ms).
 async fn prune(spool: &Spool, settings: &QueueSettings, now: i64) {
-    let keep = i64::try_from(settings.keep_delivered.as_millis()).unwrap_or(i64::MAX);
-    let window = i64::try_from(settings.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+    let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    let (keep, keep_unrouted) = (millis(settings.keep_delivered), millis(settings.keep_unrouted));
+    let window = millis(settings.dedupe.window);
     let mut pruned = 0;
     loop {
-        match spool.prune(now, keep, window).await {
+        match spool.prune(now, keep, keep_unrouted, window).await {
             Ok(removed) => {
                 pruned += removed;
                 if removed < store::PRUNE_CHUNK {
@@ -260,7 +261,7 @@ async fn prune(spool: &Spool, settings: &QueueSettings, now: i64) {
         }
     }
     if pruned > 0 {
-        tracing::info!(pruned, "pruned delivered entries and old dedupe records");
+        tracing::info!(pruned, "pruned delivered entries, unrouted events and old dedupe records");
     }
 }
 
@@ -278,9 +279,12 @@ async fn drain(mut attempts: JoinSet<()>, grace: Duration) {
 }
 
 /// Sets the queue gauges from the spool: pending, oldest pending age at `now` (unix ms) and dead letters per
-/// configured route (zero for a route with none), and the spool's size.
+/// configured route (zero for a route with none), the unrouted events kept, and the spool's size.
 async fn update_queue_gauges(spool: &Spool, config: &Config, now: i64) {
-    let Ok(stats) = spool.read(store::stats).await else { return };
+    let Ok((stats, unrouted)) = spool.read(|conn| Ok((store::stats(conn)?, store::unrouted_stats(conn)?))).await else {
+        return;
+    };
+    metrics::gauge!(crate::metrics::UNROUTED_EVENTS).set(unrouted.events as f64);
     // Configured routes, and routes removed from the config that still have entries in the spool.
     let mut routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     routes.extend(stats.iter().map(|s| s.route.as_str()).filter(|r| config.routes.by_name(r).is_none()));

@@ -100,6 +100,7 @@ enum WriteOp {
     Prune {
         now: i64,
         keep_delivered_ms: i64,
+        keep_unrouted_ms: i64,
         dedupe_window_ms: i64,
         reply: oneshot::Sender<Result<usize, SpoolError>>,
     },
@@ -175,7 +176,8 @@ impl Spool {
     }
 
     /// Stores a verified delivery from `source`, received at `received_at` (unix ms), with one pending entry
-    /// per route in `routes`, due at once, unless it repeats one stored within `dedupe_window` before it;
+    /// per route in `routes`, due at once (none, and marked unrouted, when `routes` is empty), unless it
+    /// repeats one stored within `dedupe_window` before it;
     /// returns once the transaction holding it has committed (durable on disk). A verified delivery is the
     /// only way in.
     pub async fn enqueue(
@@ -219,12 +221,18 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Prunes what is older at `now` (unix ms) than it is kept: delivered entries and dedupe records (see
-    /// [`store::prune`]).
-    pub async fn prune(&self, now: i64, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
+    /// Prunes what is older at `now` (unix ms) than it is kept: delivered entries, unrouted events and
+    /// dedupe records (see [`store::prune`]).
+    pub async fn prune(
+        &self,
+        now: i64,
+        keep_delivered_ms: i64,
+        keep_unrouted_ms: i64,
+        dedupe_window_ms: i64,
+    ) -> Result<usize, SpoolError> {
         let (reply, answer) = oneshot::channel();
         self.ops
-            .send(WriteOp::Prune { now, keep_delivered_ms, dedupe_window_ms, reply })
+            .send(WriteOp::Prune { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms, reply })
             .await
             .map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
@@ -382,8 +390,9 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult
             WriteOp::Record(id, now, attempted, _) => {
                 store::record_attempt(&savepoint, *id, *now, attempted).map(|()| OpValue::Recorded)
             }
-            WriteOp::Prune { now, keep_delivered_ms, dedupe_window_ms, .. } => {
-                store::prune(&savepoint, *now, *keep_delivered_ms, *dedupe_window_ms).map(OpValue::Pruned)
+            WriteOp::Prune { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms, .. } => {
+                store::prune(&savepoint, *now, *keep_delivered_ms, *keep_unrouted_ms, *dedupe_window_ms)
+                    .map(OpValue::Pruned)
             }
             WriteOp::Stop => continue,
         };

@@ -11,9 +11,11 @@ use super::SpoolError;
 
 mod inspect;
 mod schema;
+mod unrouted;
 
-pub use inspect::{Listed, RouteStats, Shown, list, show, stats};
+pub use inspect::{Listed, RouteStats, Shown, UnroutedStats, list, show, stats, unrouted_stats};
 pub use schema::{BUSY_TIMEOUT, SCHEMA_VERSION, migrate, open, schema_version, used_bytes};
+pub use unrouted::{Routed, route_unrouted};
 
 /// A verified delivery to be stored, with the routes it goes to.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub enum Stored {
     Queued { public_id: String },
     /// A repeat of an earlier delivery within the dedupe window: nothing stored.
     Duplicate { public_id: String },
+    /// Taken by no route: stored as unrouted, with no delivery, until a replay routes it or it is pruned.
+    Unrouted { public_id: String },
 }
 
 /// Stores an event and its pending deliveries, unless it repeats an earlier one.
@@ -50,8 +54,9 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
             return Ok(Stored::Duplicate { public_id });
         }
     }
+    let unrouted = event.routes.is_empty();
     conn.prepare_cached(
-        "INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body, unrouted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         event.public_id,
@@ -60,10 +65,29 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
         event.topic,
         event.resource_key,
         event.headers,
-        &event.body[..]
+        &event.body[..],
+        unrouted
     ])?;
     let event_id = conn.last_insert_rowid();
-    // A delivery is its resource's head on its route unless an earlier one is still pending there.
+    insert_deliveries(conn, event_id, event.resource_key.as_deref(), &event.routes, event.received_at)?;
+    // An unrouted event is remembered too: its repeat is a duplicate, and a replay delivers it once.
+    if let Some((key, _)) = &event.dedupe {
+        conn.prepare_cached("INSERT OR REPLACE INTO dedupe (key, event_id, seen_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&key[..], event.public_id, event.received_at])?;
+    }
+    let public_id = event.public_id.clone();
+    Ok(if unrouted { Stored::Unrouted { public_id } } else { Stored::Queued { public_id } })
+}
+
+/// One pending delivery of event `event_id` per route in `routes`, due at `at`. A delivery is its
+/// resource's head on its route unless an earlier one is still pending there.
+fn insert_deliveries(
+    conn: &Connection,
+    event_id: i64,
+    resource_key: Option<&str>,
+    routes: &[String],
+    at: i64,
+) -> Result<(), SpoolError> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
          VALUES (?1, ?2, ?3, 'pending',
@@ -71,14 +95,10 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
                                            WHERE o.route = ?2 AND o.resource_key = ?3 AND o.state = 'pending'),
                  ?4, ?4)",
     )?;
-    for route in &event.routes {
-        insert.execute(params![event_id, route, event.resource_key, event.received_at])?;
+    for route in routes {
+        insert.execute(params![event_id, route, resource_key, at])?;
     }
-    if let Some((key, _)) = &event.dedupe {
-        conn.prepare_cached("INSERT OR REPLACE INTO dedupe (key, event_id, seen_at) VALUES (?1, ?2, ?3)")?
-            .execute(params![&key[..], event.public_id, event.received_at])?;
-    }
-    Ok(Stored::Queued { public_id: event.public_id.clone() })
+    Ok(())
 }
 
 /// A pending delivery whose turn has come, with what is needed to send it.
@@ -251,9 +271,16 @@ fn resources_of(
 pub const PRUNE_CHUNK: usize = 500;
 
 /// Removes up to [`PRUNE_CHUNK`] delivered entries older than `keep_delivered` (and their events once no
-/// delivery is left), and as many dedupe records older than the window. Dead letters stay until replayed
-/// or dropped. Returns how many rows went; call again while it returns [`PRUNE_CHUNK`] or more.
-pub fn prune(conn: &Connection, now: i64, keep_delivered_ms: i64, dedupe_window_ms: i64) -> Result<usize, SpoolError> {
+/// delivery is left), as many unrouted events received longer than `keep_unrouted` ago, and as many dedupe
+/// records older than the window. Dead letters stay until replayed or dropped. Returns how many rows went;
+/// call again while it returns [`PRUNE_CHUNK`] or more.
+pub fn prune(
+    conn: &Connection,
+    now: i64,
+    keep_delivered_ms: i64,
+    keep_unrouted_ms: i64,
+    dedupe_window_ms: i64,
+) -> Result<usize, SpoolError> {
     let chunk = PRUNE_CHUNK as i64;
     let events: Vec<i64> = conn
         .prepare_cached(
@@ -269,10 +296,11 @@ pub fn prune(conn: &Connection, now: i64, keep_delivered_ms: i64, dedupe_window_
     for event in &events {
         orphaned.execute([event])?;
     }
+    let unrouted = unrouted::prune(conn, now.saturating_sub(keep_unrouted_ms), chunk)?;
     let forgotten = conn
         .prepare_cached("DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE seen_at < ?1 LIMIT ?2)")?
         .execute(params![now - dedupe_window_ms, chunk])?;
-    Ok(events.len().max(forgotten))
+    Ok(events.len().max(unrouted).max(forgotten))
 }
 
 /// Makes dead (or delivered) deliveries pending again, due now, with a fresh give-up clock. With a public

@@ -111,6 +111,74 @@ fn check_fails_clearly_on_a_missing_file_and_warns_about_hidden_routes() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A typo in a topic is allowed (a store may send topics of its own) but never silent: `check` and the
+/// start-up log name its line and column and the nearest topic WooCommerce sends.
+#[tokio::test]
+async fn check_and_serve_warn_about_a_topic_woocommerce_never_sends() {
+    let dir = temp_dir("check-topic-typo");
+    let routes =
+        "  - name: orders\n    topics: [\"orders.created\", \"order\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
+    let file = config_file(&dir, routes, &queue_delivery(&dir, ""));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text.lines().position(|l| l.contains("orders.created")).unwrap() + 1;
+    let at = |topic: &str| {
+        format!("{}:{line}:{}", file.display(), text.lines().nth(line - 1).unwrap().find(topic).unwrap() + 1)
+    };
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "a warning, not an error: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let typo = format!(
+        "warning: {}: route \"orders\": \"orders.created\" matches no WooCommerce topic; did you mean \"order.created\"?",
+        at("\"orders.created\"")
+    );
+    assert!(stdout.contains(&typo), "{typo}\n{stdout}");
+    let bare = format!(
+        "warning: {}: route \"orders\": \"order\" matches no WooCommerce topic; did you mean \"order.*\"?",
+        at("\"order\"")
+    );
+    assert!(stdout.contains(&bare), "{bare}\n{stdout}");
+
+    // Logged before the line that says it serves, which the start waits for.
+    let process = HookgateProcess::start(&file);
+    let warning = process
+        .log
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"].as_str().is_some_and(|m| m.contains(&typo["warning: ".len()..])))
+        .unwrap_or_else(|| panic!("no typo warning at start-up: {:?}", process.log));
+    assert_eq!(warning["level"], "WARN");
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Whether a 200 keeps a delivery no route takes is said plainly, in either mode.
+#[test]
+fn check_says_what_becomes_of_a_delivery_no_route_takes() {
+    let dir = temp_dir("check-unrouted");
+    let check = |extra: &str| {
+        let file = config_file(&dir, ROUTE_TO_NOWHERE, extra);
+        let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let queue = check(&queue_delivery(&dir, ""));
+    assert!(
+        queue.contains("unrouted deliveries: accept (answered 200 once kept in the spool as unrouted, for 7days;"),
+        "{queue}"
+    );
+    let proxy = check("");
+    assert!(proxy.contains("unrouted deliveries: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");
+    assert!(!proxy.contains("warning:"), "{proxy}");
+    let proxy_accept = check("unrouted: accept\n");
+    assert!(proxy_accept.contains("unrouted deliveries: discard (answered 200 and DROPPED"), "{proxy_accept}");
+    assert!(
+        proxy_accept
+            .contains(": unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none"),
+        "{proxy_accept}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn sign_prints_what_woocommerce_sends_from_every_secret_source() {
     let dir = temp_dir("sign");

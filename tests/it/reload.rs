@@ -29,7 +29,7 @@ async fn sighup_adds_a_route_and_a_bad_file_is_refused_without_dropping_requests
     let addr = process.addr;
     let coupon = Fixture::load("coupon-deleted");
     let answer = send_raw(addr, &coupon.request("/hooks/main")).await;
-    assert_eq!(answer.text(), r#"{"status":"unrouted"}"#);
+    assert_eq!(answer.text(), r#"{"error":"unrouted"}"#, "proxy mode: no route, no 200");
 
     // A new route, on SIGHUP.
     std::fs::write(
@@ -161,7 +161,7 @@ async fn in_process_a_changed_file_adds_a_route_through_the_same_start_up_as_the
     let loaded = hookgate::config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let gateway = TestGateway::serve(loaded, Some(&file)).await;
     let coupon = Fixture::load("coupon-deleted");
-    assert_eq!(send_raw(gateway.addr, &coupon.request("/hooks/main")).await.text(), r#"{"status":"unrouted"}"#);
+    assert_eq!(send_raw(gateway.addr, &coupon.request("/hooks/main")).await.text(), r#"{"error":"unrouted"}"#);
 
     let both = format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons));
     std::fs::write(&file, config(&both, "")).unwrap();

@@ -70,3 +70,66 @@ async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded
     drop(process);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The lost order, with WooCommerce's own code: a queue-mode hookgate whose only route has a typo
+/// (`orders.created`) keeps the store's `order.created` as unrouted, while WooCommerce logs a success; once
+/// the file's route is fixed (a hot reload), `spool replay --unrouted` delivers it, once, as the store signed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_stores_order_sent_to_a_mistyped_route_is_kept_and_delivered_once_the_route_is_fixed() {
+    let test = "the_real_stores_order_sent_to_a_mistyped_route_is_kept_and_delivered_once_the_route_is_fixed";
+    let Some(site) = WooCommerceSite::started(test).await else {
+        return;
+    };
+    let dir = temp_dir("woocommerce-unrouted");
+    let upstream = Upstream::start().await;
+    let route = |topic: &str| {
+        format!("  - name: orders\n    topics: [\"{topic}\"]\n    upstream: \"{}\"\n", upstream.url("/in"))
+    };
+    let delivery = queue_delivery(&dir.join("spool"), "");
+    let file = config_file(&dir, &route("orders.created"), &delivery);
+    let mut process = HookgateProcess::start(&file);
+    let url = format!("http://{}/hooks/main", process.addr);
+
+    let attempts = site.send(&["deliver", &url, FIXTURE_SECRET, "order.created"]).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let attempt = &attempts[0];
+    assert_eq!(attempt["http_code"], 200, "{attempt}");
+    assert_eq!(attempt["wc_logged"], "success", "WooCommerce counts it delivered: {attempt}");
+    let answer: serde_json::Value =
+        serde_json::from_str(attempt["request"]["response_body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["status"], "unrouted", "{attempt}");
+    let id = answer["id"].as_str().expect("the answer names the event it is kept under").to_owned();
+    let spool = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("spool")
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (_, listed) = spool(&["list", "--state", "unrouted"]);
+    assert!(listed.starts_with(&format!("{id}  -  unrouted  order.created from main")), "{listed}");
+    assert!(upstream.received().is_empty(), "kept, not sent");
+
+    std::fs::write(&file, fixture_config(&route("order.created"), &delivery)).unwrap();
+    process.wait_for_log("the reload", |line| line["message"] == "configuration reloaded");
+    assert_eq!(spool(&["replay", "--unrouted"]).1.trim(), "routed 1 unrouted event: 1 delivery pending");
+    assert_eq!(spool(&["replay", "--unrouted"]).1.trim(), "routed 0 unrouted events: 0 deliveries pending");
+    eventually(std::time::Duration::from_secs(20), "the order arrives", || !upstream.received().is_empty()).await;
+    let received = &upstream.received()[0];
+    assert_eq!(received.headers["x-wc-webhook-topic"], "order.created");
+    assert_eq!(received.headers["x-wc-webhook-signature"], attempt["signature"].as_str().unwrap());
+    assert_eq!(received.headers["x-hookgate-event-id"], id.as_str());
+    let mut delivered = String::new();
+    eventually(std::time::Duration::from_secs(20), "the delivery is recorded", || {
+        delivered = spool(&["list", "--state", "delivered"]).1;
+        delivered.contains(&id)
+    })
+    .await;
+    assert_eq!(delivered.lines().count(), 1, "{delivered}");
+    assert_eq!(upstream.received().len(), 1, "once");
+    drop(process);
+    std::fs::remove_dir_all(dir).unwrap();
+}

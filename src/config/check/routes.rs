@@ -84,6 +84,39 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// Warnings about topic patterns that match no topic WooCommerce sends, each with its line and column
+    /// and the nearest pattern that does when one is close. A warning, not a problem: a store's plugins
+    /// can send topics of their own.
+    pub(super) fn topic_warnings(&self, raw: &[RawRoute]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for route in raw {
+            for topic in &route.topics.value {
+                let Ok(pattern) = TopicPattern::parse(&topic.value) else { continue };
+                if pattern.matches_a_woocommerce_topic() {
+                    continue;
+                }
+                let hint = match pattern.nearest_woocommerce_pattern() {
+                    Some(nearest) => format!("; did you mean {nearest:?}?"),
+                    None => format!(": {WOOCOMMERCE_SENDS}."),
+                };
+                warnings.push(format!(
+                    "{}:{}:{}: route {:?}: {:?} matches no WooCommerce topic{hint} (Ignore this if your store's plugins send it as a topic of their own.)",
+                    self.file.display(),
+                    topic.referenced.line(),
+                    topic.referenced.column(),
+                    route.name.value,
+                    topic.value,
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// What WooCommerce sends, for a topic warning with nothing close to suggest.
+const WOOCOMMERCE_SENDS: &str = "WooCommerce sends order, product and coupon .created, .updated, .deleted and .restored, customer .created, .updated and .deleted, product.published, and action.woocommerce_* and action.wc_* hooks";
+
 /// Warnings about routes that check out, each with the line of its name: a timeout WooCommerce does not
 /// wait for, and, in proxy mode, a route that an earlier one hides (it would never be used). Only a
 /// configuration without problems is ever used, so its route names are unique and each line is its own.

@@ -1,4 +1,5 @@
-//! What an operator reads of the spool (`hookgate spool stats|list|show`) and the queue gauges.
+//! What an operator reads of the spool (`hookgate spool stats|list|show`), deliveries and unrouted events
+//! alike, and the queue gauges.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -50,17 +51,65 @@ pub struct Listed {
     pub last_error: Option<String>,
 }
 
-/// Deliveries, oldest first, filtered by route and state.
+/// Deliveries, oldest first, filtered by route and state; with state `unrouted`, the events no route took
+/// (which have no route), and with neither filter, those too, in the order received.
 pub fn list(
     conn: &Connection,
     route: Option<&str>,
     state: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Listed>, SpoolError> {
+    if state == Some("unrouted") {
+        return if route.is_some() { Ok(Vec::new()) } else { list_unrouted(conn, limit) };
+    }
     let mut statement = conn.prepare(&format!(
         "{LISTED_COLUMNS} WHERE (?1 IS NULL OR d.route = ?1) AND (?2 IS NULL OR d.state = ?2) ORDER BY d.id LIMIT ?3"
     ))?;
     let rows = statement.query_map(params![route, state, i64::try_from(limit).unwrap_or(i64::MAX)], listed)?;
+    let mut rows: Vec<Listed> = rows.collect::<Result<_, _>>()?;
+    if route.is_none() && state.is_none() {
+        rows.extend(list_unrouted(conn, limit)?);
+        // Stable: each list keeps its own order among equal times.
+        rows.sort_by_key(|row| row.received_at);
+        rows.truncate(limit);
+    }
+    Ok(rows)
+}
+
+/// The unrouted events kept, for `spool stats` and the `hookgate_unrouted_events` gauge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnroutedStats {
+    pub events: i64,
+    /// When the oldest was received (unix ms).
+    pub oldest_received_at: Option<i64>,
+}
+
+/// How many unrouted events the spool keeps, and the oldest one's age.
+pub fn unrouted_stats(conn: &Connection) -> Result<UnroutedStats, SpoolError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*), MIN(received_at) FROM events WHERE unrouted = 1")?
+        .query_row([], |row| Ok(UnroutedStats { events: row.get(0)?, oldest_received_at: row.get(1)? }))?)
+}
+
+/// Up to `limit` unrouted events, oldest first, as `spool list` shows them (route `-`, state `unrouted`).
+fn list_unrouted(conn: &Connection, limit: usize) -> Result<Vec<Listed>, SpoolError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT public_id, topic, source, received_at FROM events WHERE unrouted = 1 ORDER BY id LIMIT ?1",
+    )?;
+    let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+        Ok(Listed {
+            public_id: row.get(0)?,
+            route: "-".to_owned(),
+            state: "unrouted".to_owned(),
+            topic: row.get(1)?,
+            source: row.get(2)?,
+            attempts: 0,
+            received_at: row.get(3)?,
+            next_attempt_at: 0,
+            last_status: None,
+            last_error: None,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -95,6 +144,8 @@ pub struct Shown {
     pub resource_key: Option<String>,
     pub headers: Vec<u8>,
     pub body: Vec<u8>,
+    /// No route has taken it yet (it has no deliveries).
+    pub unrouted: bool,
     pub deliveries: Vec<(Listed, Option<Vec<u8>>)>,
 }
 
@@ -102,7 +153,7 @@ pub struct Shown {
 pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolError> {
     let event = conn
         .query_row(
-            "SELECT id, public_id, received_at, source, topic, resource_key, headers, body FROM events WHERE public_id = ?1",
+            "SELECT id, public_id, received_at, source, topic, resource_key, headers, body, unrouted FROM events WHERE public_id = ?1",
             [public_id],
             |row| {
                 Ok((
@@ -115,6 +166,7 @@ pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolEr
                         resource_key: row.get(5)?,
                         headers: row.get(6)?,
                         body: row.get(7)?,
+                        unrouted: row.get(8)?,
                         deliveries: Vec::new(),
                     },
                 ))

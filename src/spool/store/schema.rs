@@ -12,10 +12,12 @@ use super::SpoolError;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema this build writes. Older files are migrated on open; a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Each migration takes the schema from version N to N + 1 (index N).
-const MIGRATIONS: [&str; 1] = [r#"
+/// Each migration takes the schema from version N to N + 1 (index N). A file is migrated in place when it
+/// is opened; adding a column with a constant default rewrites no row, however large the spool.
+pub(super) const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE events (
     id           INTEGER PRIMARY KEY,             -- order of receipt
     public_id    TEXT NOT NULL UNIQUE,            -- the id answered to WooCommerce and sent as X-Hookgate-Event-Id
@@ -55,7 +57,14 @@ CREATE TABLE dedupe (
     seen_at   INTEGER NOT NULL
 );
 CREATE INDEX dedupe_seen ON dedupe (seen_at);
-"#];
+"#,
+    // 2: deliveries no route took are kept (queue mode, `unrouted: accept`) as events without deliveries,
+    // until `hookgate spool replay --unrouted` routes them or `keep_unrouted` has passed.
+    r#"
+ALTER TABLE events ADD COLUMN unrouted INTEGER NOT NULL DEFAULT 0;  -- 1 while no route has taken the event
+CREATE INDEX events_unrouted ON events (received_at) WHERE unrouted = 1;
+"#,
+];
 
 /// Opens (creating it and its folder if needed) and migrates the spool. `synchronous=FULL` with WAL makes
 /// every commit durable before it returns: an answer sent after a commit is a promise kept across crashes.

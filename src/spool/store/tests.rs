@@ -135,8 +135,8 @@ fn prune_replay_and_drop() {
     record_attempt(&conn, ids[0], 20, &Attempted::Delivered { status: 200 }).unwrap();
     record_attempt(&conn, ids[1], 20, &Attempted::Dead { status: Some(404), error: "gone".into(), answer: vec![] })
         .unwrap();
-    assert_eq!(prune(&conn, 25, 10, 10).unwrap(), 0, "delivered 5 ms ago is kept for 10");
-    assert_eq!(prune(&conn, 40, 10, 10).unwrap(), 1);
+    assert_eq!(prune(&conn, 25, 10, 1000, 10).unwrap(), 0, "delivered 5 ms ago is kept for 10");
+    assert_eq!(prune(&conn, 40, 10, 1000, 10).unwrap(), 1);
     assert!(show(&conn, "done").unwrap().is_none(), "the event went with its last delivery");
     let dead = show(&conn, "dead").unwrap().unwrap();
     assert_eq!(dead.deliveries[0].0.state, "dead");
@@ -164,5 +164,100 @@ fn a_replayed_or_dropped_head_keeps_one_head_per_resource() {
     // Dropped, the next one becomes the head.
     assert!(drop_event(&mut conn, "a1").unwrap());
     assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a2"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
+    let dir = std::env::temp_dir().join(format!("hookgate-store-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v1.db");
+    {
+        // The file as hookgate 1's schema left it, with a pending delivery in it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO events (public_id, received_at, source, topic, headers, body) VALUES ('old', 5, 'shop', 'order.created', x'', x'7b7d')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO deliveries (event_id, route, state, pending_since, next_attempt_at) VALUES (1, 'r', 'pending', 5, 5)",
+            [],
+        )
+        .unwrap();
+    }
+    let conn = open(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+    assert_eq!(due_ids(&conn, "r", 10, 10, &HashSet::new()), ["old"], "the pending delivery is still due");
+    assert!(!show(&conn, "old").unwrap().unwrap().unrouted);
+    assert_eq!(unrouted_stats(&conn).unwrap().events, 0);
+    insert_event(&conn, &event("new", None, &[], 20)).unwrap();
+    assert_eq!(unrouted_stats(&conn).unwrap(), UnroutedStats { events: 1, oldest_received_at: Some(20) });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn routes(yaml_routes: &[(&str, &str)]) -> crate::route::Routes {
+    yaml_routes
+        .iter()
+        .map(|(name, topic)| crate::route::Route {
+            name: (*name).to_owned(),
+            source: None,
+            topics: vec![crate::route::TopicPattern::parse(topic).unwrap()],
+            upstream: "http://127.0.0.1:1/".parse().unwrap(),
+            timeout: std::time::Duration::from_secs(1),
+            client: None,
+            headers: crate::upstream::UpstreamHeaders::default(),
+        })
+        .collect()
+}
+
+#[test]
+fn an_unrouted_event_is_kept_without_deliveries_and_routed_once_by_a_replay() {
+    let (dir, mut conn) = temp_db("unrouted");
+    let mut first = event("u1", Some("shop/order:1"), &[], 10);
+    first.dedupe = Some(([1; 32], 0));
+    assert_eq!(insert_event(&conn, &first).unwrap(), Stored::Unrouted { public_id: "u1".into() });
+    let mut repeat = event("u1-again", Some("shop/order:1"), &[], 11);
+    repeat.dedupe = Some(([1; 32], 0));
+    assert_eq!(insert_event(&conn, &repeat).unwrap(), Stored::Duplicate { public_id: "u1".into() });
+    let mut coupon = event("u2", None, &[], 12);
+    coupon.topic = "coupon.deleted".into();
+    insert_event(&conn, &coupon).unwrap();
+    assert!(stats(&conn).unwrap().is_empty(), "no delivery: nothing for the dispatcher");
+    let listed: Vec<String> =
+        list(&conn, None, Some("unrouted"), 10).unwrap().into_iter().map(|l| l.public_id).collect();
+    assert_eq!(listed, ["u1", "u2"]);
+    assert!(list(&conn, Some("r"), Some("unrouted"), 10).unwrap().is_empty(), "an unrouted event has no route");
+
+    // Routed by topic, along the routes given: two for the order, none yet for the coupon.
+    let orders = routes(&[("a", "order.*"), ("b", "*.updated"), ("c", "coupon.*")]);
+    let only_orders = crate::route::TopicPattern::parse("order.*").unwrap();
+    let routed = route_unrouted(&mut conn, &orders, None, Some(&only_orders), 50).unwrap();
+    assert_eq!(routed, Routed { events: 1, deliveries: 2, still_unrouted: vec![] });
+    assert_eq!(due_ids(&conn, "a", 50, 10, &HashSet::new()), ["u1"]);
+    assert_eq!(due_ids(&conn, "b", 50, 10, &HashSet::new()), ["u1"]);
+    assert!(due_ids(&conn, "a", 49, 10, &HashSet::new()).is_empty(), "due from the replay on");
+    assert_eq!(route_unrouted(&mut conn, &orders, None, Some(&only_orders), 60).unwrap(), Routed::default(), "once");
+    assert_eq!(due_ids(&conn, "a", 60, 10, &HashSet::new()), ["u1"], "no second delivery");
+
+    // With no route for it, an event stays unrouted and is named.
+    let none = routes(&[("a", "order.*")]);
+    let routed = route_unrouted(&mut conn, &none, None, None, 70).unwrap();
+    assert_eq!(routed.still_unrouted, [("coupon.deleted".to_owned(), 1)]);
+    assert!(show(&conn, "u2").unwrap().unwrap().unrouted);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unrouted_events_are_pruned_after_keep_unrouted() {
+    let (dir, conn) = temp_db("prune-unrouted");
+    insert_event(&conn, &event("old", None, &[], 10)).unwrap();
+    insert_event(&conn, &event("new", None, &[], 30)).unwrap();
+    assert_eq!(prune(&conn, 35, 0, 20, 0).unwrap(), 1, "received 25 ms ago, kept for 20");
+    assert!(show(&conn, "old").unwrap().is_none());
+    assert!(show(&conn, "new").unwrap().unwrap().unrouted, "received 5 ms ago: kept");
     std::fs::remove_dir_all(&dir).unwrap();
 }

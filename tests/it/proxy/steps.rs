@@ -295,7 +295,7 @@ async fn a_tampered_body_or_an_unknown_secret_gets_401() {
 
 // 7. Routing by topic, first match in file order; unrouted deliveries as `unrouted` says.
 #[tokio::test]
-async fn the_topic_picks_the_first_matching_route_and_unrouted_is_accepted() {
+async fn the_topic_picks_the_first_matching_route_and_unrouted_discard_answers_200() {
     let orders = Upstream::start().await;
     let catalogue = Upstream::start().await;
     let routes = format!(
@@ -303,7 +303,7 @@ async fn the_topic_picks_the_first_matching_route_and_unrouted_is_accepted() {
         orders.url("/orders"),
         catalogue.url("/catalogue")
     );
-    let gateway = TestGateway::start(&fixture_config(&routes, "unrouted: accept")).await;
+    let gateway = TestGateway::start(&fixture_config(&routes, "unrouted: discard")).await;
     for (name, status) in [
         ("order-created", 200),
         ("order-updated-large", 200),
@@ -331,14 +331,23 @@ async fn the_topic_picks_the_first_matching_route_and_unrouted_is_accepted() {
     gateway.stop().await;
 }
 
+/// Proxy mode keeps nothing, so unless the file says `discard` a delivery no route takes is answered 404
+/// (WooCommerce logs it as failed) rather than 200 and dropped; `accept`, which promises it kept, drops it
+/// as `discard` does, and `hookgate check` warns about it.
 #[tokio::test]
-async fn unrouted_reject_answers_404_and_forwards_nothing() {
+async fn unrouted_is_rejected_with_404_by_default_in_proxy_mode_and_forwarded_nowhere() {
     let upstream = Upstream::start().await;
     let routes = format!("  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n", upstream.url("/"));
-    let gateway = TestGateway::start(&fixture_config(&routes, "unrouted: reject")).await;
+    for extra in ["", "unrouted: reject"] {
+        let gateway = TestGateway::start(&fixture_config(&routes, extra)).await;
+        let answer = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
+        assert_eq!(answer.status, 404, "{extra:?}");
+        assert_eq!(answer.text(), r#"{"error":"unrouted"}"#);
+        gateway.stop().await;
+    }
+    let gateway = TestGateway::start(&fixture_config(&routes, "unrouted: accept")).await;
     let answer = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
-    assert_eq!(answer.status, 404);
-    assert_eq!(answer.text(), r#"{"error":"unrouted"}"#);
+    assert_eq!(answer.text(), r#"{"status":"unrouted"}"#, "answered 200 and dropped, as the warning says");
     assert!(upstream.received().is_empty());
     gateway.stop().await;
 }

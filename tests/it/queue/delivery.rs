@@ -131,19 +131,20 @@ async fn fan_out_sends_one_delivery_to_every_matching_route() {
     gateway.stop().await;
 }
 
+/// A rejected delivery, a ping, and with `unrouted: discard` a delivery no route takes: nothing stored.
 #[tokio::test]
-async fn unrouted_and_rejected_deliveries_are_not_queued() {
+async fn discarded_and_rejected_deliveries_are_not_queued() {
     let dir = temp_dir("queue-rejected");
     let upstream = Upstream::start().await;
     let config = fixture_config(
         &route("orders", "\"order.*\"", &upstream.url("/")),
-        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+        &format!("unrouted: discard\n{}", queue_delivery(&dir, "  max_in_flight: 1\n")),
     );
     let gateway = TestGateway::start(&config).await;
     assert_eq!(send_raw(gateway.addr, &Fixture::load("tampered-body").request("/hooks/main")).await.status, 401);
     assert_eq!(send_raw(gateway.addr, &Fixture::load("ping").request("/hooks/main")).await.status, 200);
     let unrouted = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
-    assert_eq!(unrouted.text(), r#"{"status":"unrouted"}"#);
+    assert_eq!(unrouted.text(), r#"{"status":"unrouted"}"#, "no id: nothing is kept");
     // Each was answered after the spool committed what it stored.
     let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();

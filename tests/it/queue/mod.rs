@@ -1,10 +1,12 @@
 //! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
 //! `delivery`: what is delivered, where, in what order and how many at once; `retries`: backoff, dead
-//! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning.
+//! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning;
+//! `unrouted`: what becomes of a delivery no route takes.
 
 mod delivery;
 mod retries;
 mod spool;
+mod unrouted;
 
 use std::collections::HashMap;
 use std::path::Path;
