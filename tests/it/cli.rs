@@ -49,6 +49,55 @@ fn check_summarises_the_example_without_printing_its_secret() {
     assert!(!stdout.contains("demo-secret-change-me"), "{stdout}");
 }
 
+/// YAML traps in a secret's value: one cut short by ` #` is warned about by `check` and at start-up, one
+/// YAML cannot read says to quote it, and neither shows the secret; the admin listener on the webhook
+/// listener's address is refused with its line.
+#[test]
+fn check_and_serve_warn_about_a_secret_cut_short_and_check_explains_quoting() {
+    let dir = temp_dir("cli-traps");
+    let file = dir.join("hookgate.yaml");
+    let write = |secret_line: &str| {
+        let text = example_on_free_ports().replace("- value: \"demo-secret-change-me\"", secret_line);
+        assert!(text.contains(secret_line), "the example's secret line was replaced");
+        std::fs::write(&file, text).unwrap();
+    };
+    write("- value: demo-secret #change-me");
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "a warning, not an error");
+    let warning = stdout.lines().find(|l| l.starts_with("warning: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(warning.contains("hookgate.yaml:") && warning.contains("holds \" #\""), "{warning}");
+    assert!(warning.contains("quote the value"), "{warning}");
+    assert!(!stdout.contains("demo-secret") && !stdout.contains("change-me"), "{stdout}");
+    let process = HookgateProcess::start(&file);
+    let logged = process.log.iter().find(|l| l.contains("holds \\\" #\\\"")).cloned();
+    drop(process);
+    let logged = logged.unwrap_or_else(|| panic!("no start-up warning"));
+    assert!(logged.contains("\"level\":\"WARN\"") && !logged.contains("demo-secret"), "{logged}");
+
+    write("- value: &pss");
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("& starts an anchor") && stderr.contains("write the secret in single quotes"), "{stderr}");
+    assert!(!stderr.contains("pss"), "{stderr}");
+
+    write("- value: \"demo-secret-change-me\"");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("admin_listen: \"127.0.0.1:0\"", "admin_listen: \"127.0.0.1:8080\"");
+    std::fs::write(&file, text.replace("listen: \"127.0.0.1:0\"", "listen: \"0.0.0.0:8080\"")).unwrap();
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("hookgate.yaml:")
+            && stderr.contains(": admin_listen 127.0.0.1:8080 is the webhook listener's address"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn check_takes_the_config_from_hookgate_config() {
     let output = hookgate(&["check"]).env("HOOKGATE_CONFIG", example()).output().unwrap();

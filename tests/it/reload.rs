@@ -98,7 +98,8 @@ async fn a_changed_file_is_reloaded_without_a_signal_and_a_new_listen_needs_a_re
         &format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons)),
         "",
     )
-    .replace("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"");
+    // Only the webhook listener's line (the first): the admin listener may not share its address.
+    .replacen("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"", 1);
     std::fs::write(dir.join(".next.yaml"), next).unwrap();
     std::fs::rename(dir.join(".next.yaml"), &file).unwrap();
     let line = process.wait_for_log("the reload", reloaded);
