@@ -1,4 +1,7 @@
-//! The command line: `serve`, `check` and `sign`.
+//! The command line: `serve`, `check`, `sign`, `diagnose` and `spool`. What the commands print goes
+//! through [`crate::output`], so a reader that stops early (`| head`) ends them quietly.
+
+mod summary;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -282,55 +285,13 @@ fn level_filter(level: &str) -> String {
 
 fn check(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
-    println!("{}: OK", path.display());
-    println!("listen: {}", config.listen);
-    println!("delivery mode: {}", config.delivery.mode().as_str());
-    if let Some(delivery) = config.delivery.queue() {
-        println!(
-            "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
-            delivery.spool_path.display(),
-            delivery.max_spool_bytes,
-            humantime::format_duration(delivery.retry.initial_backoff),
-            humantime::format_duration(delivery.retry.max_backoff),
-            humantime::format_duration(delivery.retry.give_up_after),
-            delivery.max_in_flight
-        );
-    }
-    println!("sources:");
-    for source in &config.sources {
-        let ids = match &source.webhook_ids {
-            Some(ids) => format!(", webhook ids {ids:?}"),
-            None => String::new(),
-        };
-        println!(
-            "  {} at {} ({}, {} secret{}: {}; {} key{} tried{ids})",
-            source.name,
-            source.path,
-            source.verifier.algorithm(),
-            source.secrets.len(),
-            if source.secrets.len() == 1 { "" } else { "s" },
-            source.secret_origins.join(", "),
-            source.verifier.key_count(),
-            if source.verifier.key_count() == 1 { "" } else { "s" },
-        );
-    }
-    println!("routes:");
-    for route in &config.routes {
-        let topics: Vec<&str> = route.topics.iter().map(|t| t.as_str()).collect();
-        println!(
-            "  {}: {} from {} -> {} (timeout {})",
-            route.name,
-            topics.join(", "),
-            route.source.as_deref().unwrap_or("every source"),
-            route.upstream,
-            humantime::format_duration(route.timeout),
-        );
-    }
-    println!("unrouted deliveries: {:?}", config.unrouted);
-    for warning in &config.warnings {
-        println!("warning: {warning}");
-    }
-    ExitCode::SUCCESS
+    printed(&summary::summary(path, &config), ExitCode::SUCCESS)
+}
+
+/// `code` once `text` is on standard output, or a failure when it could not be written (a reader that has
+/// gone is no failure).
+fn printed(text: &str, code: ExitCode) -> ExitCode {
+    if crate::output::print(text) { code } else { ExitCode::FAILURE }
 }
 
 fn diagnose(args: &DiagnoseArgs) -> ExitCode {
@@ -358,10 +319,8 @@ fn diagnose(args: &DiagnoseArgs) -> ExitCode {
         }
     };
     let found = crate::diagnose::diagnose(source, &args.signature, &body);
-    for line in &found.lines {
-        println!("{line}");
-    }
-    if found.verifies { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let text: String = found.lines.iter().map(|line| format!("{line}\n")).collect();
+    printed(&text, if found.verifies { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn sign_stdin(args: &SignArgs) -> ExitCode {
@@ -377,8 +336,7 @@ fn sign_stdin(args: &SignArgs) -> ExitCode {
         eprintln!("cannot read the body from standard input: {error}");
         return ExitCode::FAILURE;
     }
-    println!("{}", sign(args.algorithm, &secret, &body));
-    ExitCode::SUCCESS
+    printed(&format!("{}\n", sign(args.algorithm, &secret, &body)), ExitCode::SUCCESS)
 }
 
 /// The secret `hookgate sign` was given, resolved as the configuration resolves its secrets.

@@ -15,7 +15,8 @@
 //!
 //! Around them: [`config`] turns the YAML file into validated values once, [`secret`] holds and resolves
 //! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes
-//! see, [`diagnose`] explains a signature that does not match, and [`cli`] is the command line.
+//! see, [`diagnose`] explains a signature that does not match, and [`cli`] is the command line (its output
+//! through [`output`]).
 //! [`clock`] is where the time is read for what is stored and scheduled, so tests can pause it.
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod config;
 pub mod diagnose;
 pub mod forward;
 pub mod metrics;
+pub mod output;
 pub mod route;
 pub mod secret;
 pub mod server;

@@ -236,6 +236,16 @@ pub enum Unrouted {
     Reject,
 }
 
+impl Unrouted {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrouted::Accept => "accept",
+            Unrouted::Reject => "reject",
+        }
+    }
+}
+
 /// How verified deliveries reach their upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -51,7 +51,7 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::Stdout::lock();
     match execute(&mut conn, &path, command, &mut out) {
         Ok(code) => code,
         Err(error) => {

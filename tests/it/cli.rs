@@ -47,6 +47,30 @@ fn check_summarises_the_example_without_printing_its_secret() {
         "{stdout}"
     );
     assert!(!stdout.contains("demo-secret-change-me"), "{stdout}");
+    // Durations as the file writes them, and the key's own spelling: lines that can be copied back.
+    assert!(stdout.contains("retry 1s to 5m, give up after 72h;"), "{stdout}");
+    assert!(stdout.contains("(timeout 10s)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "unrouted: accept"), "{stdout}");
+}
+
+/// `hookgate check --config FILE | head -3` panicked with "failed printing to stdout: Broken pipe": a
+/// reader that stops early now ends each command quietly, with the exit code it would have had.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let example = example();
+    let commands: [(&[&str], &[u8]); 2] =
+        [(&["check", "--config", example.to_str().unwrap()], b""), (&["sign", "--secret", "s"], b"{}")];
+    for (args, stdin) in commands {
+        // The pipe's reading end is closed before hookgate starts: its first write meets a closed pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = hookgate(args).stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: quietly");
+    }
 }
 
 /// YAML traps in a secret's value: one cut short by ` #` is warned about by `check` and at start-up, one
