@@ -99,6 +99,19 @@ enum SpoolCommand {
         /// The event id.
         id: String,
     },
+    /// Make pending deliveries that wait out a backoff due now (once an upstream is fixed): one event's,
+    /// one route's, or all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "route", "all"])))]
+    Retry {
+        /// The event whose pending deliveries to send now.
+        id: Option<String>,
+        /// Every pending delivery of this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Every pending delivery.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -149,6 +162,7 @@ fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
         SpoolCommand::Show { id } => Admin::Show { id },
         SpoolCommand::Replay { id, dead: _, route } => Admin::Replay { id, route },
         SpoolCommand::Drop { id } => Admin::Drop { id },
+        SpoolCommand::Retry { id, route, all: _ } => Admin::Retry { id, route },
     }
 }
 

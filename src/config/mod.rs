@@ -20,6 +20,7 @@ use crate::secret::Secret;
 use crate::verify::Verifier;
 
 mod check;
+mod lenient;
 mod raw;
 mod redact;
 mod traps;

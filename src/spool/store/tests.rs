@@ -166,3 +166,37 @@ fn a_replayed_or_dropped_head_keeps_one_head_per_resource() {
     assert_eq!(due_ids(&conn, "r", 30, 10, &HashSet::new()), ["a2"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn retry_now_cuts_short_only_the_waits_it_is_asked_to() {
+    let (dir, conn) = temp_db("retry-now");
+    insert_event(&conn, &event("a", Some("shop/order:1"), &["r", "s"], 10)).unwrap();
+    insert_event(&conn, &event("b", Some("shop/order:2"), &["r"], 11)).unwrap();
+    insert_event(&conn, &event("c", Some("shop/order:3"), &["r"], 12)).unwrap();
+    let waiting = Attempted::Retry { next_attempt_at: 10_000, status: Some(503), error: "503".into(), answer: vec![] };
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for &id in &ids[..3] {
+        record_attempt(&conn, id, 100, &waiting).unwrap();
+    }
+    record_attempt(&conn, ids[3], 100, &Attempted::Delivered { status: 200 }).unwrap();
+    assert!(due_ids(&conn, "r", 200, 10, &HashSet::new()).is_empty(), "a, b wait on r, c is delivered");
+    assert!(event_exists(&conn, "a").unwrap() && !event_exists(&conn, "z").unwrap());
+    assert_eq!(routes(&conn).unwrap(), ["r", "s"]);
+
+    assert_eq!(retry_now(&conn, Some("a"), Some("s"), 200).unwrap(), 1, "event a on route s");
+    assert_eq!(due_ids(&conn, "s", 200, 10, &HashSet::new()), ["a"]);
+    assert!(due_ids(&conn, "r", 200, 10, &HashSet::new()).is_empty());
+    assert_eq!(retry_now(&conn, None, Some("r"), 200).unwrap(), 2, "a and b on route r");
+    assert_eq!(due_ids(&conn, "r", 200, 10, &HashSet::new()), ["a", "b"]);
+    assert_eq!(retry_now(&conn, None, None, 200).unwrap(), 0, "nothing waits any more; c is delivered");
+    let attempts: u32 =
+        conn.query_row("SELECT attempts FROM deliveries WHERE id = ?1", [ids[0]], |r| r.get(0)).unwrap();
+    assert_eq!(attempts, 1, "the attempts already made still count");
+    std::fs::remove_dir_all(dir).unwrap();
+}

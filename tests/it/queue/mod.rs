@@ -1,8 +1,10 @@
 //! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
 //! `delivery`: what is delivered, where, in what order and how many at once; `retries`: backoff, dead
-//! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning.
+//! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning;
+//! `operator`: `hookgate spool retry` and `--route` checks against a running binary.
 
 mod delivery;
+mod operator;
 mod retries;
 mod spool;
 
