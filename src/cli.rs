@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `sign`, `diagnose` and `spool`. What the commands print goes
-//! through [`crate::output`], so a reader that stops early (`| head`) ends them quietly.
+//! The command line: `serve`, `check`, `sign`, `diagnose`, `spool` and `health`. What the commands print
+//! goes through [`crate::output`], so a reader that stops early (`| head`) ends them quietly.
 
 mod summary;
 
@@ -34,6 +34,19 @@ enum Command {
     Spool(SpoolArgs),
     /// Explain why a signature does not verify (never printing a secret).
     Diagnose(DiagnoseArgs),
+    /// Exit 0 when the admin listener's /readyz answers 200 (a HEALTHCHECK or exec probe); otherwise say
+    /// why on one line and exit 1.
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    /// The URL to ask [default: /readyz on the admin_listen of --config, else http://127.0.0.1:9090/readyz].
+    #[arg(long)]
+    url: Option<String>,
+    /// The configuration file whose admin_listen is asked (read for that key alone: no secret is needed).
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign_stdin(&args),
         Command::Diagnose(args) => diagnose(&args),
         Command::Spool(args) => crate::spool::admin::run(args.config.as_deref(), to_admin(args.command)),
+        Command::Health(args) => crate::health::run(args.url.as_deref(), args.config.as_deref()),
     }
 }
 
