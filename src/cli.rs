@@ -1,4 +1,7 @@
-//! The command line: `serve`, `check` and `sign`.
+//! The command line: `serve`, `check`, `sign`, `diagnose`, `spool` and `health`. What the commands print
+//! goes through [`crate::output`], so a reader that stops early (`| head`) ends them quietly.
+
+mod summary;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,19 @@ enum Command {
     Spool(SpoolArgs),
     /// Explain why a signature does not verify (never printing a secret).
     Diagnose(DiagnoseArgs),
+    /// Exit 0 when the admin listener's /readyz answers 200 (a HEALTHCHECK or exec probe); otherwise say
+    /// why on one line and exit 1.
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    /// The URL to ask [default: /readyz on the admin_listen of --config, else http://127.0.0.1:9090/readyz].
+    #[arg(long)]
+    url: Option<String>,
+    /// The configuration file whose admin_listen is asked (read for that key alone: no secret is needed).
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +118,19 @@ enum SpoolCommand {
         /// The event id.
         id: String,
     },
+    /// Make pending deliveries that wait out a backoff due now (once an upstream is fixed): one event's,
+    /// one route's, or all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "route", "all"])))]
+    Retry {
+        /// The event whose pending deliveries to send now.
+        id: Option<String>,
+        /// Every pending delivery of this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Every pending delivery.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +170,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign_stdin(&args),
         Command::Diagnose(args) => diagnose(&args),
         Command::Spool(args) => crate::spool::admin::run(args.config.as_deref(), to_admin(args.command)),
+        Command::Health(args) => crate::health::run(args.url.as_deref(), args.config.as_deref()),
     }
 }
 
@@ -153,6 +183,7 @@ fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
         SpoolCommand::Replay { unrouted: true, topic, .. } => Admin::ReplayUnrouted { topic },
         SpoolCommand::Replay { id, dead: _, route, unrouted: false, topic: _ } => Admin::Replay { id, route },
         SpoolCommand::Drop { id } => Admin::Drop { id },
+        SpoolCommand::Retry { id, route, all: _ } => Admin::Retry { id, route },
     }
 }
 
@@ -289,79 +320,13 @@ fn level_filter(level: &str) -> String {
 
 fn check(path: &Path) -> ExitCode {
     let Some(config) = load(path) else { return ExitCode::from(2) };
-    println!("{}: OK", path.display());
-    println!("listen: {}", config.listen);
-    println!("delivery mode: {}", config.delivery.mode().as_str());
-    if let Some(delivery) = config.delivery.queue() {
-        println!(
-            "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
-            delivery.spool_path.display(),
-            delivery.max_spool_bytes,
-            humantime::format_duration(delivery.retry.initial_backoff),
-            humantime::format_duration(delivery.retry.max_backoff),
-            humantime::format_duration(delivery.retry.give_up_after),
-            delivery.max_in_flight
-        );
-    }
-    println!("sources:");
-    for source in &config.sources {
-        let ids = match &source.webhook_ids {
-            Some(ids) => format!(", webhook ids {ids:?}"),
-            None => String::new(),
-        };
-        println!(
-            "  {} at {} ({}, {} secret{}: {}; {} key{} tried{ids})",
-            source.name,
-            source.path,
-            source.verifier.algorithm(),
-            source.secrets.len(),
-            if source.secrets.len() == 1 { "" } else { "s" },
-            source.secret_origins.join(", "),
-            source.verifier.key_count(),
-            if source.verifier.key_count() == 1 { "" } else { "s" },
-        );
-    }
-    println!("routes:");
-    for route in &config.routes {
-        let topics: Vec<&str> = route.topics.iter().map(|t| t.as_str()).collect();
-        println!(
-            "  {}: {} from {} -> {} (timeout {})",
-            route.name,
-            topics.join(", "),
-            route.source.as_deref().unwrap_or("every source"),
-            route.upstream,
-            humantime::format_duration(route.timeout),
-        );
-        if let Some(client) = &route.client {
-            println!("    tls: {}", client.description());
-        }
-        if !route.headers.is_empty() {
-            // Where each value comes from, never the value.
-            println!("    headers: {}", route.headers.summary().join(", "));
-        }
-    }
-    println!("unrouted deliveries: {}", unrouted_summary(&config));
-    for warning in &config.warnings {
-        println!("warning: {warning}");
-    }
-    ExitCode::SUCCESS
+    printed(&summary::summary(path, &config), ExitCode::SUCCESS)
 }
 
-/// What becomes of a verified delivery no route takes, said plainly: above all, whether a 200 keeps it.
-fn unrouted_summary(config: &Config) -> String {
-    use crate::config::Unrouted;
-    match (config.unrouted, config.delivery.queue()) {
-        (Unrouted::Accept, Some(queue)) => format!(
-            "accept (answered 200 once kept in the spool as unrouted, for {}; `hookgate spool replay --unrouted` routes them once a route takes them)",
-            humantime::format_duration(queue.keep_unrouted)
-        ),
-        (Unrouted::Discard, _) => {
-            "discard (answered 200 and DROPPED: nothing keeps them, and WooCommerce counts them delivered)".to_owned()
-        }
-        (Unrouted::Reject | Unrouted::Accept, _) => {
-            "reject (answered 404: WooCommerce logs a failed delivery, and disables the webhook after repeated failures; nothing keeps them)".to_owned()
-        }
-    }
+/// `code` once `text` is on standard output, or a failure when it could not be written (a reader that has
+/// gone is no failure).
+fn printed(text: &str, code: ExitCode) -> ExitCode {
+    if crate::output::print(text) { code } else { ExitCode::FAILURE }
 }
 
 fn diagnose(args: &DiagnoseArgs) -> ExitCode {
@@ -389,10 +354,8 @@ fn diagnose(args: &DiagnoseArgs) -> ExitCode {
         }
     };
     let found = crate::diagnose::diagnose(source, &args.signature, &body);
-    for line in &found.lines {
-        println!("{line}");
-    }
-    if found.verifies { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    let text: String = found.lines.iter().map(|line| format!("{line}\n")).collect();
+    printed(&text, if found.verifies { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn sign_stdin(args: &SignArgs) -> ExitCode {
@@ -408,8 +371,7 @@ fn sign_stdin(args: &SignArgs) -> ExitCode {
         eprintln!("cannot read the body from standard input: {error}");
         return ExitCode::FAILURE;
     }
-    println!("{}", sign(args.algorithm, &secret, &body));
-    ExitCode::SUCCESS
+    printed(&format!("{}\n", sign(args.algorithm, &secret, &body)), ExitCode::SUCCESS)
 }
 
 /// The secret `hookgate sign` was given, resolved as the configuration resolves its secrets.

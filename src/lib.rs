@@ -17,7 +17,8 @@
 //!
 //! Around them: [`config`] turns the YAML file into validated values once, [`secret`] holds and resolves
 //! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes
-//! see, [`diagnose`] explains a signature that does not match, and [`cli`] is the command line.
+//! see, [`diagnose`] explains a signature that does not match, [`cli`] is the command line (its output
+//! through [`output`]), and [`health`] is the probe an image without a shell runs against the admin listener.
 //! [`clock`] is where the time is read for what is stored and scheduled, so tests can pause it.
 
 #![forbid(unsafe_code)]
@@ -28,7 +29,9 @@ pub mod clock;
 pub mod config;
 pub mod diagnose;
 pub mod forward;
+pub mod health;
 pub mod metrics;
+pub mod output;
 pub mod route;
 pub mod secret;
 pub mod server;

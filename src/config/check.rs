@@ -4,7 +4,7 @@
 //! route's `tls` and `headers`, and `pem` reads the certificate and key files they all name.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::raw::{RawConfig, RawDedupe, RawDelivery, RawLimits, RawLog, RawTls};
 use super::redact::{redact_line, secret_lines};
+use super::traps::secret_value_warnings;
 use super::*; // the runtime types and their defaults
 use crate::route::TopicPattern;
 
@@ -122,12 +123,33 @@ impl Checker<'_> {
         })
     }
 
+    /// `admin_listen` may not take the webhook listener's address (or one a wildcard of it covers): the
+    /// second listener could not bind, and metrics would sit on the port WooCommerce reaches. Port 0 is a
+    /// port the system picks for each, never shared.
+    fn listeners_apart(&mut self, raw: &RawConfig, listen: SocketAddr, admin_listen: SocketAddr) {
+        let covers =
+            |wildcard: IpAddr, other: IpAddr| wildcard.is_unspecified() && (wildcard.is_ipv6() || other.is_ipv4());
+        let (a, b) = (listen.ip(), admin_listen.ip());
+        let shared =
+            listen.port() != 0 && listen.port() == admin_listen.port() && (a == b || covers(a, b) || covers(b, a));
+        if !shared {
+            return;
+        }
+        // Where the file wrote the clash: admin_listen, or listen when admin_listen is the default.
+        if let Some(at) = &raw.admin_listen {
+            self.problem(at, format!("admin_listen {admin_listen} is the webhook listener's address (listen: {listen}): give the admin listener (metrics, health) a port of its own, such as \"127.0.0.1:9090\""));
+        } else if let Some(at) = &raw.listen {
+            self.problem(at, format!("listen {listen} takes the admin listener's default address ({DEFAULT_ADMIN_LISTEN}): set admin_listen to another port, or listen on another (WooCommerce delivers to 80, 443 and 8080)"));
+        }
+    }
+
     /// The whole configuration. Its steps run in a fixed order, which is the order problems are reported in:
     /// listeners, limits, trusted proxies, sources, routes, delivery, dedupe, log.
     fn config(&mut self, raw: RawConfig) -> Config {
         let listen = self.address(raw.listen.as_ref(), DEFAULT_LISTEN, "listen", "0.0.0.0:8080");
         let admin_listen =
             self.address(raw.admin_listen.as_ref(), DEFAULT_ADMIN_LISTEN, "admin_listen", "127.0.0.1:9090");
+        self.listeners_apart(&raw, listen, admin_listen);
         let http2 = raw.http2.unwrap_or(false);
         let tls = raw.tls.as_ref().and_then(|tls| self.tls(tls, http2));
         let shutdown_grace =
@@ -142,7 +164,8 @@ impl Checker<'_> {
             _ => None,
         };
         let mode = raw.delivery.mode.unwrap_or(DeliveryMode::Queue);
-        let mut warnings = route_warnings(self.file, &routes, mode, only_source);
+        let mut warnings = secret_value_warnings(self.file, self.text);
+        warnings.extend(route_warnings(self.file, &routes, mode, only_source));
         warnings.extend(self.topic_warnings(&raw.routes));
         let unrouted = self.unrouted(raw.unrouted.as_ref(), mode, &mut warnings);
         let delivery = self.delivery(&raw.delivery, &raw.dedupe);

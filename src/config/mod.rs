@@ -20,11 +20,14 @@ use crate::secret::Secret;
 use crate::verify::Verifier;
 
 mod check;
+mod lenient;
 mod raw;
 mod redact;
+mod traps;
 
 use raw::RawConfig;
 use redact::{SECRET_ENTRY_PROBLEM, redact_snippet_line, secret_lines};
+use traps::{UNQUOTED_VALUE_PROBLEM, is_unquoted_value_line};
 
 /// WooCommerce delivers only to ports 80, 443 and 8080 unless the site adds a filter.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -431,17 +434,28 @@ impl ConfigError {
                 let mut message =
                     first.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).map_or(first, |(_, m)| m);
                 // serde's messages quote the value they could not use ("unknown variant `s3cret`"): on a
-                // line that may hold a secret, the message is replaced, in the snippet too.
-                let on_secret_line = usize::try_from(at.line()).is_ok_and(|line| hidden.contains(&line));
-                let original_message = message;
-                if on_secret_line {
-                    message = SECRET_ENTRY_PROBLEM;
-                }
+                // line that may hold a secret, the message is replaced, in the snippet too. On a plain
+                // `value:` line the fault is how the secret is written (`&pss` is an anchor): say to quote it.
                 let original: Vec<&str> = text.lines().collect();
+                let line = usize::try_from(at.line()).unwrap_or(usize::MAX);
+                let replacement = if hidden.contains(&line) {
+                    Some(SECRET_ENTRY_PROBLEM)
+                } else if line.checked_sub(1).and_then(|i| original.get(i)).is_some_and(|l| is_unquoted_value_line(l)) {
+                    Some(UNQUOTED_VALUE_PROBLEM)
+                } else {
+                    None
+                };
+                let original_message = message;
+                if let Some(replacement) = replacement {
+                    message = replacement;
+                }
                 let snippet: Vec<String> = lines
                     .map(|l| {
                         let l = l.replace("<input>", &file);
-                        let l = if on_secret_line { l.replace(original_message, SECRET_ENTRY_PROBLEM) } else { l };
+                        let l = match replacement {
+                            Some(replacement) => l.replace(original_message, replacement),
+                            None => l,
+                        };
                         redact_snippet_line(&l, &hidden, &original)
                     })
                     .collect();

@@ -88,7 +88,7 @@ fn secret_block_at(line: &str) -> Option<(usize, &str, bool)> {
 /// Where `key` stands as a mapping key on `line` (bare or quoted, with or without spaces before the
 /// colon, at the start of a line, after `- `, or in a flow mapping): the column where it starts, and what
 /// follows the colon.
-fn key_at<'a>(line: &'a str, key: &str) -> Option<(usize, &'a str)> {
+pub(super) fn key_at<'a>(line: &'a str, key: &str) -> Option<(usize, &'a str)> {
     let bytes = line.as_bytes();
     let mut from = 0;
     while let Some(found) = line[from..].find(key).map(|i| from + i) {

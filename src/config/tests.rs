@@ -464,4 +464,60 @@ fn every_problem_is_reported_at_once() {
     assert!(shown.starts_with("test.yaml has 7 problems:"), "{shown}");
 }
 
+#[test]
+fn an_admin_listener_on_the_webhook_listeners_address_is_refused_with_its_line() {
+    let problem = only_problem(&format!("listen: \"0.0.0.0:8080\"\nadmin_listen: \"127.0.0.1:8080\"\n{MINIMAL}"));
+    assert!(
+        problem.starts_with("test.yaml:2:15: admin_listen 127.0.0.1:8080 is the webhook listener's address"),
+        "{problem}"
+    );
+    assert!(problem.contains("such as \"127.0.0.1:9090\""), "{problem}");
+    // admin_listen left at its default, and listen taking it: the listen line is the one to change.
+    let problem = only_problem(&format!("listen: \"127.0.0.1:9090\"\n{MINIMAL}"));
+    assert!(
+        problem.starts_with("test.yaml:1:9: listen 127.0.0.1:9090 takes the admin listener's default address"),
+        "{problem}"
+    );
+    // Apart: other ports, other addresses, other families, or ports the system picks.
+    for (listen, admin) in [
+        ("0.0.0.0:8080", "127.0.0.1:9090"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("127.0.0.2:8080", "127.0.0.1:8080"),
+        ("0.0.0.0:8080", "[::1]:8080"),
+    ] {
+        let text = format!("listen: \"{listen}\"\nadmin_listen: \"{admin}\"\n{MINIMAL}");
+        assert!(parse(&text).is_ok(), "{listen} and {admin}");
+    }
+    assert!(parse(&format!("listen: \"[::]:8080\"\nadmin_listen: \"127.0.0.1:8080\"\n{MINIMAL}")).is_err());
+}
+
+#[test]
+fn a_secret_value_yaml_cannot_read_is_explained_as_a_quoting_matter_without_showing_it() {
+    for value in ["&pss", "*pss", "@pss", "pss: more", "|pss", ""] {
+        let text = MINIMAL.replace("value: s3cret", &format!("value: {value}"));
+        let problem = only_problem(&text);
+        assert!(problem.starts_with("test.yaml:5:"), "{value:?}: {problem}");
+        assert!(problem.contains("write the secret in single quotes, '...'"), "{value:?}: {problem}");
+        assert!(!problem.contains("<redacted> ("), "the fix is shown whole: {problem}");
+        assert!(!problem.contains("pss"), "{value:?} shown: {problem}");
+    }
+    // Quoted, the same secret is read whole.
+    let config = parse(&MINIMAL.replace("value: s3cret", "value: '&pss'")).unwrap();
+    assert_eq!(config.sources[0].secrets[0].expose(), b"&pss");
+}
+
+#[test]
+fn a_secret_value_yaml_reads_as_something_else_is_warned_about_with_its_line() {
+    let config = parse(&MINIMAL.replace("value: s3cret", "value: s3cret #tail")).unwrap();
+    assert_eq!(config.sources[0].secrets[0].expose(), b"s3cret", "YAML read a comment");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].starts_with("test.yaml:5: this secret's value is unquoted and holds \" #\""));
+    assert!(!config.warnings[0].contains("s3cret") && !config.warnings[0].contains("tail"));
+    let config = parse(&MINIMAL.replace("value: s3cret", "value: &anchor s3cret")).unwrap();
+    assert_eq!(config.sources[0].secrets[0].expose(), b"s3cret", "YAML read an anchor");
+    assert!(config.warnings[0].starts_with("test.yaml:5: this secret's value starts with & or !"));
+    let config = parse(&MINIMAL.replace("value: s3cret", "value: \"s3cret #tail\" # the March one")).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
 mod upstream;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use super::Gateway;
 
+mod changes;
+
 /// SIGHUP, installed before the gateway says it serves (its default action would end the process).
 #[cfg(unix)]
 type Hangups = tokio::signal::unix::Signal;
@@ -128,9 +130,17 @@ impl Watching {
     }
 
     fn reload(&self, cause: &'static str) {
+        let before = self.gateway.config();
         match self.gateway.reload(&self.path) {
             Ok(restart) => {
-                tracing::info!(cause, file = %self.path.display(), "configuration reloaded");
+                // What changed, by name (never a secret): the line an operator reads after a rotation.
+                let changes = changes::changes(&before, &self.gateway.config());
+                let changes = if changes.is_empty() {
+                    "no source, route or secret changed".to_owned()
+                } else {
+                    changes.join("; ")
+                };
+                tracing::info!(cause, file = %self.path.display(), changes, "configuration reloaded");
                 // What `hookgate check` would warn about in the new file (a topic typo, say).
                 for warning in &self.gateway.config().warnings {
                     tracing::warn!("{warning}");

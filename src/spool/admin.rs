@@ -1,7 +1,7 @@
-//! `hookgate spool ...`: an operator's view of the spool, and replays and drops. It opens the file the
+//! `hookgate spool ...`: an operator's view of the spool, and retries, replays and drops. It opens the file the
 //! config names with its own connection, so it works while the gateway runs (a running gateway picks up
-//! replayed deliveries within a second). Only routing unrouted events reads more of the config than the
-//! spool's path: its routes (never its secrets).
+//! replayed and retried deliveries within a second). Only routing unrouted events reads more of the config
+//! than the spool's path: its routes (never its secrets).
 
 use std::io::Write;
 use std::path::Path;
@@ -20,11 +20,29 @@ use crate::route::TopicPattern;
 #[derive(Debug)]
 pub enum Command {
     Stats,
-    List { route: Option<String>, state: Option<String>, limit: usize },
-    Show { id: String },
-    Replay { id: Option<String>, route: Option<String> },
-    ReplayUnrouted { topic: Option<String> },
-    Drop { id: String },
+    List {
+        route: Option<String>,
+        state: Option<String>,
+        limit: usize,
+    },
+    Show {
+        id: String,
+    },
+    Replay {
+        id: Option<String>,
+        route: Option<String>,
+    },
+    ReplayUnrouted {
+        topic: Option<String>,
+    },
+    Drop {
+        id: String,
+    },
+    /// Pending deliveries waiting for a retry, due now: one event's, one route's, or (neither) all.
+    Retry {
+        id: Option<String>,
+        route: Option<String>,
+    },
 }
 
 /// Runs a spool command against the spool `config` names; the exit code says how it went.
@@ -55,7 +73,10 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut out = std::io::stdout().lock();
+    if let Err(code) = known_route(&conn, config, &command) {
+        return code;
+    }
+    let mut out = crate::output::Stdout::lock();
     match execute(&mut conn, &path, config, command, &mut out) {
         Ok(code) => code,
         Err(error) => {
@@ -82,7 +103,28 @@ fn execute(
         Command::Replay { id, route } => replay(conn, id, route, out),
         Command::ReplayUnrouted { topic } => replay_unrouted(conn, config, None, topic.as_deref(), out),
         Command::Drop { id } => drop_event(conn, &id, out),
+        Command::Retry { id, route } => retry(conn, id, route, out),
     }
+}
+
+/// A route named by `--route` must be one the config has or the spool holds deliveries for: a typo would
+/// otherwise list or change nothing and look like an empty route. On an unknown one, says so (exit 2).
+fn known_route(conn: &Connection, config: &Path, command: &Command) -> Result<(), ExitCode> {
+    let (Command::List { route: Some(route), .. }
+    | Command::Replay { route: Some(route), .. }
+    | Command::Retry { route: Some(route), .. }) = command
+    else {
+        return Ok(());
+    };
+    let configured = Config::load_route_names(config).unwrap_or_default();
+    let spooled = store::routes(conn).unwrap_or_default();
+    if configured.contains(route) || spooled.contains(route) {
+        return Ok(());
+    }
+    let left_over: Vec<&String> = spooled.iter().filter(|r| !configured.contains(r)).collect();
+    let also = if left_over.is_empty() { String::new() } else { format!("; the spool also holds {left_over:?}") };
+    eprintln!("there is no route {route:?}: {} names {configured:?}{also}", config.display());
+    Err(ExitCode::from(2))
 }
 
 fn write_error(error: std::io::Error) -> SpoolError {
@@ -214,6 +256,30 @@ fn replay(
     if replayed == 0 && id.is_some() {
         eprintln!("nothing to replay: no such event, or its deliveries are already pending");
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spool retry`: pending deliveries waiting out a backoff made due now, so a fixed upstream gets them at
+/// once; a running gateway's dispatcher looks at the spool every second. An unknown event is exit 2.
+fn retry(
+    conn: &Connection,
+    id: Option<String>,
+    route: Option<String>,
+    out: &mut impl Write,
+) -> Result<ExitCode, SpoolError> {
+    if let Some(id) = id.as_deref()
+        && !store::event_exists(conn, id)?
+    {
+        eprintln!("no event {id} in the spool");
+        return Ok(ExitCode::from(2));
+    }
+    let made_due = store::retry_now(conn, id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
+    writeln!(out, "made {made_due} deliver{} due now", if made_due == 1 { "y" } else { "ies" }).map_err(write_error)?;
+    if made_due == 0 {
+        eprintln!(
+            "nothing was waiting for a retry: deliveries are pending and due already, delivered or dead (replay those)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

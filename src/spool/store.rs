@@ -13,7 +13,7 @@ mod inspect;
 mod schema;
 mod unrouted;
 
-pub use inspect::{Listed, RouteStats, Shown, UnroutedStats, list, show, stats, unrouted_stats};
+pub use inspect::{Listed, RouteStats, Shown, UnroutedStats, event_exists, list, routes, show, stats, unrouted_stats};
 pub use schema::{BUSY_TIMEOUT, SCHEMA_VERSION, migrate, open, schema_version, used_bytes};
 pub use unrouted::{Routed, route_unrouted};
 
@@ -339,6 +339,25 @@ pub fn replay(
     }
     tx.commit()?;
     Ok(changed)
+}
+
+/// Makes the pending deliveries that wait for a retry due at `now`: one event's (by public id), one
+/// route's, or every one. Only the wait is cut short: attempts, the give-up clock and the order per
+/// resource stay as they are (a resource's later deliveries still wait for its head). One statement, so a
+/// running dispatcher sees all of them or none at its next look. Returns how many were waiting.
+pub fn retry_now(
+    conn: &Connection,
+    public_id: Option<&str>,
+    route: Option<&str>,
+    now: i64,
+) -> Result<usize, SpoolError> {
+    Ok(conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ?3
+         WHERE state = 'pending' AND next_attempt_at > ?3
+           AND (?1 IS NULL OR event_id = (SELECT id FROM events WHERE public_id = ?1))
+           AND (?2 IS NULL OR route = ?2)",
+        params![public_id, route, now],
+    )?)
 }
 
 /// Deletes an event and all its deliveries, in one transaction with the head marks it implies. Returns

@@ -47,6 +47,79 @@ fn check_summarises_the_example_without_printing_its_secret() {
         "{stdout}"
     );
     assert!(!stdout.contains("demo-secret-change-me"), "{stdout}");
+    // Durations as the file writes them, and the key's own spelling: lines that can be copied back.
+    assert!(stdout.contains("retry 1s to 5m, give up after 72h;"), "{stdout}");
+    assert!(stdout.contains("(timeout 10s)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("unrouted: accept (answered 200 once kept")), "{stdout}");
+}
+
+/// `hookgate check --config FILE | head -3` panicked with "failed printing to stdout: Broken pipe": a
+/// reader that stops early now ends each command quietly, with the exit code it would have had.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let example = example();
+    let commands: [(&[&str], &[u8]); 2] =
+        [(&["check", "--config", example.to_str().unwrap()], b""), (&["sign", "--secret", "s"], b"{}")];
+    for (args, stdin) in commands {
+        // The pipe's reading end is closed before hookgate starts: its first write meets a closed pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = hookgate(args).stdin(Stdio::piped()).stdout(writer).stderr(Stdio::piped()).spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: quietly");
+    }
+}
+
+/// YAML traps in a secret's value: one cut short by ` #` is warned about by `check` and at start-up, one
+/// YAML cannot read says to quote it, and neither shows the secret; the admin listener on the webhook
+/// listener's address is refused with its line.
+#[test]
+fn check_and_serve_warn_about_a_secret_cut_short_and_check_explains_quoting() {
+    let dir = temp_dir("cli-traps");
+    let file = dir.join("hookgate.yaml");
+    let write = |secret_line: &str| {
+        let text = example_on_free_ports().replace("- value: \"demo-secret-change-me\"", secret_line);
+        assert!(text.contains(secret_line), "the example's secret line was replaced");
+        std::fs::write(&file, text).unwrap();
+    };
+    write("- value: demo-secret #change-me");
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "a warning, not an error");
+    let warning = stdout.lines().find(|l| l.starts_with("warning: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(warning.contains("hookgate.yaml:") && warning.contains("holds \" #\""), "{warning}");
+    assert!(warning.contains("quote the value"), "{warning}");
+    assert!(!stdout.contains("demo-secret") && !stdout.contains("change-me"), "{stdout}");
+    let process = HookgateProcess::start(&file);
+    let logged = process.log.iter().find(|l| l.contains("holds \\\" #\\\"")).cloned();
+    drop(process);
+    let logged = logged.unwrap_or_else(|| panic!("no start-up warning"));
+    assert!(logged.contains("\"level\":\"WARN\"") && !logged.contains("demo-secret"), "{logged}");
+
+    write("- value: &pss");
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("& starts an anchor") && stderr.contains("write the secret in single quotes"), "{stderr}");
+    assert!(!stderr.contains("pss"), "{stderr}");
+
+    write("- value: \"demo-secret-change-me\"");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("admin_listen: \"127.0.0.1:0\"", "admin_listen: \"127.0.0.1:8080\"");
+    std::fs::write(&file, text.replace("listen: \"127.0.0.1:0\"", "listen: \"0.0.0.0:8080\"")).unwrap();
+    let output = hookgate(&["check", "--config", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("hookgate.yaml:")
+            && stderr.contains(": admin_listen 127.0.0.1:8080 is the webhook listener's address"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -162,15 +235,12 @@ fn check_says_what_becomes_of_a_delivery_no_route_takes() {
         String::from_utf8(output.stdout).unwrap()
     };
     let queue = check(&queue_delivery(&dir, ""));
-    assert!(
-        queue.contains("unrouted deliveries: accept (answered 200 once kept in the spool as unrouted, for 7days;"),
-        "{queue}"
-    );
+    assert!(queue.contains("unrouted: accept (answered 200 once kept in the spool as unrouted, for 168h;"), "{queue}");
     let proxy = check("");
-    assert!(proxy.contains("unrouted deliveries: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");
+    assert!(proxy.contains("unrouted: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");
     assert!(!proxy.contains("warning:"), "{proxy}");
     let proxy_accept = check("unrouted: accept\n");
-    assert!(proxy_accept.contains("unrouted deliveries: discard (answered 200 and DROPPED"), "{proxy_accept}");
+    assert!(proxy_accept.contains("unrouted: discard (answered 200 and DROPPED"), "{proxy_accept}");
     assert!(
         proxy_accept
             .contains(": unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none"),

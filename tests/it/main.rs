@@ -13,6 +13,7 @@ mod admin;
 mod cli;
 mod clients;
 mod crash;
+mod health;
 mod hostile;
 mod http2;
 mod idle;

@@ -179,3 +179,15 @@ pub fn show(conn: &Connection, public_id: &str) -> Result<Option<Shown>, SpoolEr
     shown.deliveries = rows.collect::<Result<_, _>>()?;
     Ok(Some(shown))
 }
+
+/// Whether an event with this public id is in the spool.
+pub fn event_exists(conn: &Connection, public_id: &str) -> Result<bool, SpoolError> {
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM events WHERE public_id = ?1)", [public_id], |row| row.get(0))?)
+}
+
+/// The routes the spool holds deliveries for, by name (a route removed from the config may still have some).
+pub fn routes(conn: &Connection) -> Result<Vec<String>, SpoolError> {
+    let mut statement = conn.prepare("SELECT DISTINCT route FROM deliveries ORDER BY route")?;
+    let rows = statement.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -199,7 +199,7 @@ fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn routes(yaml_routes: &[(&str, &str)]) -> crate::route::Routes {
+fn route_set(yaml_routes: &[(&str, &str)]) -> crate::route::Routes {
     yaml_routes
         .iter()
         .map(|(name, topic)| crate::route::Route {
@@ -233,7 +233,7 @@ fn an_unrouted_event_is_kept_without_deliveries_and_routed_once_by_a_replay() {
     assert!(list(&conn, Some("r"), Some("unrouted"), 10).unwrap().is_empty(), "an unrouted event has no route");
 
     // Routed by topic, along the routes given: two for the order, none yet for the coupon.
-    let orders = routes(&[("a", "order.*"), ("b", "*.updated"), ("c", "coupon.*")]);
+    let orders = route_set(&[("a", "order.*"), ("b", "*.updated"), ("c", "coupon.*")]);
     let only_orders = crate::route::TopicPattern::parse("order.*").unwrap();
     let routed = route_unrouted(&mut conn, &orders, None, Some(&only_orders), 50).unwrap();
     assert_eq!(routed, Routed { events: 1, deliveries: 2, still_unrouted: vec![] });
@@ -244,7 +244,7 @@ fn an_unrouted_event_is_kept_without_deliveries_and_routed_once_by_a_replay() {
     assert_eq!(due_ids(&conn, "a", 60, 10, &HashSet::new()), ["u1"], "no second delivery");
 
     // With no route for it, an event stays unrouted and is named.
-    let none = routes(&[("a", "order.*")]);
+    let none = route_set(&[("a", "order.*")]);
     let routed = route_unrouted(&mut conn, &none, None, None, 70).unwrap();
     assert_eq!(routed.still_unrouted, [("coupon.deleted".to_owned(), 1)]);
     assert!(show(&conn, "u2").unwrap().unwrap().unrouted);
@@ -260,4 +260,38 @@ fn unrouted_events_are_pruned_after_keep_unrouted() {
     assert!(show(&conn, "old").unwrap().is_none());
     assert!(show(&conn, "new").unwrap().unwrap().unrouted, "received 5 ms ago: kept");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn retry_now_cuts_short_only_the_waits_it_is_asked_to() {
+    let (dir, conn) = temp_db("retry-now");
+    insert_event(&conn, &event("a", Some("shop/order:1"), &["r", "s"], 10)).unwrap();
+    insert_event(&conn, &event("b", Some("shop/order:2"), &["r"], 11)).unwrap();
+    insert_event(&conn, &event("c", Some("shop/order:3"), &["r"], 12)).unwrap();
+    let waiting = Attempted::Retry { next_attempt_at: 10_000, status: Some(503), error: "503".into(), answer: vec![] };
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for &id in &ids[..3] {
+        record_attempt(&conn, id, 100, &waiting).unwrap();
+    }
+    record_attempt(&conn, ids[3], 100, &Attempted::Delivered { status: 200 }).unwrap();
+    assert!(due_ids(&conn, "r", 200, 10, &HashSet::new()).is_empty(), "a, b wait on r, c is delivered");
+    assert!(event_exists(&conn, "a").unwrap() && !event_exists(&conn, "z").unwrap());
+    assert_eq!(routes(&conn).unwrap(), ["r", "s"]);
+
+    assert_eq!(retry_now(&conn, Some("a"), Some("s"), 200).unwrap(), 1, "event a on route s");
+    assert_eq!(due_ids(&conn, "s", 200, 10, &HashSet::new()), ["a"]);
+    assert!(due_ids(&conn, "r", 200, 10, &HashSet::new()).is_empty());
+    assert_eq!(retry_now(&conn, None, Some("r"), 200).unwrap(), 2, "a and b on route r");
+    assert_eq!(due_ids(&conn, "r", 200, 10, &HashSet::new()), ["a", "b"]);
+    assert_eq!(retry_now(&conn, None, None, 200).unwrap(), 0, "nothing waits any more; c is delivered");
+    let attempts: u32 =
+        conn.query_row("SELECT attempts FROM deliveries WHERE id = ?1", [ids[0]], |r| r.get(0)).unwrap();
+    assert_eq!(attempts, 1, "the attempts already made still count");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -2,8 +2,10 @@
 //! `delivery`: what is delivered, where, in what order and how many at once; `retries`: backoff, dead
 //! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning;
 //! `unrouted`: what becomes of a delivery no route takes.
+//! `operator`: `hookgate spool retry` and `--route` checks against a running binary.
 
 mod delivery;
+mod operator;
 mod retries;
 mod spool;
 mod unrouted;

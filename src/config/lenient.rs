@@ -1,0 +1,82 @@
+//! What the operator's commands read from a configuration file without checking the whole of it: the route
+//! names (`hookgate spool`) and the admin listener's address (`hookgate health`). Read leniently, like
+//! [`Config::load_spool_path`], so that they work without the environment the secrets come from (inside a
+//! container's health check, or on an operator's machine).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN};
+
+/// The keys read, and nothing else (unknown keys are ignored here; `hookgate check` reports them).
+#[derive(Deserialize, Default)]
+struct Lenient {
+    admin_listen: Option<String>,
+    #[serde(default)]
+    routes: Vec<LenientRoute>,
+}
+
+#[derive(Deserialize)]
+struct LenientRoute {
+    name: String,
+}
+
+fn read(path: &Path) -> Result<Lenient, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &text, &e))
+}
+
+impl Config {
+    /// The names of the routes the file configures, in file order, for `hookgate spool` to tell a route
+    /// that does not exist from one that has nothing in the spool.
+    pub fn load_route_names(path: &Path) -> Result<Vec<String>, ConfigError> {
+        Ok(read(path)?.routes.into_iter().map(|route| route.name).collect())
+    }
+
+    /// The admin listener's address as the file sets it (its default when unset), for `hookgate health`.
+    pub fn load_admin_listen(path: &Path) -> Result<SocketAddr, ConfigError> {
+        let written = read(path)?.admin_listen;
+        let text = written.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+        text.trim().parse().map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![format!(
+                "{}: admin_listen {text:?} is not an address ({e}): write IP:PORT, such as \"127.0.0.1:9090\" (hookgate check says where)",
+                path.display()
+            )],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hookgate-lenient-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hookgate.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn route_names_and_the_admin_address_are_read_without_resolving_secrets() {
+        let path = file(
+            "read",
+            "admin_listen: \"0.0.0.0:9191\"\nsources:\n  - name: s\n    path: /s\n    secrets: [{env: HOOKGATE_LENIENT_UNSET}]\nroutes:\n  - name: a\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:1/\n  - name: b\n    topics: [\"*\"]\n    upstream: http://127.0.0.1:2/\n",
+        );
+        assert_eq!(Config::load_route_names(&path).unwrap(), ["a", "b"]);
+        assert_eq!(Config::load_admin_listen(&path).unwrap(), "0.0.0.0:9191".parse().unwrap());
+        let path = file("default", "sources: []\n");
+        assert!(Config::load_route_names(&path).unwrap().is_empty());
+        assert_eq!(Config::load_admin_listen(&path).unwrap(), DEFAULT_ADMIN_LISTEN.parse().unwrap());
+        let path = file("bad", "admin_listen: nine\n");
+        let error = Config::load_admin_listen(&path).unwrap_err().to_string();
+        assert!(error.contains("admin_listen \"nine\" is not an address"), "{error}");
+        for name in ["read", "default", "bad"] {
+            let _ = std::fs::remove_dir_all(file(name, "").parent().unwrap());
+        }
+    }
+}
