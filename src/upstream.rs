@@ -125,6 +125,16 @@ impl UpstreamHeaders {
         self.0.iter().map(|(name, _, origin)| format!("{name} from {origin}")).collect()
     }
 
+    /// True when both add the same names with the same values (compared in constant time), so that a reload
+    /// can say a header's value was rotated without ever showing it.
+    pub fn same_values(&self, other: &UpstreamHeaders) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|((name, value, _), (other_name, other_value, _))| {
+                name == other_name && bool::from(value.as_bytes().ct_eq(other_value.as_bytes()))
+            })
+    }
+
     /// True when the route adds no header.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -191,9 +191,9 @@ impl Checker<'_> {
     }
 
     /// `unrouted`, by mode: queue mode keeps an unrouted delivery unless told otherwise (`accept`); proxy
-    /// mode has nowhere to keep one, so it rejects it (404) unless told otherwise, and an `accept` written
-    /// in proxy mode drops it (as `discard` would), with a warning: a 200 for a delivery that is dropped
-    /// is never given without the file saying so.
+    /// mode has nowhere to keep one, so it rejects it (404) unless told `discard`. An `accept` written in
+    /// proxy mode (as configs copied from older examples say) is taken as `reject`, with a warning: a 200
+    /// for a delivery that is dropped is never given without the file saying `discard`.
     fn unrouted(&self, raw: Option<&Spanned<Unrouted>>, mode: DeliveryMode, warnings: &mut Vec<String>) -> Unrouted {
         match (mode, raw.map(|r| r.value)) {
             (DeliveryMode::Queue, None) => Unrouted::Accept,
@@ -201,10 +201,10 @@ impl Checker<'_> {
             (DeliveryMode::Proxy, Some(Unrouted::Accept)) => {
                 let line = raw.map_or(0, |r| r.referenced.line());
                 warnings.push(format!(
-                    "{}:{line}: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 200 and DROPPED, and WooCommerce counts them delivered; write unrouted: reject to answer 404 (WooCommerce logs a failed delivery), or unrouted: discard to drop them without this warning",
+                    "{}:{line}: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 404 (WooCommerce logs a failed delivery), as unrouted: reject says; write unrouted: reject to say so, or unrouted: discard to answer 200 and drop them",
                     self.file.display()
                 ));
-                Unrouted::Discard
+                Unrouted::Reject
             }
             (_, Some(unrouted)) => unrouted,
         }
@@ -422,8 +422,9 @@ impl Checker<'_> {
         };
         let keep_delivered =
             self.duration_or_zero(raw.keep_delivered.as_ref(), DEFAULT_KEEP_DELIVERED, "delivery.keep_delivered", true);
+        // Zero would answer 200 for a delivery and prune it within the minute: `unrouted: discard` says that.
         let keep_unrouted =
-            self.duration_or_zero(raw.keep_unrouted.as_ref(), DEFAULT_KEEP_UNROUTED, "delivery.keep_unrouted", true);
+            self.duration_or_zero(raw.keep_unrouted.as_ref(), DEFAULT_KEEP_UNROUTED, "delivery.keep_unrouted", false);
         let dedupe = self.dedupe(raw_dedupe);
         QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, keep_unrouted, dedupe }
     }

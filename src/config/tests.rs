@@ -397,6 +397,8 @@ fn unrouted_deliveries_are_kept_in_queue_mode_and_never_answered_200_and_dropped
     assert_eq!(parse(MINIMAL).unwrap().unrouted, Unrouted::Accept, "queue mode keeps them");
     let keep = parse(&format!("{MINIMAL}delivery:\n  keep_unrouted: 2h\n")).unwrap();
     assert_eq!(keep.delivery.queue().unwrap().keep_unrouted, Duration::from_secs(7200));
+    let problem = only_problem(&format!("{MINIMAL}delivery:\n  keep_unrouted: 0s\n"));
+    assert!(problem.contains("delivery.keep_unrouted must be longer than zero"), "{problem}");
     let proxy = format!("{MINIMAL}delivery:\n  mode: proxy\n");
     let config = parse(&proxy).unwrap();
     assert_eq!(config.unrouted, Unrouted::Reject, "proxy mode has no spool: 404 unless told otherwise");
@@ -404,12 +406,12 @@ fn unrouted_deliveries_are_kept_in_queue_mode_and_never_answered_200_and_dropped
     let config = parse(&format!("{proxy}unrouted: discard\n")).unwrap();
     assert_eq!(config.unrouted, Unrouted::Discard);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    // `accept` promises a delivery kept, which proxy mode cannot keep: it drops them, and says so.
+    // `accept` promises a delivery kept, which proxy mode cannot keep: it rejects them, and says so.
     let config = parse(&format!("{proxy}unrouted: accept\n")).unwrap();
-    assert_eq!(config.unrouted, Unrouted::Discard);
+    assert_eq!(config.unrouted, Unrouted::Reject);
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     assert!(
-        config.warnings[0].starts_with("test.yaml:12: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 200 and DROPPED"),
+        config.warnings[0].starts_with("test.yaml:12: unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none: such deliveries are answered 404"),
         "{:?}",
         config.warnings
     );

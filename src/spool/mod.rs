@@ -52,13 +52,17 @@ pub enum SpoolError {
     WriterGone,
 }
 
-/// The dedupe key of a verified delivery from `source`: SHA-256 over the source, the topic and what the
-/// store says happened. That is the resource's id and its signed `date_modified_gmt` when the payload has
-/// both (inside a `legacy_v3` wrapper: its `updated_at`): WooCommerce builds the payload again for each delivery of an
-/// event, and some fields come out different every time (a product's `related_ids` are shuffled), so the
-/// bytes of two deliveries of one update differ. Without both (a deleted resource's `{"id":N}`, an action,
-/// an error payload) it is the body's bytes. Each field is hashed with its length, so no two keys differ
-/// only in where one field ends.
+/// Fields WooCommerce fills anew each time it builds a payload, so that two deliveries of one event differ
+/// in them: a product's `related_ids` come out shuffled (`wc_get_related_products`).
+const REBUILT_FIELDS: &[&str] = &["related_ids"];
+
+/// The dedupe key of a verified delivery from `source`: SHA-256 over the source, the topic and the
+/// payload, less the fields WooCommerce fills anew for each build of it ([`REBUILT_FIELDS`], also inside a
+/// `legacy_v3` wrapper). WooCommerce builds the payload again for each delivery of an event, so the bytes of
+/// two deliveries of one product update differ; what the store says happened (the resource's id, its signed
+/// `date_modified_gmt`, every other field) is the same. Two saves in the same second with different
+/// contents stay two events. A body that is not a JSON object is taken as its bytes. Each field is hashed
+/// with its length, so no two keys differ only in where one field ends.
 pub fn dedupe_key(source: &str, delivery: &VerifiedDelivery) -> [u8; 32] {
     let mut hash = Sha256::new();
     let mut field = |part: &[u8]| {
@@ -67,15 +71,17 @@ pub fn dedupe_key(source: &str, delivery: &VerifiedDelivery) -> [u8; 32] {
     };
     field(source.as_bytes());
     field(delivery.topic().unwrap_or_default().as_bytes());
-    match (delivery.resource_id(), delivery.modified_at()) {
-        (Some(id), Some(modified_at)) => {
-            let id = match id {
-                ResourceId::Number(n) => format!("number:{n}"),
-                ResourceId::Text(text) => format!("text:{text}"),
-            };
-            field(b"resource");
-            field(id.as_bytes());
-            field(&modified_at.to_be_bytes());
+    match serde_json::from_slice::<serde_json::Value>(delivery.body()) {
+        Ok(serde_json::Value::Object(mut payload)) => {
+            strip_rebuilt(&mut payload);
+            // A legacy_v3 wrapper: `{"product":{...}}`.
+            for inner in payload.values_mut() {
+                if let serde_json::Value::Object(inner) = inner {
+                    strip_rebuilt(inner);
+                }
+            }
+            field(b"payload");
+            field(&serde_json::to_vec(&payload).unwrap_or_default());
         }
         _ => {
             field(b"body");
@@ -83,6 +89,12 @@ pub fn dedupe_key(source: &str, delivery: &VerifiedDelivery) -> [u8; 32] {
         }
     }
     hash.finalize().into()
+}
+
+fn strip_rebuilt(object: &mut serde_json::Map<String, serde_json::Value>) {
+    for name in REBUILT_FIELDS {
+        object.remove(*name);
+    }
 }
 
 /// What orders deliveries: the source, the topic's resource and the payload's `id` (`main/order:727`).
@@ -468,27 +480,31 @@ mod tests {
     }
 
     #[test]
-    fn repeats_of_one_update_share_a_key_whatever_else_their_payload_says() {
+    fn repeats_of_one_update_share_a_key_and_different_contents_never_do() {
         let key = |topic: &str, body: &str| dedupe_key("main", &verified(topic, body));
-        let update = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[10,12,14]}"#;
-        let shuffled = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[12,14,10]}"#;
+        let update = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","stock":3,"related_ids":[10,12,14]}"#;
+        let shuffled = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","stock":3,"related_ids":[12,14,10]}"#;
         assert_eq!(key("product.updated", update), key("product.updated", shuffled), "WooCommerce's repeat");
-        let later = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:46","related_ids":[10,12,14]}"#;
+        let same_second = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45","stock":2,"related_ids":[10,12,14]}"#;
+        assert_ne!(key("product.updated", update), key("product.updated", same_second), "two saves in one second");
+        let later = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:46","stock":3,"related_ids":[10,12,14]}"#;
         assert_ne!(key("product.updated", update), key("product.updated", later), "a later update");
         assert_ne!(key("product.updated", update), key("product.created", update), "another topic");
-        let other = r#"{"id":17,"date_modified_gmt":"2026-11-30T20:25:45","related_ids":[10,12,14]}"#;
+        let other = r#"{"id":17,"date_modified_gmt":"2026-11-30T20:25:45","stock":3,"related_ids":[10,12,14]}"#;
         assert_ne!(key("product.updated", update), key("product.updated", other), "another product");
         assert_ne!(key("product.updated", update), dedupe_key("other", &verified("product.updated", update)));
         let legacy = r#"{"product":{"id":16,"updated_at":"2026-11-30T20:25:45Z","related_ids":[1,2]}}"#;
-        let legacy_repeat = r#"{"product":{"related_ids":[2,1],"id":16,"updated_at":"2026-11-30T20:25:45Z"}}"#;
+        let legacy_repeat = r#"{"product":{"id":16,"updated_at":"2026-11-30T20:25:45Z","related_ids":[2,1]}}"#;
         assert_eq!(key("product.updated", legacy), key("product.updated", legacy_repeat), "inside legacy_v3");
-        // Without an id and a date, the bytes decide: a deleted resource, an action.
+        // A deleted resource's payload, an action's: equal when their contents are.
         assert_eq!(key("order.deleted", r#"{"id":5}"#), key("order.deleted", r#"{"id":5}"#));
-        assert_ne!(key("order.deleted", r#"{"id":5}"#), key("order.deleted", r#"{"id":5} "#));
+        assert_ne!(key("order.deleted", r#"{"id":5}"#), key("order.deleted", r#"{"id":6}"#));
         assert_ne!(key("action.a", r#"{"action":"a","arg":1}"#), key("action.a", r#"{"action":"a","arg":2}"#));
         let numeric = r#"{"id":16,"date_modified_gmt":"2026-11-30T20:25:45"}"#;
         let text = r#"{"id":"16","date_modified_gmt":"2026-11-30T20:25:45"}"#;
         assert_ne!(key("product.updated", numeric), key("product.updated", text), "16 and \"16\" differ");
+        // Not a JSON object: the bytes.
+        assert_ne!(key("action.a", "[1]"), key("action.a", "[1] "));
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn check_says_what_becomes_of_a_delivery_no_route_takes() {
     assert!(proxy.contains("unrouted: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");
     assert!(!proxy.contains("warning:"), "{proxy}");
     let proxy_accept = check("unrouted: accept\n");
-    assert!(proxy_accept.contains("unrouted: discard (answered 200 and DROPPED"), "{proxy_accept}");
+    assert!(proxy_accept.contains("unrouted: reject (answered 404"), "{proxy_accept}");
     assert!(
         proxy_accept
             .contains(": unrouted: accept keeps a delivery no route takes in the spool, and proxy mode has none"),

@@ -49,11 +49,19 @@ async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded
     let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&dir, "")));
     let url = format!("http://{}/hooks/main", process.addr);
 
+    // A few products first (each send.php run makes one; their deliveries go nowhere), so that the updated
+    // product has related products: WooCommerce lists them in related_ids, shuffled for each payload.
+    for _ in 0..3 {
+        site.send(&["deliver", "http://127.0.0.1:9/", "no-secret", "product.created"]).await;
+    }
     // One product update, delivered three times by WooCommerce's own code: each time it builds the payload
     // again, and the product's related_ids come out in another order.
     let attempts = site.send(&["deliver", &url, FIXTURE_SECRET, "product.updated", "--repeat=3"]).await;
     assert_eq!(attempts.len(), 3, "{attempts:?}");
     assert!(attempts.iter().all(|a| a["http_code"] == 200 && a["wc_logged"] == "success"), "{attempts:?}");
+    let bodies: std::collections::HashSet<&str> =
+        attempts.iter().map(|a| a["request"]["body_sha256"].as_str().unwrap()).collect();
+    assert!(bodies.len() > 1, "WooCommerce sent the same bytes each time, so this shows nothing: {attempts:?}");
     eventually(std::time::Duration::from_secs(10), "the first delivery arrives", || !upstream.received().is_empty())
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -99,6 +99,8 @@ fn route_change(old: &Route, new: &Route) -> Option<String> {
     }
     if old.headers.summary() != new.headers.summary() {
         what.insert("headers");
+    } else if !old.headers.same_values(&new.headers) {
+        what.insert("header values rotated");
     }
     described(&new.name, what)
 }
@@ -153,5 +155,17 @@ mod tests {
         let reordered =
             format!("{}{}", source("main", "{value: NEWSECRET}, {value: OLDSECRET}"), source("new", "{value: s}"));
         assert_eq!(changes(&new, &config(&reordered, &new_routes)), ["secrets rotated: main"]);
+    }
+
+    #[test]
+    fn a_routes_header_value_rotated_is_named_and_never_shown() {
+        let with_token = |token: &str| {
+            let routes =
+                format!("{}    headers:\n      Authorization: {{ value: \"{token}\" }}\n", route("orders", "*", 1));
+            config(&source("main", "{value: s}"), &routes)
+        };
+        let found = changes(&with_token("Bearer OLDTOKEN"), &with_token("Bearer NEWTOKEN"));
+        assert_eq!(found, ["routes changed: orders (header values rotated)"]);
+        assert!(changes(&with_token("Bearer OLDTOKEN"), &with_token("Bearer OLDTOKEN")).is_empty());
     }
 }
