@@ -81,7 +81,7 @@ pub struct Connections {
 #[derive(Default)]
 struct Open {
     total: usize,
-    by_client: HashMap<IpAddr, usize>,
+    by_client: Tally,
 }
 
 /// One admitted connection: counted until dropped.
@@ -104,12 +104,8 @@ impl Connections {
         if open.total >= self.max {
             return Err(Refused::MaxConnections);
         }
-        if !trusted_proxy {
-            let from_client = open.by_client.entry(peer).or_insert(0);
-            if *from_client >= self.per_client {
-                return Err(Refused::PerClient);
-            }
-            *from_client += 1;
+        if !trusted_proxy && !open.by_client.take(peer, 1, self.per_client as u64) {
+            return Err(Refused::PerClient);
         }
         open.total += 1;
         Ok(Admitted { connections: Arc::clone(self), client: (!trusted_proxy).then_some(peer) })
@@ -121,7 +117,7 @@ impl Drop for Admitted {
         let mut open = self.connections.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total -= 1;
         if let Some(client) = self.client {
-            release(&mut open.by_client, client);
+            open.by_client.give_back(client, 1);
         }
     }
 }
@@ -135,7 +131,7 @@ pub struct Client(pub IpAddr);
 /// Only clients with a request in flight have an entry.
 #[derive(Default)]
 pub struct Requests {
-    in_flight: Mutex<HashMap<IpAddr, usize>>,
+    in_flight: Mutex<Tally>,
 }
 
 /// One request in flight: counted against its client until dropped.
@@ -153,30 +149,54 @@ impl Requests {
     /// Counts a request from `client`, or `None` when `client` has `max` in flight already.
     pub fn admit(self: &Arc<Self>, client: IpAddr, max: usize) -> Option<InFlight> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let count = in_flight.entry(client).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(InFlight { requests: Arc::clone(self), client })
+        in_flight.take(client, 1, max as u64).then(|| InFlight { requests: Arc::clone(self), client })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut in_flight = self.requests.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        release(&mut in_flight, self.client);
+        in_flight.give_back(self.client, 1);
     }
 }
 
-/// One less for `client`, whose entry goes when it reaches zero (so the map holds only clients with
-/// something open, however many addresses come and go).
-fn release(counts: &mut HashMap<IpAddr, usize>, client: IpAddr) {
-    if let Some(count) = counts.get_mut(&client) {
-        *count -= 1;
-        if *count == 0 {
-            counts.remove(&client);
+/// What each client address holds (connections, requests, bytes): the count every per-client cap reads.
+/// Only clients holding something have an entry, however many addresses come and go.
+#[derive(Default)]
+pub struct Tally(HashMap<IpAddr, u64>);
+
+impl Tally {
+    /// Adds `n` for `client` unless that would take it past `max`; says whether it did.
+    pub fn take(&mut self, client: IpAddr, n: u64, max: u64) -> bool {
+        let held = self.0.entry(client).or_insert(0);
+        if *held + n > max {
+            if *held == 0 {
+                self.0.remove(&client);
+            }
+            return false;
         }
+        *held += n;
+        true
+    }
+
+    /// Gives back `n` that `client` took; its entry goes when it holds nothing.
+    pub fn give_back(&mut self, client: IpAddr, n: u64) {
+        if let Some(held) = self.0.get_mut(&client) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.0.remove(&client);
+            }
+        }
+    }
+
+    /// How many clients hold something.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no client holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

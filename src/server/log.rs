@@ -72,9 +72,8 @@ impl RequestLog {
             metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned())
                 .record(found.bytes as f64);
         }
-        // A verified delivery (its topic is known only then) is always logged, whatever its outcome: a 503
-        // for a full spool or `max_concurrent` is the store's delivery failing, not noise.
-        if found.topic.is_none() && !throttle.admit(outcome) {
+        // Its topic is known only once a delivery is verified.
+        if !throttle.admit(outcome, found.topic.is_some()) {
             return;
         }
         // Every value here is validated (plain names, topic characters, hex ids), so it is logged unquoted.
@@ -126,10 +125,11 @@ impl Default for Throttle {
 }
 
 impl Throttle {
-    /// Whether a line for `outcome` may be written now. Outcomes only a verified delivery reaches are
-    /// always logged.
-    pub fn admit(&self, outcome: Outcome) -> bool {
-        if !outcome.is_unauthenticated() {
+    /// Whether a line for `outcome` may be written now. A `verified` delivery is always logged, whatever
+    /// its outcome (a 503 for a full spool or `max_concurrent` is the store's delivery failing, not noise),
+    /// and so are outcomes only a verified delivery reaches.
+    pub fn admit(&self, outcome: Outcome, verified: bool) -> bool {
+        if verified || !outcome.is_unauthenticated() {
             return true;
         }
         let second = self.started.elapsed().as_secs();
@@ -178,11 +178,11 @@ mod tests {
     #[test]
     fn unauthenticated_lines_are_held_back_past_the_rate_and_verified_ones_never() {
         let throttle = Throttle::default();
-        let admitted = (0..1000).filter(|_| throttle.admit(Outcome::InvalidSignature)).count();
+        let admitted = (0..1000).filter(|_| throttle.admit(Outcome::InvalidSignature, false)).count();
         // Within one second, or across a second's boundary at most twice the rate.
         assert!((10..=20).contains(&admitted), "{admitted}");
-        assert!(throttle.admit(Outcome::NotFound), "each outcome has its own budget");
-        assert!((0..1000).all(|_| throttle.admit(Outcome::Queued)), "verified deliveries are always logged");
+        assert!(throttle.admit(Outcome::NotFound, false), "each outcome has its own budget");
+        assert!((0..1000).all(|_| throttle.admit(Outcome::Queued, false)), "verified deliveries are always logged");
         let held = throttle.slots.lock().unwrap()[Outcome::InvalidSignature as usize].suppressed;
         assert_eq!(held, 1000 - admitted as u64);
         throttle.report();

@@ -4,7 +4,6 @@
 //! client that promises large bodies and sends them slowly holds only what it has sent, and one address
 //! cannot hold what every other client's bodies need.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -12,11 +11,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::answer::Rejection;
 
+use super::clients::Tally;
+
 /// The pool of bytes for unverified bodies, and what each client holds of it.
 pub struct UnverifiedBytes {
     pool: Arc<Semaphore>,
     /// Only clients holding something have an entry.
-    by_client: Mutex<HashMap<IpAddr, u64>>,
+    by_client: Mutex<Tally>,
 }
 
 /// What one body holds of the pool, given back when dropped.
@@ -51,12 +52,13 @@ impl Reservation {
         }
         let permits = u32::try_from(more).map_err(|_| Rejection::TooLarge)?;
         let mut by_client = self.bytes.by_client.lock().unwrap_or_else(|p| p.into_inner());
-        let held_by_client = by_client.get(&self.client).copied().unwrap_or(0);
-        if held_by_client + more > self.per_client {
+        if !by_client.take(self.client, more, self.per_client) {
             return Err(Rejection::TooManyRequests);
         }
-        let permit = Arc::clone(&self.bytes.pool).try_acquire_many_owned(permits).map_err(|_| Rejection::Overloaded)?;
-        *by_client.entry(self.client).or_insert(0) += more;
+        let Ok(permit) = Arc::clone(&self.bytes.pool).try_acquire_many_owned(permits) else {
+            by_client.give_back(self.client, more);
+            return Err(Rejection::Overloaded);
+        };
         match &mut self.permit {
             Some(held) => held.merge(permit),
             None => self.permit = Some(permit),
@@ -71,13 +73,7 @@ impl Drop for Reservation {
         if self.held == 0 {
             return;
         }
-        let mut by_client = self.bytes.by_client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(held) = by_client.get_mut(&self.client) {
-            *held -= self.held;
-            if *held == 0 {
-                by_client.remove(&self.client);
-            }
-        }
+        self.bytes.by_client.lock().unwrap_or_else(|p| p.into_inner()).give_back(self.client, self.held);
     }
 }
 

@@ -18,6 +18,23 @@ use std::time::Duration;
 use crate::support::*;
 use http::StatusCode;
 
+/// Runs the real binary's `hookgate spool ARGS --config FILE`: exit code, standard output, standard error.
+fn spool(config_file: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .arg("spool")
+        .args(args)
+        .arg("--config")
+        .arg(config_file)
+        .env_remove("HOOKGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 const WAIT: Duration = Duration::from_secs(20);
 
 fn route(name: &str, topics: &str, upstream: &str) -> String {

@@ -3,22 +3,6 @@
 
 use super::*;
 
-/// `hookgate spool ARGS --config FILE`: exit code, standard output, standard error.
-fn spool(config_file: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .arg("spool")
-        .args(args)
-        .arg("--config")
-        .arg(config_file)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// A 503 asking for ten minutes: the retry is due exactly then (Retry-After is honoured up to max_backoff),
 /// not at a random point of a jittered backoff.
 fn unavailable_for_ten_minutes() -> UpstreamAnswer {

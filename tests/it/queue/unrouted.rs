@@ -4,23 +4,6 @@
 
 use super::*;
 
-/// Runs `hookgate spool ARGS --config FILE`: exit code, standard output, standard error.
-fn spool(config_file: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .arg("spool")
-        .args(args)
-        .arg("--config")
-        .arg(config_file)
-        .env_remove("HOOKGATE_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The real binary in queue mode with one route for coupons: an order is kept as unrouted and sent nowhere;
 /// once the file has a route for orders (a hot reload), a replay sends it there, once however often it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

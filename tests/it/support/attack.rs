@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::signed_request;
+use super::{Received, signed_request};
+
+/// The attackers' `X-WC-Webhook-Signature`: well-formed for SHA-256 (43 base64 characters and `=`), matching
+/// no secret.
+pub const FORGED_SIGNATURE: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 /// The address the store sends from; attackers use 127.0.0.2 to 127.0.0.9.
 pub const STORE_ADDRESS: &str = "127.0.0.1";
@@ -46,6 +50,33 @@ impl Deliveries {
     /// How many were answered 2xx.
     pub fn succeeded(&self) -> usize {
         self.answers.iter().filter(|(status, _)| (200..300).contains(status)).count()
+    }
+
+    /// Nothing unsigned reached the upstream: what it `received` carries no forged signature, and (in proxy
+    /// mode, where each 2xx is one forwarded delivery) as many arrived as were answered 2xx when `all_of_them`.
+    pub fn assert_only_these_reached(&self, received: &[Received], all_of_them: bool) {
+        if all_of_them {
+            assert_eq!(received.len(), self.succeeded(), "only the signed deliveries reached the upstream");
+        }
+        assert!(
+            received.iter().all(|r| r
+                .headers
+                .get("x-wc-webhook-signature")
+                .is_some_and(|s| s.as_bytes() != FORGED_SIGNATURE.as_bytes())),
+            "a forged delivery reached the upstream"
+        );
+    }
+
+    /// Nothing unsigned was kept: the spool of the (stopped) gateway configured by `config_file` holds
+    /// exactly the deliveries answered 2xx.
+    pub fn assert_only_these_spooled(&self, config_file: &std::path::Path) {
+        let spool = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["spool", "list", "--config"])
+            .arg(config_file)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&spool.stdout);
+        assert_eq!(listing.matches("order.created").count(), self.succeeded(), "{listing}");
     }
 
     /// The bar: at least 99% answered 2xx, and the 99th percentile of their times under 1 s.
