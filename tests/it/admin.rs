@@ -89,7 +89,7 @@ async fn request_metrics_count_each_outcome_with_its_source() {
 async fn queue_gauges_show_pending_and_dead_letters() {
     let dir = temp_dir("admin-queue");
     let upstream = Upstream::answering(UpstreamAnswer { status: StatusCode::GONE, ..Default::default() }).await;
-    let gateway = TestGateway::start(&config("queued", &upstream, &queue_delivery(&dir, ""))).await;
+    let gateway = TestGateway::start(&config("queued", &upstream, &queue_delivery(&Backend::Sqlite, &dir, ""))).await;
     let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/queued")).await;
     assert_eq!(answer.status, 200);
     // The gauges are set from the spool every few seconds.

@@ -191,7 +191,7 @@ async fn check_and_serve_warn_about_a_topic_woocommerce_never_sends() {
     let dir = temp_dir("check-topic-typo");
     let routes =
         "  - name: orders\n    topics: [\"orders.created\", \"order\"]\n    upstream: \"http://127.0.0.1:9/\"\n";
-    let file = config_file(&dir, routes, &queue_delivery(&dir, ""));
+    let file = config_file(&dir, routes, &queue_delivery(&Backend::Sqlite, &dir, ""));
     let text = std::fs::read_to_string(&file).unwrap();
     let line = text.lines().position(|l| l.contains("orders.created")).unwrap() + 1;
     let at = |topic: &str| {
@@ -234,7 +234,7 @@ fn check_says_what_becomes_of_a_delivery_no_route_takes() {
         assert!(output.status.success());
         String::from_utf8(output.stdout).unwrap()
     };
-    let queue = check(&queue_delivery(&dir, ""));
+    let queue = check(&queue_delivery(&Backend::Sqlite, &dir, ""));
     assert!(queue.contains("unrouted: accept (answered 200 once kept in the spool as unrouted, for 168h;"), "{queue}");
     let proxy = check("");
     assert!(proxy.contains("unrouted: reject (answered 404: WooCommerce logs a failed delivery"), "{proxy}");

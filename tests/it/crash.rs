@@ -21,7 +21,7 @@ async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart
     let upstream = Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(25), ..Default::default() }).await;
     let routes =
         format!("  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n", upstream.url("/orders"));
-    let config = fixture_config(&routes, &queue_delivery(&dir, ""));
+    let config = fixture_config(&routes, &queue_delivery(&Backend::Sqlite, &dir, ""));
     let config_file = dir.join("hookgate.yaml");
     std::fs::write(&config_file, &config).unwrap();
 

@@ -24,7 +24,7 @@ async fn setup(name: &str, limits: &str) -> Setup {
     let dir = temp_dir(name);
     let upstream = Upstream::start().await;
     let routes = format!("  - name: all\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    let config = fixture_config(&routes, &queue_delivery(&dir, "")).replace(
+    let config = fixture_config(&routes, &queue_delivery(&Backend::Sqlite, &dir, "")).replace(
         "limits:\n  max_body_bytes: 1048576\n  header_timeout: 5s\n  body_timeout: 5s\n",
         &format!("limits:\n  max_body_bytes: 65536\n{limits}"),
     );

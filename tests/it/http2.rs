@@ -172,7 +172,7 @@ async fn sixty_four_slow_streams_on_one_connection_take_no_capacity_from_signed_
     let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("http2-slow-streams-queue");
     let file = dir.join("hookgate.yaml");
-    let extra = format!("http2: true\n{}", queue_delivery(&dir, ""));
+    let extra = format!("http2: true\n{}", queue_delivery(&Backend::Sqlite, &dir, ""));
     std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &extra))).unwrap();
     let process = HookgateProcess::start(&file);
     let (deliveries, opened) = store_under_slow_streams(process.addr).await;

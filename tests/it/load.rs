@@ -200,7 +200,8 @@ async fn slow_unsigned_bodies_take_no_capacity_from_signed_deliveries_in_queue_m
     let _heavy = one_heavy_test_at_a_time().await;
     let dir = temp_dir("load-slow-bodies-queue");
     let file = dir.join("hookgate.yaml");
-    std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &queue_delivery(&dir, "")))).unwrap();
+    std::fs::write(&file, probe_limits(fixture_config(ROUTE_TO_NOWHERE, &queue_delivery(&Backend::Sqlite, &dir, ""))))
+        .unwrap();
     let process = HookgateProcess::start(&file);
     let deliveries = store_under_slow_bodies(&process, Promise::Small, 200).await;
     deliveries.assert_survived("200 slow unsigned bodies, queue mode");

@@ -94,7 +94,8 @@ async fn queue_mode_answers_stale_and_queues_nothing() {
     let dir = temp_dir("replay-queue");
     let upstream = Upstream::start().await;
     let routes = format!("  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    let config = with_max_age(fixture_config(&routes, &queue_delivery(&dir, "")), "replay-queue", "1h");
+    let config =
+        with_max_age(fixture_config(&routes, &queue_delivery(&Backend::Sqlite, &dir, "")), "replay-queue", "1h");
     let gateway = TestGateway::start(&config).await;
     replays_are_refused_quietly(gateway, "replay-queue", &upstream, true).await;
 }

@@ -132,7 +132,8 @@ async fn a_routes_headers_reach_the_upstream_in_both_modes_and_nothing_else() {
         std::fs::write(dir.join("api-key"), format!("{API_KEY}\n")).unwrap();
         let headers =
             "    headers:\n      Authorization: { env: FULFILLMENT_TOKEN }\n      X-Api-Key: { file: api-key }\n";
-        let extra = if mode == "queue" { queue_delivery(&dir.join("data"), "") } else { String::new() };
+        let extra =
+            if mode == "queue" { queue_delivery(&Backend::Sqlite, &dir.join("data"), "") } else { String::new() };
         let file = config_file(&dir, &route_to(&upstream.url("/in"), headers), &extra);
         let mut process =
             HookgateProcess::start_with_env(&file, &[("RUST_LOG", "debug"), ("FULFILLMENT_TOKEN", TOKEN)]);

@@ -46,7 +46,7 @@ async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded
     let dir = temp_dir("woocommerce-dedupe");
     let upstream = Upstream::start().await;
     let route = format!("  - name: catalog\n    topics: [\"product.*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&dir, "")));
+    let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&Backend::Sqlite, &dir, "")));
     let url = format!("http://{}/hooks/main", process.addr);
 
     // A few products first (each send.php run makes one; their deliveries go nowhere), so that the updated
@@ -93,7 +93,7 @@ async fn the_real_stores_order_sent_to_a_mistyped_route_is_kept_and_delivered_on
     let route = |topic: &str| {
         format!("  - name: orders\n    topics: [\"{topic}\"]\n    upstream: \"{}\"\n", upstream.url("/in"))
     };
-    let delivery = queue_delivery(&dir.join("spool"), "");
+    let delivery = queue_delivery(&Backend::Sqlite, &dir.join("spool"), "");
     let file = config_file(&dir, &route("orders.created"), &delivery);
     let mut process = HookgateProcess::start(&file);
     let url = format!("http://{}/hooks/main", process.addr);

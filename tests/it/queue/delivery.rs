@@ -2,11 +2,12 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_delivery_is_answered_queued_and_reaches_its_upstream_with_event_id_and_attempt() {
-    let dir = temp_dir("queue-basic");
+on_both_backends!(a_delivery_is_answered_queued_and_reaches_its_upstream_with_event_id_and_attempt);
+async fn a_delivery_is_answered_queued_and_reaches_its_upstream_with_event_id_and_attempt(backend: Backend) {
+    let dir = backend.temp_dir("queue-basic");
     let upstream = Upstream::start().await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/in")), &queue_delivery(&dir, ""));
+    let config =
+        fixture_config(&route("orders", "\"order.*\"", &upstream.url("/in")), &queue_delivery(&backend, &dir, ""));
     let gateway = TestGateway::start(&config).await;
     let fixture = Fixture::load("order-created");
     let answer = send_raw(gateway.addr, &fixture.request("/hooks/main")).await;
@@ -26,13 +27,15 @@ async fn a_delivery_is_answered_queued_and_reaches_its_upstream_with_event_id_an
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds() {
-    let dir = temp_dir("queue-down");
+on_both_backends!(nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds);
+async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds(backend: Backend) {
+    let dir = backend.temp_dir("queue-down");
     // Reserve a port, then free it: the upstream is "down" until something listens there.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config =
-        fixture_config(&route("orders", "\"order.*\"", &format!("http://{addr}/orders")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &format!("http://{addr}/orders")),
+        &queue_delivery(&backend, &dir, ""),
+    );
     let gateway = TestGateway::start(&config).await;
     // Three orders, four updates each, interleaved.
     let mut sent = Vec::new();
@@ -47,11 +50,8 @@ async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds
         }
     }
     // The first update of each order meets the closed port (the later ones wait behind it).
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     eventually(WAIT, "an attempt of each order has failed", || {
-        let failed: i64 =
-            conn.query_row("SELECT COUNT(*) FROM deliveries WHERE attempts > 0", [], |r| r.get(0)).unwrap();
-        failed >= 3
+        backend.count(&dir, "SELECT COUNT(*) FROM deliveries WHERE attempts > 0") >= 3
     })
     .await;
     let upstream = Upstream::start_on(addr).await;
@@ -76,12 +76,13 @@ async fn nothing_is_lost_while_the_upstream_is_down_and_order_per_resource_holds
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn deliveries_about_one_resource_are_never_in_flight_together() {
-    let dir = temp_dir("queue-serial");
+on_both_backends!(deliveries_about_one_resource_are_never_in_flight_together);
+async fn deliveries_about_one_resource_are_never_in_flight_together(backend: Backend) {
+    let dir = backend.temp_dir("queue-serial");
     let delay = Duration::from_millis(150);
     let upstream = Upstream::answering(UpstreamAnswer { delay, ..Default::default() }).await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config =
+        fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&backend, &dir, ""));
     let gateway = TestGateway::start(&config).await;
     for sequence in 0..3 {
         for id in [1, 2, 3, 4] {
@@ -108,9 +109,9 @@ async fn deliveries_about_one_resource_are_never_in_flight_together() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn fan_out_sends_one_delivery_to_every_matching_route() {
-    let dir = temp_dir("queue-fanout");
+on_both_backends!(fan_out_sends_one_delivery_to_every_matching_route);
+async fn fan_out_sends_one_delivery_to_every_matching_route(backend: Backend) {
+    let dir = backend.temp_dir("queue-fanout");
     let fulfillment = Upstream::start().await;
     let crm = Upstream::start().await;
     let routes = format!(
@@ -118,7 +119,7 @@ async fn fan_out_sends_one_delivery_to_every_matching_route() {
         route("fulfillment", "\"order.*\"", &fulfillment.url("/f")),
         route("crm", "\"order.created\", \"customer.*\"", &crm.url("/c"))
     );
-    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&dir, ""))).await;
+    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&backend, &dir, ""))).await;
     let created = Fixture::load("order-created");
     let answer = send_raw(gateway.addr, &created.request("/hooks/main")).await;
     let event_id = json(&answer)["id"].as_str().unwrap().to_owned();
@@ -131,14 +132,14 @@ async fn fan_out_sends_one_delivery_to_every_matching_route() {
     gateway.stop().await;
 }
 
+on_both_backends!(discarded_and_rejected_deliveries_are_not_queued);
 /// A rejected delivery, a ping, and with `unrouted: discard` a delivery no route takes: nothing stored.
-#[tokio::test]
-async fn discarded_and_rejected_deliveries_are_not_queued() {
-    let dir = temp_dir("queue-rejected");
+async fn discarded_and_rejected_deliveries_are_not_queued(backend: Backend) {
+    let dir = backend.temp_dir("queue-rejected");
     let upstream = Upstream::start().await;
     let config = fixture_config(
         &route("orders", "\"order.*\"", &upstream.url("/")),
-        &format!("unrouted: discard\n{}", queue_delivery(&dir, "  max_in_flight: 1\n")),
+        &format!("unrouted: discard\n{}", queue_delivery(&backend, &dir, "  max_in_flight: 1\n")),
     );
     let gateway = TestGateway::start(&config).await;
     assert_eq!(send_raw(gateway.addr, &Fixture::load("tampered-body").request("/hooks/main")).await.status, 401);
@@ -146,21 +147,19 @@ async fn discarded_and_rejected_deliveries_are_not_queued() {
     let unrouted = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
     assert_eq!(unrouted.text(), r#"{"status":"unrouted"}"#, "no id: nothing is kept");
     // Each was answered after the spool committed what it stored.
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
-    let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-    assert_eq!(events, 0, "nothing was stored");
+    assert_eq!(backend.count(&dir, "SELECT COUNT(*) FROM events"), 0, "nothing was stored");
     assert!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.is_empty());
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn max_in_flight_bounds_the_attempts_per_route() {
-    let dir = temp_dir("queue-max-in-flight");
+on_both_backends!(max_in_flight_bounds_the_attempts_per_route);
+async fn max_in_flight_bounds_the_attempts_per_route(backend: Backend) {
+    let dir = backend.temp_dir("queue-max-in-flight");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(150), ..Default::default() }).await;
     let config = fixture_config(
         &route("orders", "\"order.*\"", &upstream.url("/")),
-        &queue_delivery(&dir, "  max_in_flight: 2\n"),
+        &queue_delivery(&backend, &dir, "  max_in_flight: 2\n"),
     );
     let gateway = TestGateway::start(&config).await;
     for id in 1..=8 {

@@ -1,4 +1,5 @@
-//! Queue mode end to end: a real hookgate with its SQLite spool and real upstreams on loopback sockets.
+//! Queue mode end to end: a real hookgate with its spool and real upstreams on loopback sockets. Each test
+//! runs on both spools, SQLite and PostgreSQL (`on_both_backends!`), unless it says why not.
 //! `delivery`: what is delivered, where, in what order and how many at once; `retries`: backoff, dead
 //! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning;
 //! `unrouted`: what becomes of a delivery no route takes.
@@ -56,31 +57,39 @@ fn sequence_of(received: &Received) -> (u64, u64) {
 
 /// A queue-mode `delivery:` section like [`queue_delivery`]'s with the retry settings given, and
 /// `max_in_flight: 1` (for [`received_before_a_new_delivery`]).
-fn queue_delivery_retrying(dir: &Path, initial_backoff: &str, max_backoff: &str, give_up_after: &str) -> String {
+fn queue_delivery_retrying(
+    backend: &Backend,
+    dir: &Path,
+    initial_backoff: &str,
+    max_backoff: &str,
+    give_up_after: &str,
+) -> String {
     format!(
-        "delivery:\n  mode: queue\n  spool_path: {}\n  max_in_flight: 1\n  retry:\n    initial_backoff: {initial_backoff}\n    max_backoff: {max_backoff}\n    give_up_after: {give_up_after}\n",
-        dir.join("spool.db").display()
+        "delivery:\n  mode: queue\n{}  max_in_flight: 1\n  retry:\n    initial_backoff: {initial_backoff}\n    max_backoff: {max_backoff}\n    give_up_after: {give_up_after}\n",
+        backend.delivery_section(dir)
     )
 }
 
 /// The state, recorded attempts and last error of event `event_id`'s delivery (on its one route).
-fn delivery_of(dir: &Path, event_id: &str) -> (String, u32, Option<String>) {
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
-    conn.query_row(
-        "SELECT d.state, d.attempts, d.last_error FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE e.public_id = ?1",
-        [event_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )
-    .unwrap()
+fn delivery_of(backend: &Backend, dir: &Path, event_id: &str) -> (String, u32, Option<String>) {
+    let rows = backend.query(
+        dir,
+        &format!(
+            "SELECT d.state, d.attempts, d.last_error FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE e.public_id = {}",
+            quoted(event_id)
+        ),
+    );
+    let [row] = &rows[..] else { panic!("event {event_id} has {} deliveries, not one", rows.len()) };
+    (row[0].clone().unwrap(), row[1].as_deref().unwrap().parse().unwrap(), row[2].clone())
 }
 
 /// Waits until the spool has recorded `attempts` attempts of `event_id`'s delivery, leaving it in `state`;
 /// fails at once if more were made.
-async fn recorded(dir: &Path, event_id: &str, state: &str, attempts: u32) {
+async fn recorded(backend: &Backend, dir: &Path, event_id: &str, state: &str, attempts: u32) {
     let what = format!("{state} after {attempts} attempts");
     eventually(WAIT, &what, || {
-        let (now, tried, _) = delivery_of(dir, event_id);
+        let (now, tried, _) = delivery_of(backend, dir, event_id);
         assert!(tried <= attempts, "waiting for {what}, found {now} after {tried} attempts");
         now == state && tried == attempts
     })

@@ -13,9 +13,13 @@ fn unavailable_for_ten_minutes() -> UpstreamAnswer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway() {
-    let dir = temp_dir("queue-operator-retry");
+on_both_backends!(
+    spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway(backend: Backend) {
+    let dir = backend.temp_dir("queue-operator-retry");
     let upstream = Upstream::scripted(vec![
         unavailable_for_ten_minutes(),
         unavailable_for_ten_minutes(),
@@ -23,7 +27,7 @@ async fn spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway() {
     ])
     .await;
     let config_file = dir.join("hookgate.yaml");
-    let delivery = queue_delivery_retrying(&dir, "10m", "10m", "72h");
+    let delivery = queue_delivery_retrying(&backend, &dir, "10m", "10m", "72h");
     std::fs::write(&config_file, fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery))
         .unwrap();
     let process = HookgateProcess::start(&config_file);
@@ -68,11 +72,12 @@ async fn spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test]
-async fn spool_list_says_a_route_does_not_exist_and_lists_one_that_has_nothing() {
-    let dir = temp_dir("queue-operator-list");
+on_both_backends!(spool_list_says_a_route_does_not_exist_and_lists_one_that_has_nothing);
+async fn spool_list_says_a_route_does_not_exist_and_lists_one_that_has_nothing(backend: Backend) {
+    let dir = backend.temp_dir("queue-operator-list");
     let config_file = dir.join("hookgate.yaml");
-    let config = fixture_config(&route("orders", "\"order.*\"", "http://127.0.0.1:9/"), &queue_delivery(&dir, ""));
+    let config =
+        fixture_config(&route("orders", "\"order.*\"", "http://127.0.0.1:9/"), &queue_delivery(&backend, &dir, ""));
     std::fs::write(&config_file, &config).unwrap();
     // The spool exists once a gateway has opened it.
     TestGateway::start(&config).await.stop().await;

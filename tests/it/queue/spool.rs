@@ -3,12 +3,14 @@
 
 use super::*;
 
-#[tokio::test]
-async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a_restart() {
-    let dir = temp_dir("queue-dedupe");
+on_both_backends!(a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a_restart);
+async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a_restart(backend: Backend) {
+    let dir = backend.temp_dir("queue-dedupe");
     let upstream = Upstream::start().await;
-    let config =
-        fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, "  max_in_flight: 1\n"));
+    let config = fixture_config(
+        &route("all", "\"*\"", &upstream.url("/")),
+        &queue_delivery(&backend, &dir, "  max_in_flight: 1\n"),
+    );
     let gateway = TestGateway::start(&config).await;
     let fixture = Fixture::load("order-created");
     let first = json(&send_raw(gateway.addr, &fixture.request("/hooks/main")).await);
@@ -39,13 +41,13 @@ async fn a_repeated_delivery_is_answered_duplicate_and_queued_once_even_across_a
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn past_max_spool_bytes_deliveries_get_503_with_retry_after() {
-    let dir = temp_dir("queue-full");
+on_both_backends!(past_max_spool_bytes_deliveries_get_503_with_retry_after);
+async fn past_max_spool_bytes_deliveries_get_503_with_retry_after(backend: Backend) {
+    let dir = backend.temp_dir("queue-full");
     let upstream = Upstream::start().await;
     let config = fixture_config(
         &route("all", "\"*\"", &upstream.url("/")),
-        &queue_delivery(&dir, "  max_spool_bytes: 200000\n"),
+        &queue_delivery(&backend, &dir, "  max_spool_bytes: 200000\n"),
     );
     let gateway = TestGateway::start(&config).await;
     let large = Fixture::load("order-updated-large");
@@ -65,13 +67,13 @@ async fn past_max_spool_bytes_deliveries_get_503_with_retry_after() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
-    let dir = temp_dir("queue-restart");
+on_both_backends!(a_graceful_stop_keeps_pending_deliveries_for_the_next_start);
+async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start(backend: Backend) {
+    let dir = backend.temp_dir("queue-restart");
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = fixture_config(
         &route("orders", "\"order.*\"", &format!("http://{addr}/")),
-        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+        &queue_delivery(&backend, &dir, "  max_in_flight: 1\n"),
     );
     let gateway = TestGateway::start(&config).await;
     for id in 1..=5 {
@@ -91,14 +93,14 @@ async fn a_graceful_stop_keeps_pending_deliveries_for_the_next_start() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it() {
-    let dir = temp_dir("queue-stop-in-flight");
+on_both_backends!(a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it);
+async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it(backend: Backend) {
+    let dir = backend.temp_dir("queue-stop-in-flight");
     let upstream =
         Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(700), ..Default::default() }).await;
     let config = fixture_config(
         &route("orders", "\"order.*\"", &upstream.url("/")),
-        &queue_delivery(&dir, "  max_in_flight: 1\n"),
+        &queue_delivery(&backend, &dir, "  max_in_flight: 1\n"),
     );
     let gateway = TestGateway::start(&config).await;
     send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
@@ -106,20 +108,23 @@ async fn a_graceful_stop_lets_an_attempt_in_flight_finish_and_records_it() {
     let stopping = std::time::Instant::now();
     gateway.stop().await;
     assert!(stopping.elapsed() >= Duration::from_millis(400), "the stop waited for the attempt");
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
-    let state: String = conn.query_row("SELECT state FROM deliveries", [], |r| r.get(0)).unwrap();
-    assert_eq!(state, "delivered", "the attempt ended and was recorded before the spool closed");
+    let state = backend.query(&dir, "SELECT state FROM deliveries");
+    assert_eq!(state, [[Some("delivered".to_owned())]], "the attempt ended and was recorded before the spool closed");
     // Started again, nothing is sent twice.
     let gateway = TestGateway::start(&config).await;
     assert_eq!(received_before_a_new_delivery(&gateway, &upstream, 9001).await.len(), 1);
     gateway.stop().await;
 }
 
+// SQLite only: its file is locked to one gateway; on PostgreSQL a second gateway is a replica (`replicas`).
 #[tokio::test]
 async fn a_second_gateway_cannot_deliver_from_the_same_spool() {
     let dir = temp_dir("queue-lock");
     let upstream = Upstream::start().await;
-    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&dir, ""));
+    let config = fixture_config(
+        &route("orders", "\"order.*\"", &upstream.url("/")),
+        &queue_delivery(&Backend::Sqlite, &dir, ""),
+    );
     let gateway = TestGateway::start(&config).await;
     let parsed = hookgate::config::Config::from_yaml(&config, std::path::Path::new("second.yaml")).unwrap();
     let error = hookgate::server::Gateway::new(parsed).err().expect("the spool is taken").to_string();
@@ -131,13 +136,13 @@ async fn a_second_gateway_cannot_deliver_from_the_same_spool() {
     second.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn a_zero_dedupe_window_queues_every_repeat() {
-    let dir = temp_dir("queue-no-dedupe");
+on_both_backends!(a_zero_dedupe_window_queues_every_repeat);
+async fn a_zero_dedupe_window_queues_every_repeat(backend: Backend) {
+    let dir = backend.temp_dir("queue-no-dedupe");
     let upstream = Upstream::start().await;
     let config = fixture_config(
         &route("all", "\"*\"", &upstream.url("/")),
-        &format!("{}dedupe:\n  window: 0s\n", queue_delivery(&dir, "")),
+        &format!("{}dedupe:\n  window: 0s\n", queue_delivery(&backend, &dir, "")),
     );
     let gateway = TestGateway::start(&config).await;
     let fixture = Fixture::load("order-created");
@@ -148,76 +153,79 @@ async fn a_zero_dedupe_window_queues_every_repeat() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn delivered_entries_are_pruned_after_keep_delivered() {
-    let dir = temp_dir("queue-prune-at-start");
+on_both_backends!(delivered_entries_are_pruned_after_keep_delivered);
+async fn delivered_entries_are_pruned_after_keep_delivered(backend: Backend) {
+    let dir = backend.temp_dir("queue-prune-at-start");
     let upstream = Upstream::start().await;
-    let config =
-        fixture_config(&route("all", "\"*\"", &upstream.url("/")), &queue_delivery(&dir, "  keep_delivered: 0s\n"));
+    let config = fixture_config(
+        &route("all", "\"*\"", &upstream.url("/")),
+        &queue_delivery(&backend, &dir, "  keep_delivered: 0s\n"),
+    );
     let gateway = TestGateway::start(&config).await;
     let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/main")).await;
     let id = json(&answer)["id"].as_str().unwrap().to_owned();
-    recorded(&dir, &id, "delivered", 1).await;
+    recorded(&backend, &dir, &id, "delivered", 1).await;
     gateway.stop().await;
     // Pruning runs at start and every minute after.
     let gateway = TestGateway::start(&config).await;
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     eventually(WAIT, "the delivered entry and its event are pruned", || {
-        let deliveries: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
-        let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-        deliveries == 0 && events == 0
+        backend.count(&dir, "SELECT COUNT(*) FROM deliveries") == 0
+            && backend.count(&dir, "SELECT COUNT(*) FROM events") == 0
     })
     .await;
     gateway.stop().await;
 }
 
+on_both_backends!(pruning_runs_every_minute_and_keeps_what_keep_delivered_keeps);
 /// Pruning runs at start and every minute after; minutes pass on the gateway's clock, not the test's. Each
 /// prune also forgets the dedupe records older than the window (5 minutes here) in the same transaction,
 /// which shows when one has run.
-#[tokio::test]
-async fn pruning_runs_every_minute_and_keeps_what_keep_delivered_keeps() {
-    let dir = temp_dir("queue-prune");
+async fn pruning_runs_every_minute_and_keeps_what_keep_delivered_keeps(backend: Backend) {
+    let dir = backend.temp_dir("queue-prune");
     let upstream = Upstream::start().await;
-    let delivery = format!("{}dedupe:\n  window: 5m\n", queue_delivery(&dir, "  keep_delivered: 10m\n"));
+    let delivery = format!("{}dedupe:\n  window: 5m\n", queue_delivery(&backend, &dir, "  keep_delivered: 10m\n"));
     let gateway = TestGateway::start(&fixture_config(&route("all", "\"*\"", &upstream.url("/")), &delivery)).await;
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     let count = |table: &str, event_id: &str| -> i64 {
         let column = if table == "events" { "public_id" } else { "event_id" };
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE {column} = ?1"), [event_id], |r| r.get(0)).unwrap()
+        backend.count(&dir, &format!("SELECT COUNT(*) FROM {table} WHERE {column} = {}", quoted(event_id)))
     };
     let send = |id| signed_request("/hooks/main", "order.created", &order_body(id, 0));
     let old = json(&send_raw(gateway.addr, &send(1)).await)["id"].as_str().unwrap().to_owned();
-    recorded(&dir, &old, "delivered", 1).await;
+    recorded(&backend, &dir, &old, "delivered", 1).await;
     assert_eq!(count("dedupe", &old), 1, "a dedupe record whose pruning shows that a prune ran");
     skip_time(Duration::from_secs(6 * 60)).await;
     eventually(WAIT, "a prune after 6 minutes", || count("dedupe", &old) == 0).await;
     assert_eq!(count("events", &old), 1, "delivered 6 minutes ago: kept");
     let recent = json(&send_raw(gateway.addr, &send(2)).await)["id"].as_str().unwrap().to_owned();
-    recorded(&dir, &recent, "delivered", 1).await;
+    recorded(&backend, &dir, &recent, "delivered", 1).await;
     skip_time(Duration::from_secs(5 * 60 + 30)).await;
     eventually(WAIT, "the entry delivered 11.5 minutes ago and its event are pruned", || count("events", &old) == 0)
         .await;
     // The prune that took it forgot the recent one's dedupe record and kept its entry, 5.5 minutes old.
     assert_eq!(count("dedupe", &recent), 0);
     assert_eq!(count("events", &recent), 1);
-    assert_eq!(delivery_of(&dir, &recent).0, "delivered");
-    let deliveries: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+    assert_eq!(delivery_of(&backend, &dir, &recent).0, "delivered");
+    let deliveries = backend.count(&dir, "SELECT COUNT(*) FROM deliveries");
     assert_eq!(deliveries, 1, "the old entry's delivery went with its event");
     gateway.stop().await;
 }
 
+on_both_backends!(a_reload_to_proxy_mode_needs_a_restart_and_the_queue_keeps_delivering);
 /// A reload that switches the file to proxy mode takes effect only at a restart: until then deliveries are
 /// still queued and delivered, with the queue settings the gateway started with.
-#[tokio::test]
-async fn a_reload_to_proxy_mode_needs_a_restart_and_the_queue_keeps_delivering() {
-    let dir = temp_dir("queue-reload-to-proxy");
+async fn a_reload_to_proxy_mode_needs_a_restart_and_the_queue_keeps_delivering(backend: Backend) {
+    let dir = backend.temp_dir("queue-reload-to-proxy");
     let upstream = Upstream::start().await;
     let routes = route("orders", "\"order.*\"", &upstream.url("/in"));
-    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&dir, ""))).await;
+    let gateway = TestGateway::start(&fixture_config(&routes, &queue_delivery(&backend, &dir, ""))).await;
     let file = dir.join("hookgate.yaml");
     std::fs::write(&file, fixture_config(&routes, "delivery:\n  mode: proxy\n")).unwrap();
     let restart = gateway.gateway.reload(&file).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(restart, ["delivery.mode and delivery.spool_path"]);
+    let spool_setting = match backend {
+        Backend::Sqlite => "delivery.spool_path",
+        Backend::Postgres(_) => "delivery.postgres",
+    };
+    assert_eq!(restart, [format!("delivery.mode and {spool_setting}")]);
     let answer = send_raw(gateway.addr, &signed_request("/hooks/main", "order.updated", &order_body(7, 0))).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(json(&answer)["status"], "queued");
@@ -225,13 +233,14 @@ async fn a_reload_to_proxy_mode_needs_a_restart_and_the_queue_keeps_delivering()
     gateway.stop().await;
 }
 
+// SQLite only: the write-ahead log is SQLite's own file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_ahead_log_is_truncated_once_a_burst_has_drained() {
     let dir = temp_dir("queue-wal-truncate");
     let upstream = Upstream::start().await;
     let gateway = TestGateway::start(&fixture_config(
         &route("orders", "\"order.*\"", &upstream.url("/")),
-        &queue_delivery(&dir, ""),
+        &queue_delivery(&Backend::Sqlite, &dir, ""),
     ))
     .await;
     // A burst of 24 deliveries of 400 KB: the log grows past SQLite's 1,000-page checkpoint size.

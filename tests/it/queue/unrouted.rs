@@ -4,13 +4,17 @@
 
 use super::*;
 
+on_both_backends!(
+    an_unrouted_delivery_is_kept_and_a_replay_after_a_reload_delivers_it_once,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 /// The real binary in queue mode with one route for coupons: an order is kept as unrouted and sent nowhere;
 /// once the file has a route for orders (a hot reload), a replay sends it there, once however often it runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unrouted_delivery_is_kept_and_a_replay_after_a_reload_delivers_it_once() {
-    let dir = temp_dir("queue-unrouted-replay");
+async fn an_unrouted_delivery_is_kept_and_a_replay_after_a_reload_delivers_it_once(backend: Backend) {
+    let dir = backend.temp_dir("queue-unrouted-replay");
     let (coupons, orders) = (Upstream::start().await, Upstream::start().await);
-    let delivery = queue_delivery(&dir.join("spool"), "  max_in_flight: 1\n");
+    let delivery = queue_delivery(&backend, &dir.join("spool"), "  max_in_flight: 1\n");
     let coupons_route = route("coupons", "\"coupon.*\"", &coupons.url("/"));
     let file = config_file(&dir, &coupons_route, &delivery);
     let mut process = HookgateProcess::start(&file);
@@ -79,35 +83,31 @@ async fn an_unrouted_delivery_is_kept_and_a_replay_after_a_reload_delivers_it_on
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+on_both_backends!(unrouted_reject_answers_404_in_queue_mode_and_keeps_nothing);
 /// `unrouted: reject` in queue mode stays a 404, and stores nothing.
-#[tokio::test]
-async fn unrouted_reject_answers_404_in_queue_mode_and_keeps_nothing() {
-    let dir = temp_dir("queue-unrouted-reject");
+async fn unrouted_reject_answers_404_in_queue_mode_and_keeps_nothing(backend: Backend) {
+    let dir = backend.temp_dir("queue-unrouted-reject");
     let routes = ROUTE_TO_NOWHERE.replace("\"*\"", "\"order.*\"");
-    let config = fixture_config(&routes, &format!("unrouted: reject\n{}", queue_delivery(&dir, "")));
+    let config = fixture_config(&routes, &format!("unrouted: reject\n{}", queue_delivery(&backend, &dir, "")));
     let gateway = TestGateway::start(&config).await;
     let answer = send_raw(gateway.addr, &Fixture::load("coupon-deleted").request("/hooks/main")).await;
     assert_eq!((answer.status, answer.text()), (404, r#"{"error":"unrouted"}"#.to_owned()));
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
-    assert_eq!(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(backend.count(&dir, "SELECT COUNT(*) FROM events"), 0);
     gateway.stop().await;
 }
 
+on_both_backends!(unrouted_events_are_pruned_after_keep_unrouted);
 /// Pruning (every minute, on the gateway's clock) removes an unrouted event once `keep_unrouted` has passed
 /// since it was received, and keeps a younger one.
-#[tokio::test]
-async fn unrouted_events_are_pruned_after_keep_unrouted() {
-    let dir = temp_dir("queue-unrouted-prune");
+async fn unrouted_events_are_pruned_after_keep_unrouted(backend: Backend) {
+    let dir = backend.temp_dir("queue-unrouted-prune");
     let routes = ROUTE_TO_NOWHERE.replace("\"*\"", "\"product.*\"");
-    let config = fixture_config(&routes, &queue_delivery(&dir, "  keep_unrouted: 10m\n"));
+    let config = fixture_config(&routes, &queue_delivery(&backend, &dir, "  keep_unrouted: 10m\n"));
     let gateway = TestGateway::start(&config).await;
-    let conn = rusqlite::Connection::open(dir.join("spool.db")).unwrap();
     let kept = |id: &str| -> bool {
-        conn.query_row("SELECT COUNT(*) FROM events WHERE public_id = ?1 AND unrouted = 1", [id], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap()
-            == 1
+        let unrouted =
+            format!("SELECT COUNT(*) FROM events WHERE public_id = {} AND CAST(unrouted AS INTEGER) = 1", quoted(id));
+        backend.count(&dir, &unrouted) == 1
     };
     let send = |id| signed_request("/hooks/main", "order.created", &order_body(id, 0));
     let old = json(&send_raw(gateway.addr, &send(1)).await)["id"].as_str().unwrap().to_owned();

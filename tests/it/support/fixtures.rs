@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::raw_request;
+use super::{Backend, raw_request};
 
 /// The secret most fixtures are signed with.
 pub const FIXTURE_SECRET: &str = "k3Y9pQ2wXr7Lm4Tz8Vb1Nc6Hd0Sf5Gj";
@@ -139,10 +139,10 @@ routes:
     )
 }
 
-/// A `delivery:` section for queue mode with a spool in `dir` and quick retries.
-pub fn queue_delivery(dir: &Path, extra: &str) -> String {
+/// A `delivery:` section for queue mode with a spool on `backend` (its files in `dir`) and quick retries.
+pub fn queue_delivery(backend: &Backend, dir: &Path, extra: &str) -> String {
     format!(
-        "delivery:\n  mode: queue\n  spool_path: {}\n  retry:\n    initial_backoff: 50ms\n    max_backoff: 200ms\n    give_up_after: 1h\n{extra}",
-        dir.join("spool.db").display()
+        "delivery:\n  mode: queue\n{}  retry:\n    initial_backoff: 50ms\n    max_backoff: 200ms\n    give_up_after: 1h\n{extra}",
+        backend.delivery_section(dir)
     )
 }

@@ -2,14 +2,18 @@
 //! and a recording upstream, over HTTP or HTTPS), `certificates` (private CAs for HTTPS upstreams),
 //! `process` (the real binary, with its log lines), `fixtures` (the WooCommerce deliveries, requests signed
 //! like them, configs that accept them), `raw_http` (a raw HTTP/1.x client that shows exactly what went over
-//! the wire), `attack` (the store's deliveries during an attack) and `woocommerce` (the real WooCommerce
-//! store, when `.ci/run` started it). Everything is re-exported here, so a test module needs only
+//! the wire), `attack` (the store's deliveries during an attack), `woocommerce` (the real WooCommerce
+//! store, when `.ci/run` started it), `backend` (the queue tests' two spools, SQLite and PostgreSQL, and
+//! the macro that runs one test body on each) and `postgres` (a database of a test's own, when
+//! `HOOKGATE_POSTGRES_URL` names a server). Everything is re-exported here, so a test module needs only
 //! `use crate::support::*`; what is left in this file serves every area.
 
 mod attack;
+mod backend;
 mod certificates;
 mod fixtures;
 mod gateway;
+mod postgres;
 mod process;
 mod raw_http;
 mod woocommerce;
@@ -18,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use attack::*;
+pub use backend::*;
 pub use certificates::*;
 pub use fixtures::*;
 pub use gateway::*;
+pub use postgres::*;
 pub use process::*;
 pub use raw_http::*;
 pub use woocommerce::*;
