@@ -85,31 +85,33 @@ async fn request_metrics_count_each_outcome_with_its_source() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn queue_gauges_show_pending_and_dead_letters() {
-    let dir = temp_dir("admin-queue");
+on_both_backends!(queue_gauges_show_pending_and_dead_letters);
+async fn queue_gauges_show_pending_and_dead_letters(backend: Backend) {
+    let dir = backend.temp_dir("admin-queue");
+    // A source (and route) of each backend's own: both tests count in this process's metrics at once.
+    let source = format!("queued-{}", backend.name());
     let upstream = Upstream::answering(UpstreamAnswer { status: StatusCode::GONE, ..Default::default() }).await;
-    let gateway = TestGateway::start(&config("queued", &upstream, &queue_delivery(&Backend::Sqlite, &dir, ""))).await;
-    let answer = send_raw(gateway.addr, &Fixture::load("order-created").request("/hooks/queued")).await;
+    let gateway = TestGateway::start(&config(&source, &upstream, &queue_delivery(&backend, &dir, ""))).await;
+    let answer = send_raw(gateway.addr, &Fixture::load("order-created").request(&format!("/hooks/{source}"))).await;
     assert_eq!(answer.status, 200);
     // The gauges are set from the spool every few seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let text = get(gateway.admin_addr, "/metrics").await.text();
-        if metric_sample(&text, "hookgate_dead_letters{route=\"queued-route\"}") == Some(1.0) {
+        if metric_sample(&text, &format!("hookgate_dead_letters{{route=\"{source}-route\"}}")) == Some(1.0) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no dead letter in the gauge: {text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let text = get(gateway.admin_addr, "/metrics").await.text();
-    assert_eq!(metric_sample(&text, "hookgate_queue_pending{route=\"queued-route\"}"), Some(0.0));
+    assert_eq!(metric_sample(&text, &format!("hookgate_queue_pending{{route=\"{source}-route\"}}")), Some(0.0));
     assert_eq!(
-        metric_sample(&text, "hookgate_delivery_attempts_total{route=\"queued-route\",result=\"dead\"}"),
+        metric_sample(&text, &format!("hookgate_delivery_attempts_total{{route=\"{source}-route\",result=\"dead\"}}")),
         Some(1.0)
     );
     assert_eq!(
-        metric_sample(&text, "hookgate_requests_total{source=\"queued\",outcome=\"queued\"}"),
+        metric_sample(&text, &format!("hookgate_requests_total{{source=\"{source}\",outcome=\"queued\"}}")),
         Some(1.0),
         "{text}"
     );

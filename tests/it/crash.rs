@@ -13,15 +13,19 @@ const SENDERS: u64 = 4;
 /// Deliveries answered 2xx before the kill.
 const ANSWERED_BEFORE_KILL: usize = 150;
 
+on_both_backends!(
+    every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 // Over 80 lines: one process killed mid-stream and restarted on its spool; each step needs the one before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart() {
-    let dir = temp_dir("crash");
+async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart(backend: Backend) {
+    let dir = backend.temp_dir("crash");
     // A slow upstream, so that a backlog is pending (and attempts are in flight) when the kill comes.
     let upstream = Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(25), ..Default::default() }).await;
     let routes =
         format!("  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n", upstream.url("/orders"));
-    let config = fixture_config(&routes, &queue_delivery(&Backend::Sqlite, &dir, ""));
+    let config = fixture_config(&routes, &queue_delivery(&backend, &dir, ""));
     let config_file = dir.join("hookgate.yaml");
     std::fs::write(&config_file, &config).unwrap();
 

@@ -39,14 +39,18 @@ async fn the_real_store_pings_and_delivers_through_hookgate_and_an_unsigned_deli
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once() {
+on_both_backends!(
+    the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once(backend: Backend) {
     let test = "the_same_product_update_sent_three_times_by_the_real_store_is_forwarded_once";
     let Some(site) = WooCommerceSite::started(test).await else { return };
-    let dir = temp_dir("woocommerce-dedupe");
+    let dir = backend.temp_dir("woocommerce-dedupe");
     let upstream = Upstream::start().await;
     let route = format!("  - name: catalog\n    topics: [\"product.*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
-    let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&Backend::Sqlite, &dir, "")));
+    let process = HookgateProcess::start(&config_file(&dir, &route, &queue_delivery(&backend, &dir, "")));
     let url = format!("http://{}/hooks/main", process.addr);
 
     // A few products first (each send.php run makes one; their deliveries go nowhere), so that the updated
