@@ -4,9 +4,11 @@
 //! letters and replays; `spool`: what the spool keeps across repeats, stops, restarts and pruning;
 //! `unrouted`: what becomes of a delivery no route takes.
 //! `operator`: `hookgate spool retry` and `--route` checks against a running binary.
+//! `replicas`: two gateways on one PostgreSQL spool.
 
 mod delivery;
 mod operator;
+mod replicas;
 mod retries;
 mod spool;
 mod unrouted;
