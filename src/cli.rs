@@ -67,7 +67,7 @@ struct DiagnoseArgs {
 
 #[derive(Args, Debug)]
 struct SpoolArgs {
-    /// The configuration file whose delivery.spool_path names the spool.
+    /// The configuration file whose delivery.spool_path or delivery.postgres names the spool.
     #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -131,6 +131,13 @@ enum SpoolCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Copy an SQLite spool's pending and dead deliveries and unrouted events into the PostgreSQL spool
+    /// the config names (delivery.postgres); running it again copies nothing twice.
+    Migrate {
+        /// The SQLite spool file to copy from.
+        #[arg(long, value_name = "SQLITE_FILE")]
+        from: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +191,7 @@ fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
         SpoolCommand::Replay { id, dead: _, route, unrouted: false, topic: _ } => Admin::Replay { id, route },
         SpoolCommand::Drop { id } => Admin::Drop { id },
         SpoolCommand::Retry { id, route, all: _ } => Admin::Retry { id, route },
+        SpoolCommand::Migrate { from } => Admin::Migrate { from },
     }
 }
 

@@ -31,6 +31,11 @@ pub const DEAD_LETTERS: &str = "hookgate_dead_letters";
 pub const UNROUTED_EVENTS: &str = "hookgate_unrouted_events";
 /// Bytes the spool's live data takes.
 pub const SPOOL_BYTES: &str = "hookgate_spool_bytes";
+/// 1 while the spool can be written, 0 while it cannot (a PostgreSQL spool unreachable, a full disk), by
+/// backend (`sqlite`, `postgres`).
+pub const SPOOL_AVAILABLE: &str = "hookgate_spool_available";
+/// Failed spool commits and failed PostgreSQL health checks, by backend.
+pub const SPOOL_ERRORS_TOTAL: &str = "hookgate_spool_errors_total";
 /// Configuration loads and reloads, by result.
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 /// When the configuration was last loaded successfully.
@@ -90,6 +95,8 @@ fn describe() {
     describe_counter!(UPSTREAM_REQUESTS_TOTAL, "Requests to upstreams, by route and result.");
     describe_histogram!(UPSTREAM_DURATION_SECONDS, Unit::Seconds, "Upstream exchange time, by route.");
     describe_gauge!(QUEUE_PENDING, "Pending deliveries, by route.");
+    describe_gauge!(SPOOL_AVAILABLE, "1 while the spool can be written, 0 while it cannot, by backend.");
+    describe_counter!(SPOOL_ERRORS_TOTAL, "Failed spool commits and failed PostgreSQL health checks, by backend.");
     describe_gauge!(QUEUE_OLDEST_PENDING_AGE_SECONDS, Unit::Seconds, "Age of the oldest pending delivery, by route.");
     describe_counter!(DELIVERY_ATTEMPTS_TOTAL, "Delivery attempts from the spool, by route and result.");
     describe_gauge!(DEAD_LETTERS, "Dead letters waiting for an operator, by route.");

@@ -25,7 +25,7 @@ fn write_summary(out: &mut String, path: &Path, config: &Config) -> std::fmt::Re
         writeln!(
             out,
             "spool: {} (max {} bytes; retry {} to {}, give up after {}; {} in flight per route)",
-            delivery.spool_path.display(),
+            delivery.spool.describe(),
             delivery.max_spool_bytes,
             written(delivery.retry.initial_backoff),
             written(delivery.retry.max_backoff),

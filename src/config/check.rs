@@ -20,6 +20,7 @@ use crate::route::TopicPattern;
 mod pem;
 mod routes;
 mod sources;
+mod spool;
 mod upstream;
 
 use routes::route_warnings;
@@ -377,14 +378,7 @@ impl Checker<'_> {
 
     /// Queue mode's settings: the `delivery` section's queue keys, then the `dedupe` section.
     fn queue_settings(&mut self, raw: &RawDelivery, raw_dedupe: &RawDedupe) -> QueueSettings {
-        let spool_path = match &raw.spool_path {
-            Some(path) if path.value.trim().is_empty() => {
-                self.problem(path, "delivery.spool_path is empty: write a file path such as ./data/hookgate.db");
-                PathBuf::from(DEFAULT_SPOOL_PATH)
-            }
-            Some(path) => self.base_dir.join(&path.value),
-            None => self.base_dir.join(DEFAULT_SPOOL_PATH),
-        };
+        let spool = self.spool_location(raw);
         let retry = Retry {
             initial_backoff: self.duration(
                 raw.retry.initial_backoff.as_ref(),
@@ -426,7 +420,7 @@ impl Checker<'_> {
         let keep_unrouted =
             self.duration_or_zero(raw.keep_unrouted.as_ref(), DEFAULT_KEEP_UNROUTED, "delivery.keep_unrouted", false);
         let dedupe = self.dedupe(raw_dedupe);
-        QueueSettings { spool_path, retry, max_in_flight, max_spool_bytes, keep_delivered, keep_unrouted, dedupe }
+        QueueSettings { spool, retry, max_in_flight, max_spool_bytes, keep_delivered, keep_unrouted, dedupe }
     }
 
     /// The `dedupe` section: its window (zero turns suppression off) and its topic patterns.

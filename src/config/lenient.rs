@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN};
+use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_SPOOL_PATH, PostgresSettings, SpoolLocation};
+use crate::secret::{self, SecretOrigin};
 
 /// The keys read, and nothing else (unknown keys are ignored here; `hookgate check` reports them).
 #[derive(Deserialize, Default)]
@@ -16,6 +17,22 @@ struct Lenient {
     admin_listen: Option<String>,
     #[serde(default)]
     routes: Vec<LenientRoute>,
+    #[serde(default)]
+    delivery: LenientDelivery,
+}
+
+#[derive(Deserialize, Default)]
+struct LenientDelivery {
+    spool_path: Option<String>,
+    postgres: Option<LenientPostgres>,
+}
+
+#[derive(Deserialize)]
+struct LenientPostgres {
+    url_env: Option<String>,
+    url_file: Option<String>,
+    url: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +46,52 @@ fn read(path: &Path) -> Result<Lenient, ConfigError> {
 }
 
 impl Config {
+    /// Only where the spool is, for `hookgate spool`: the SQLite file, or the PostgreSQL database (its URL
+    /// resolved, since that is how to reach it; nothing else of the file is).
+    pub fn load_spool(path: &Path) -> Result<SpoolLocation, ConfigError> {
+        let delivery = read(path)?.delivery;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let Some(postgres) = delivery.postgres else {
+            return Ok(SpoolLocation::Sqlite(
+                base_dir.join(delivery.spool_path.as_deref().unwrap_or(DEFAULT_SPOOL_PATH)),
+            ));
+        };
+        let problem = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![format!("{}: {message}\n", path.display())],
+        };
+        let (origin, url_from) = match (postgres.url_env, postgres.url_file, postgres.url) {
+            (Some(var), None, None) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
+            (None, Some(file), None) => {
+                let file = base_dir.join(file);
+                (SecretOrigin::File(file.clone()), format!("file {}", file.display()))
+            }
+            (None, None, Some(url)) => (SecretOrigin::Value(secret::Secret::new(url.into_bytes())), "url".to_owned()),
+            _ => {
+                return Err(problem(
+                    "delivery.postgres needs exactly one of url_env, url_file or url: run `hookgate check` for details"
+                        .into(),
+                ));
+            }
+        };
+        let url = secret::resolve(&origin)
+            .map_err(|e| problem(format!("the PostgreSQL URL (delivery.postgres, {url_from}): {e}")))?;
+        let ca =
+            match postgres.ca_file {
+                None => None,
+                Some(file) => {
+                    use rustls::pki_types::{CertificateDer, pem::PemObject};
+                    let file = base_dir.join(file);
+                    let certificates: Result<Vec<CertificateDer<'static>>, _> =
+                        CertificateDer::pem_file_iter(&file).and_then(|certificates| certificates.collect());
+                    Some(certificates.map_err(|e| {
+                        problem(format!("cannot read delivery.postgres.ca_file {}: {e}", file.display()))
+                    })?)
+                }
+            };
+        Ok(SpoolLocation::Postgres(Box::new(PostgresSettings { url, url_from, max_connections: 2, ca })))
+    }
+
     /// The names of the routes the file configures, in file order, for `hookgate spool` to tell a route
     /// that does not exist from one that has nothing in the spool.
     pub fn load_route_names(path: &Path) -> Result<Vec<String>, ConfigError> {

@@ -19,6 +19,8 @@ use crate::route::{Routes, TopicPattern};
 use crate::secret::Secret;
 use crate::verify::Verifier;
 
+mod spool;
+pub use spool::{PostgresSettings, SpoolLocation};
 mod check;
 mod lenient;
 mod raw;
@@ -309,8 +311,8 @@ impl Delivery {
 /// repeated deliveries are suppressed.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
-    /// The SQLite file of the queue.
-    pub spool_path: PathBuf,
+    /// Where the spool is: an SQLite file, or a PostgreSQL database shared by replicas.
+    pub spool: SpoolLocation,
     /// How failed attempts are retried.
     pub retry: Retry,
     /// Attempts in flight at once, per route.
@@ -364,24 +366,6 @@ impl Config {
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
         check::check(raw, path, text).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
-    }
-
-    /// Only the spool's path, for `hookgate spool`: read leniently so that an operator can inspect the spool
-    /// without the environment the secrets come from.
-    pub fn load_spool_path(path: &Path) -> Result<PathBuf, ConfigError> {
-        #[derive(Deserialize, Default)]
-        struct Lenient {
-            #[serde(default)]
-            delivery: LenientDelivery,
-        }
-        #[derive(Deserialize, Default)]
-        struct LenientDelivery {
-            spool_path: Option<String>,
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
-        let lenient: Lenient = serde_saphyr::from_str(&text).map_err(|e| ConfigError::syntax(path, &text, &e))?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(base_dir.join(lenient.delivery.spool_path.as_deref().unwrap_or(DEFAULT_SPOOL_PATH)))
     }
 
     /// Only the routes, checked as [`Config::load`] checks them, for `hookgate spool replay --unrouted`:

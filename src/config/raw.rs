@@ -143,12 +143,24 @@ impl<'de> Deserialize<'de> for RawHeaders {
 pub(super) struct RawDelivery {
     pub(super) mode: Option<DeliveryMode>,
     pub(super) spool_path: Option<Spanned<String>>,
+    pub(super) postgres: Option<Spanned<RawPostgres>>,
     #[serde(default)]
     pub(super) retry: RawRetry,
     pub(super) max_in_flight: Option<Spanned<usize>>,
     pub(super) max_spool_bytes: Option<Spanned<u64>>,
     pub(super) keep_delivered: Option<Spanned<String>>,
     pub(super) keep_unrouted: Option<Spanned<String>>,
+}
+
+/// The `delivery.postgres` section: the spool in PostgreSQL, shared by replicas. The URL is a secret.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPostgres {
+    pub(super) url_env: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 /// The `delivery.retry` section.

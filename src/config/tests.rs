@@ -34,7 +34,7 @@ fn the_example_config_parses() {
     assert_eq!(config.routes.len(), 1);
     assert_eq!(config.delivery.mode(), DeliveryMode::Queue);
     let queue = config.delivery.queue().unwrap();
-    assert_eq!(queue.spool_path, path.parent().unwrap().join("./data/hookgate.db"));
+    assert_eq!(queue.spool.sqlite_path(), Some(path.parent().unwrap().join("./data/hookgate.db").as_path()));
     assert_eq!(queue.retry.max_backoff, DEFAULT_MAX_BACKOFF);
     assert_eq!(queue.dedupe.topics.len(), DEFAULT_DEDUPE_TOPICS.len());
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
@@ -130,7 +130,7 @@ fn queue_mode_is_the_default_with_its_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.delivery.mode(), DeliveryMode::Queue);
     let queue = config.delivery.queue().unwrap();
-    assert_eq!(queue.spool_path, Path::new("./data/hookgate.db"));
+    assert_eq!(queue.spool.sqlite_path(), Some(Path::new("./data/hookgate.db")));
     assert_eq!(queue.retry.initial_backoff, DEFAULT_INITIAL_BACKOFF);
     assert_eq!(queue.retry.max_backoff, DEFAULT_MAX_BACKOFF);
     assert_eq!(queue.retry.give_up_after, DEFAULT_GIVE_UP_AFTER);

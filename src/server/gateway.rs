@@ -86,13 +86,13 @@ impl Health {
 impl Gateway {
     /// A gateway serving `config`. In queue mode this opens (creating or migrating) the spool and takes its
     /// lock; delivering from it starts with [`Gateway::start_delivering`], which [`super::Server::run`] calls.
-    pub fn new(config: Config) -> Result<Gateway, SpoolError> {
-        Gateway::with_clock(config, Clock::system())
+    pub async fn new(config: Config) -> Result<Gateway, SpoolError> {
+        Gateway::with_clock(config, Clock::system()).await
     }
 
     /// A gateway like [`Gateway::new`]'s that reads the time from `clock`: for its replay-age check, the
     /// time deliveries are stored with, and its dispatcher's backoff, give-up, pruning and gauges.
-    pub fn with_clock(config: Config, clock: Clock) -> Result<Gateway, SpoolError> {
+    pub async fn with_clock(config: Config, clock: Clock) -> Result<Gateway, SpoolError> {
         // The recorder must be in place before the first request is counted.
         crate::metrics::handle();
         let config = Arc::new(config);
@@ -100,7 +100,7 @@ impl Gateway {
         let forwarder = Forwarder::new();
         let mode = match &config.delivery {
             Delivery::Proxy => Mode::Proxy,
-            Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock)?),
+            Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock).await?),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let unverified = UnverifiedBytes::new(config.limits.max_unverified_bytes);
@@ -135,9 +135,9 @@ impl Gateway {
             return Some("the webhook listener is not serving yet");
         }
         if let Mode::Queue(queue) = &self.mode
-            && !queue.writable()
+            && let Some(reason) = queue.unavailable()
         {
-            return Some("the spool cannot be written");
+            return Some(reason);
         }
         None
     }
@@ -309,9 +309,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if new.admin_listen != old.admin_listen {
         restart.push(format!("admin_listen ({} → {})", old.admin_listen, new.admin_listen));
     }
-    let spool_path = |config: &Config| config.delivery.queue().map(|queue| queue.spool_path.clone());
-    if new.delivery.mode() != old.delivery.mode() || spool_path(new) != spool_path(old) {
-        restart.push("delivery.mode and delivery.spool_path".to_owned());
+    let same_spool = match (new.delivery.queue(), old.delivery.queue()) {
+        (Some(new), Some(old)) => new.spool.same_as(&old.spool),
+        (new, old) => new.is_none() && old.is_none(),
+    };
+    if new.delivery.mode() != old.delivery.mode() || !same_spool {
+        restart.push("delivery.mode and the spool (delivery.spool_path or delivery.postgres)".to_owned());
     }
     if new.limits.max_connections != old.limits.max_connections
         || new.limits.max_connections_per_client != old.limits.max_connections_per_client

@@ -53,7 +53,7 @@ pub enum StartError {
         error: std::io::Error,
     },
     /// Queue mode's spool could not be opened (or another gateway holds it).
-    #[error("cannot open the spool (delivery.spool_path in {file}): {error}")]
+    #[error("cannot open the spool (delivery.spool_path or delivery.postgres in {file}): {error}")]
     Spool {
         /// The config file.
         file: String,
@@ -81,20 +81,20 @@ impl Server {
         };
         let webhook = bind(config.listen, "listen").await?;
         let admin = bind(config.admin_listen, "admin_listen").await?;
-        Server::with_listeners(config, webhook, admin, Clock::system())
+        Server::with_listeners(config, webhook, admin, Clock::system()).await
     }
 
     /// Opens the gateway on listeners already bound (tests bind `127.0.0.1:0`): in queue mode its spool,
     /// which nothing delivers from until [`Server::run`]. It reads the time from `clock` (tests pass one
     /// that follows tokio's paused clock).
-    pub fn with_listeners(
+    pub async fn with_listeners(
         config: Config,
         webhook: TcpListener,
         admin: TcpListener,
         clock: Clock,
     ) -> Result<Server, StartError> {
         let file = config.file.display().to_string();
-        let gateway = Gateway::with_clock(config, clock).map_err(|error| StartError::Spool { file, error })?;
+        let gateway = Gateway::with_clock(config, clock).await.map_err(|error| StartError::Spool { file, error })?;
         Ok(Server { gateway: Arc::new(gateway), webhook, admin, reloads: None })
     }
 

@@ -51,8 +51,9 @@ impl Reloads {
         folders.sort();
         folders.dedup();
         let spool_watched = gateway.config().delivery.queue().and_then(|queue| {
-            let folder = queue.spool_path.parent()?;
-            folders.iter().any(|f| same_folder(f, folder)).then(|| queue.spool_path.clone())
+            let path = queue.spool.sqlite_path()?;
+            let folder = path.parent()?;
+            folders.iter().any(|f| same_folder(f, folder)).then(|| path.to_path_buf())
         });
         let names: Vec<std::ffi::OsString> =
             files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{Attempted, Due, Spool, SpoolError, decode_headers, store};
+use super::postgres::Wanted;
+use super::{Attempted, Backend, Due, decode_headers, store};
 use crate::clock::Clock;
 use crate::config::{Config, QueueSettings, Retry};
 use crate::forward::UpstreamError;
@@ -26,6 +26,8 @@ pub static X_HOOKGATE_ATTEMPT: HeaderName = HeaderName::from_static("x-hookgate-
 /// The spool is looked at this often even when nothing woke the dispatcher, so replays made with
 /// `hookgate spool replay` from another process are picked up within a second.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Added to twice a route's timeout for a claim's lease (see [`lease_for`]).
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Delivered entries and old dedupe records are pruned this often.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// An attempt whose result could not be recorded keeps its slot this long before it may be sent again.
@@ -47,7 +49,7 @@ impl Dispatcher {
     /// (when an attempt is due, when to give up, what is old enough to prune, when the gauges and pruning
     /// are next due) is read from `clock`.
     pub fn start(
-        spool: Arc<Spool>,
+        spool: Arc<Backend>,
         config: Arc<ArcSwap<Config>>,
         forwarder: Forwarder,
         started_with: QueueSettings,
@@ -85,7 +87,7 @@ impl Dispatcher {
 
 /// The dispatcher's task, and what it keeps from one pass over the spool to the next.
 struct Dispatch {
-    spool: Arc<Spool>,
+    spool: Arc<Backend>,
     /// The configuration in force; each pass follows it (a reload changes routes, upstreams and retries).
     shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
@@ -123,7 +125,7 @@ impl Dispatch {
             self.prune_when_due(settings).await;
             let wait = wait_for(next_due, self.clock.now_ms());
             tokio::select! {
-                () = self.spool.wake.notified() => {}
+                () = self.spool.wake().notified() => {}
                 Some(finished) = finished.recv() => self.finish(&finished),
                 () = tokio::time::sleep(wait) => {}
                 _ = stopped.changed() => {}
@@ -146,11 +148,17 @@ impl Dispatch {
             .map(|route| {
                 let busy = self.in_flight.entry(route.name.clone()).or_default();
                 let free = settings.max_in_flight.saturating_sub(busy.ids.len());
-                Wanted { route: route.name.clone(), free, in_flight: busy.ids.clone() }
+                Wanted {
+                    route: route.name.clone(),
+                    free,
+                    in_flight: busy.ids.clone(),
+                    resources_in_flight: busy.resources.clone(),
+                    lease: lease_for(route),
+                }
             })
             .collect();
         let now = self.clock.now_ms();
-        let (due, next_due) = match self.spool.read(move |conn| read_due(conn, wanted, now)).await {
+        let (due, next_due) = match self.spool.due(wanted, now).await {
             Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "cannot read due deliveries");
@@ -193,32 +201,18 @@ impl Dispatch {
 }
 
 /// Warns about pending deliveries for routes the configuration no longer has: they stay in the spool.
-async fn warn_about_removed_routes(spool: &Spool, config: &Config) {
-    let stats = spool.read(store::stats).await.unwrap_or_default();
+async fn warn_about_removed_routes(spool: &Backend, config: &Config) {
+    let stats = spool.stats().await.map(|(stats, _)| stats).unwrap_or_default();
     for stats in stats.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
     }
 }
 
-/// What one route can take in a pass: how many more attempts, and which deliveries are already in flight.
-struct Wanted {
-    route: String,
-    free: usize,
-    in_flight: HashSet<i64>,
-}
-
-/// For each route in `wanted`, in order, the deliveries due at `now`; and when the next resource head
-/// becomes due on any of them.
-fn read_due(conn: &Connection, wanted: Vec<Wanted>, now: i64) -> Result<(Vec<Vec<Due>>, Option<i64>), SpoolError> {
-    let mut next_due: Option<i64> = None;
-    let mut due = Vec::with_capacity(wanted.len());
-    for Wanted { route, free, in_flight } in wanted {
-        due.push(store::due(conn, &route, now, free, &in_flight)?);
-        if let Some(at) = store::next_due_at(conn, &route)? {
-            next_due = Some(next_due.map_or(at, |n| n.min(at)));
-        }
-    }
-    Ok((due, next_due))
+/// How long a claim on a delivery of `route` holds on a shared (PostgreSQL) spool: past the longest an
+/// attempt can take (the route's timeout) with a wide margin, so that only a replica that died lets it
+/// lapse. Its deliveries then go to another replica after this long.
+fn lease_for(route: &Route) -> Duration {
+    route.timeout * 2 + LEASE_MARGIN
 }
 
 /// Whether `interval` has passed between `last` and `now` (unix ms). It has when there was no `last`, and
@@ -241,7 +235,7 @@ fn wait_for(next_due: Option<i64>, now: i64) -> Duration {
 
 /// Removes, in short chunks, the delivered entries older than `keep_delivered`, the unrouted events older
 /// than `keep_unrouted` and the dedupe records older than the dedupe window, at `now` (unix ms).
-async fn prune(spool: &Spool, settings: &QueueSettings, now: i64) {
+async fn prune(spool: &Backend, settings: &QueueSettings, now: i64) {
     let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
     let (keep, keep_unrouted) = (millis(settings.keep_delivered), millis(settings.keep_unrouted));
     let window = millis(settings.dedupe.window);
@@ -280,8 +274,8 @@ async fn drain(mut attempts: JoinSet<()>, grace: Duration) {
 
 /// Sets the queue gauges from the spool: pending, oldest pending age at `now` (unix ms) and dead letters per
 /// configured route (zero for a route with none), the unrouted events kept, and the spool's size.
-async fn update_queue_gauges(spool: &Spool, config: &Config, now: i64) {
-    let Ok((stats, unrouted)) = spool.read(|conn| Ok((store::stats(conn)?, store::unrouted_stats(conn)?))).await else {
+async fn update_queue_gauges(spool: &Backend, config: &Config, now: i64) {
+    let Ok((stats, unrouted)) = spool.stats().await else {
         return;
     };
     metrics::gauge!(crate::metrics::UNROUTED_EVENTS).set(unrouted.events as f64);
@@ -304,7 +298,7 @@ async fn update_queue_gauges(spool: &Spool, config: &Config, now: i64) {
 /// it is done.
 async fn attempt(
     forwarder: Forwarder,
-    spool: Arc<Spool>,
+    spool: Arc<Backend>,
     route: Route,
     due: Due,
     retry: Retry,
@@ -327,7 +321,8 @@ async fn attempt(
     }
     headers.insert(X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(number));
     let started = Instant::now();
-    let answer = forwarder.post(&route, &due.source, headers, due.body, AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
+    let answer =
+        forwarder.post(&route, &due.source, headers, due.body.clone(), AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
     let now = clock.now_ms();
     let result = classify(answer, number, due.pending_since, now, &retry, fastrand::f64());
     let (result_label, status) = match &result {
@@ -364,7 +359,7 @@ async fn attempt(
     } else {
         log_attempt!(info, "delivery attempt");
     }
-    if let Err(error) = spool.record(due.delivery_id, now, result).await {
+    if let Err(error) = spool.record(&due, now, result).await {
         // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
         // first, so that a failing disk does not turn into a stream of repeats to the upstream.
         tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");

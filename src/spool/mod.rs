@@ -9,7 +9,9 @@
 //! thread, where a test's paused tokio clock cannot be read.)
 
 pub mod admin;
+mod backend;
 pub mod dispatch;
+pub mod postgres;
 mod queue;
 pub mod store;
 
@@ -24,6 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::verify::VerifiedDelivery;
 use crate::woocommerce::ResourceId;
 
+pub use backend::Backend;
 pub use queue::{NotStored, Queue};
 use store::NewEvent;
 pub use store::{Attempted, Due, Stored};
@@ -50,6 +53,9 @@ pub enum SpoolError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the spool writer has stopped")]
     WriterGone,
+    /// PostgreSQL refused, failed or could not be reached: what it said (never the URL).
+    #[error("PostgreSQL spool: {0}")]
+    Postgres(String),
 }
 
 /// Fields WooCommerce fills anew each time it builds a payload, so that two deliveries of one event differ
@@ -200,27 +206,10 @@ impl Spool {
         routes: Vec<String>,
         dedupe_window: Option<std::time::Duration>,
     ) -> Result<Stored, SpoolError> {
-        let topic = delivery.topic().unwrap_or_default();
-        let body = delivery.body();
-        let dedupe = dedupe_window.map(|window| {
-            let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            (dedupe_key(source, delivery), received_at.saturating_sub(window))
-        });
-        let event = NewEvent {
-            public_id: uuid::Uuid::now_v7().to_string(),
-            received_at,
-            source: source.to_owned(),
-            topic: topic.to_owned(),
-            resource_key: resource_key(source, topic, || delivery.resource_id()),
-            headers: encode_headers(delivery.headers()),
-            body: body.clone(),
-            routes,
-            dedupe,
-        };
-        self.insert(event).await
+        self.insert(new_event(received_at, source, delivery, routes, dedupe_window)).await
     }
 
-    async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
+    pub(crate) async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
         let (reply, answer) = oneshot::channel();
         self.ops.send(WriteOp::Insert(Box::new(event), reply)).await.map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
@@ -271,6 +260,34 @@ impl Spool {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+    }
+}
+
+/// A verified delivery from `source`, received at `received_at` (unix ms), as it is stored: with one
+/// pending entry per route in `routes` (none, and marked unrouted, when `routes` is empty), and its dedupe
+/// key when repeats within `dedupe_window` are suppressed.
+pub(crate) fn new_event(
+    received_at: i64,
+    source: &str,
+    delivery: &VerifiedDelivery,
+    routes: Vec<String>,
+    dedupe_window: Option<std::time::Duration>,
+) -> NewEvent {
+    let topic = delivery.topic().unwrap_or_default();
+    let dedupe = dedupe_window.map(|window| {
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        (dedupe_key(source, delivery), received_at.saturating_sub(window))
+    });
+    NewEvent {
+        public_id: uuid::Uuid::now_v7().to_string(),
+        received_at,
+        source: source.to_owned(),
+        topic: topic.to_owned(),
+        resource_key: resource_key(source, topic, || delivery.resource_id()),
+        headers: encode_headers(delivery.headers()),
+        body: delivery.body().clone(),
+        routes,
+        dedupe,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::dispatch::Dispatcher;
-use super::{Spool, SpoolError, Stored};
+use super::{Backend, SpoolError, Stored};
 use crate::clock::Clock;
 use crate::config::{Config, QueueSettings};
 use crate::forward::Forwarder;
@@ -16,7 +16,7 @@ use crate::verify::VerifiedDelivery;
 
 /// The spool of a running gateway and the dispatcher delivering from it.
 pub struct Queue {
-    spool: Arc<Spool>,
+    spool: Arc<Backend>,
     dispatcher: Mutex<Option<Dispatcher>>,
     /// The queue settings at start: in force while a reload has switched the file to proxy mode, which
     /// takes effect only at a restart.
@@ -37,10 +37,11 @@ pub enum NotStored {
 }
 
 impl Queue {
-    /// Opens (creating or migrating) the spool `settings` names, taking its lock: it stores deliveries from
-    /// now on, and nothing is delivered from it until [`Queue::start_delivering`].
-    pub fn open(settings: &QueueSettings, clock: Clock) -> Result<Queue, SpoolError> {
-        let spool = Arc::new(Spool::open(&settings.spool_path)?);
+    /// Opens (creating or migrating) the spool `settings` names (an SQLite file, whose lock it takes, or
+    /// a PostgreSQL database): it stores deliveries from now on, and nothing is delivered from it until
+    /// [`Queue::start_delivering`].
+    pub async fn open(settings: &QueueSettings, clock: Clock) -> Result<Queue, SpoolError> {
+        let spool = Arc::new(Backend::open(&settings.spool).await?);
         Ok(Queue { spool, dispatcher: Mutex::new(None), started_with: settings.clone(), clock })
     }
 
@@ -57,6 +58,11 @@ impl Queue {
     /// False when the spool's last commit failed: readiness reports it.
     pub fn writable(&self) -> bool {
         self.spool.writable()
+    }
+
+    /// Why the spool cannot take deliveries, while it cannot (for `/readyz`).
+    pub fn unavailable(&self) -> Option<&'static str> {
+        (!self.spool.writable()).then(|| self.spool.unavailable_reason())
     }
 
     /// Stores `delivery` from `source` with one pending entry per route in `routes` (fan-out), under the
@@ -81,7 +87,8 @@ impl Queue {
         }
         let topic = delivery.topic().unwrap_or_default();
         let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
-        Ok(self.spool.enqueue(self.clock.now_ms(), source, delivery, routes, dedupe_window).await?)
+        let event = super::new_event(self.clock.now_ms(), source, delivery, routes, dedupe_window);
+        Ok(self.spool.insert(event).await?)
     }
 
     /// Stops delivering (attempts in flight get up to `grace` to end) and closes the spool. Everything not

@@ -439,7 +439,7 @@ fn a_gateway_that_cannot_open_its_spool_never_says_it_serves_and_says_why_in_its
     );
     let error = lines.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("no error line: {lines:?}"));
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("cannot open the spool (delivery.spool_path in"), "{message}");
+    assert!(message.contains("cannot open the spool (delivery.spool_path or delivery.postgres in"), "{message}");
     assert!(message.contains("another hookgate is delivering from"), "{message}");
     drop(first);
     std::fs::remove_dir_all(dir).unwrap();

@@ -43,7 +43,7 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         // Its clock follows tokio's, so that a test can move the gateway's time with `skip_time`.
-        let server = Server::with_listeners(config, listener, admin_listener, Clock::following_tokio());
+        let server = Server::with_listeners(config, listener, admin_listener, Clock::following_tokio()).await;
         let mut server = server.unwrap_or_else(|e| panic!("{e}"));
         if let Some(path) = reload_from {
             server = server.reload(Reloads::on_file_change(path));

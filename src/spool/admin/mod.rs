@@ -8,9 +8,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rusqlite::Connection;
+mod migrate;
+mod spool;
 
-use super::{SpoolError, store};
+pub use spool::AdminSpool;
+
+use super::SpoolError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::route::TopicPattern;
@@ -43,6 +46,10 @@ pub enum Command {
         id: Option<String>,
         route: Option<String>,
     },
+    /// Copy the SQLite spool `from` into the config's PostgreSQL spool.
+    Migrate {
+        from: std::path::PathBuf,
+    },
 }
 
 /// Runs a spool command against the spool `config` names; the exit code says how it went.
@@ -51,14 +58,17 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
         eprintln!("hookgate spool needs --config FILE (or HOOKGATE_CONFIG)");
         return ExitCode::from(2);
     };
-    let path = match Config::load_spool_path(config) {
-        Ok(path) => path,
+    let location = match Config::load_spool(config) {
+        Ok(location) => location,
         Err(error) => {
             eprint!("{error}");
             return ExitCode::from(2);
         }
     };
-    if !path.exists() {
+    if let Command::Migrate { from } = &command {
+        return migrate::run(&location, from, config);
+    }
+    if let Some(path) = location.sqlite_path().filter(|path| !path.exists()) {
         eprintln!(
             "there is no spool at {} (delivery.spool_path of {}): has hookgate run in queue mode with this config?",
             path.display(),
@@ -66,18 +76,18 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let mut conn = match store::open(&path) {
-        Ok(conn) => conn,
+    let mut spool = match AdminSpool::open(&location) {
+        Ok(spool) => spool,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    if let Err(code) = known_route(&conn, config, &command) {
+    if let Err(code) = known_route(&spool, config, &command) {
         return code;
     }
     let mut out = crate::output::Stdout::lock();
-    match execute(&mut conn, &path, config, command, &mut out) {
+    match execute(&mut spool, config, command, &mut out) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("{error}");
@@ -87,14 +97,13 @@ pub fn run(config: Option<&Path>, command: Command) -> ExitCode {
 }
 
 fn execute(
-    conn: &mut Connection,
-    path: &Path,
+    conn: &mut AdminSpool,
     config: &Path,
     command: Command,
     out: &mut impl Write,
 ) -> Result<ExitCode, SpoolError> {
     match command {
-        Command::Stats => stats(conn, path, out),
+        Command::Stats => stats(conn, out),
         Command::List { route, state, limit } => list(conn, route, state, limit, out),
         Command::Show { id } => show(conn, &id, out),
         Command::Replay { id: Some(id), route: None } if is_unrouted(conn, &id)? => {
@@ -104,12 +113,13 @@ fn execute(
         Command::ReplayUnrouted { topic } => replay_unrouted(conn, config, None, topic.as_deref(), out),
         Command::Drop { id } => drop_event(conn, &id, out),
         Command::Retry { id, route } => retry(conn, id, route, out),
+        Command::Migrate { .. } => unreachable!("run before the spool is opened"),
     }
 }
 
 /// A route named by `--route` must be one the config has or the spool holds deliveries for: a typo would
 /// otherwise list or change nothing and look like an empty route. On an unknown one, says so (exit 2).
-fn known_route(conn: &Connection, config: &Path, command: &Command) -> Result<(), ExitCode> {
+fn known_route(conn: &AdminSpool, config: &Path, command: &Command) -> Result<(), ExitCode> {
     let (Command::List { route: Some(route), .. }
     | Command::Replay { route: Some(route), .. }
     | Command::Retry { route: Some(route), .. }) = command
@@ -117,7 +127,7 @@ fn known_route(conn: &Connection, config: &Path, command: &Command) -> Result<()
         return Ok(());
     };
     let configured = Config::load_route_names(config).unwrap_or_default();
-    let spooled = store::routes(conn).unwrap_or_default();
+    let spooled = conn.routes().unwrap_or_default();
     if configured.contains(route) || spooled.contains(route) {
         return Ok(());
     }
@@ -132,24 +142,18 @@ fn write_error(error: std::io::Error) -> SpoolError {
 }
 
 /// `spool stats`: the file, its schema and size, and per route what is pending, dead and delivered.
-fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+fn stats(conn: &AdminSpool, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
     let now = Clock::system().now_ms();
-    writeln!(
-        out,
-        "spool {} (schema {}, {} bytes in use)",
-        path.display(),
-        store::schema_version(conn)?,
-        store::used_bytes(conn)?
-    )
-    .map_err(write_error)?;
+    let (place, schema, bytes) = conn.describe()?;
+    writeln!(out, "spool {place} (schema {schema}, {bytes} bytes in use)").map_err(write_error)?;
     writeln!(out, "{:<24} {:>9} {:>7} {:>10}  oldest pending", "route", "pending", "dead", "delivered")
         .map_err(write_error)?;
-    for stats in store::stats(conn)? {
+    for stats in conn.stats()? {
         let oldest = stats.oldest_pending_since.map_or_else(|| "-".to_owned(), |at| age(now - at));
         writeln!(out, "{:<24} {:>9} {:>7} {:>10}  {oldest}", stats.route, stats.pending, stats.dead, stats.delivered)
             .map_err(write_error)?;
     }
-    let unrouted = store::unrouted_stats(conn)?;
+    let unrouted = conn.unrouted_stats()?;
     let oldest =
         unrouted.oldest_received_at.map_or_else(String::new, |at| format!(", oldest received {} ago", age(now - at)));
     writeln!(
@@ -164,13 +168,13 @@ fn stats(conn: &Connection, path: &Path, out: &mut impl Write) -> Result<ExitCod
 
 /// `spool list`: one line per delivery, oldest first, filtered by route and state.
 fn list(
-    conn: &Connection,
+    conn: &AdminSpool,
     route: Option<String>,
     state: Option<String>,
     limit: usize,
     out: &mut impl Write,
 ) -> Result<ExitCode, SpoolError> {
-    let rows = store::list(conn, route.as_deref(), state.as_deref(), limit)?;
+    let rows = conn.list(route.as_deref(), state.as_deref(), limit)?;
     let shown = rows.len();
     for row in rows {
         if row.state == "unrouted" {
@@ -204,8 +208,8 @@ fn list(
 }
 
 /// `spool show`: one event whole: its deliveries, their last answers, its headers and body.
-fn show(conn: &Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
-    let Some(event) = store::show(conn, id)? else {
+fn show(conn: &AdminSpool, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    let Some(event) = conn.show(id)? else {
         eprintln!("no event {id} in the spool");
         return Ok(ExitCode::FAILURE);
     };
@@ -246,12 +250,12 @@ fn show(conn: &Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, S
 
 /// `spool replay`: dead or delivered deliveries pending again, by event or by route.
 fn replay(
-    conn: &mut Connection,
+    conn: &mut AdminSpool,
     id: Option<String>,
     route: Option<String>,
     out: &mut impl Write,
 ) -> Result<ExitCode, SpoolError> {
-    let replayed = store::replay(conn, id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
+    let replayed = conn.replay(id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
     writeln!(out, "replayed {replayed} deliver{}", if replayed == 1 { "y" } else { "ies" }).map_err(write_error)?;
     if replayed == 0 && id.is_some() {
         eprintln!("nothing to replay: no such event, or its deliveries are already pending");
@@ -263,18 +267,18 @@ fn replay(
 /// `spool retry`: pending deliveries waiting out a backoff made due now, so a fixed upstream gets them at
 /// once; a running gateway's dispatcher looks at the spool every second. An unknown event is exit 2.
 fn retry(
-    conn: &Connection,
+    conn: &AdminSpool,
     id: Option<String>,
     route: Option<String>,
     out: &mut impl Write,
 ) -> Result<ExitCode, SpoolError> {
     if let Some(id) = id.as_deref()
-        && !store::event_exists(conn, id)?
+        && !conn.event_exists(id)?
     {
         eprintln!("no event {id} in the spool");
         return Ok(ExitCode::from(2));
     }
-    let made_due = store::retry_now(conn, id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
+    let made_due = conn.retry_now(id.as_deref(), route.as_deref(), Clock::system().now_ms())?;
     writeln!(out, "made {made_due} deliver{} due now", if made_due == 1 { "y" } else { "ies" }).map_err(write_error)?;
     if made_due == 0 {
         eprintln!(
@@ -285,8 +289,8 @@ fn retry(
 }
 
 /// `spool drop`: an event and its deliveries, gone.
-fn drop_event(conn: &mut Connection, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
-    if !store::drop_event(conn, id)? {
+fn drop_event(conn: &mut AdminSpool, id: &str, out: &mut impl Write) -> Result<ExitCode, SpoolError> {
+    if !conn.drop_event(id)? {
         eprintln!("no event {id} in the spool");
         return Ok(ExitCode::FAILURE);
     }
@@ -295,14 +299,14 @@ fn drop_event(conn: &mut Connection, id: &str, out: &mut impl Write) -> Result<E
 }
 
 /// Whether the event with this public id is kept as unrouted.
-fn is_unrouted(conn: &Connection, id: &str) -> Result<bool, SpoolError> {
-    Ok(store::show(conn, id)?.is_some_and(|event| event.unrouted))
+fn is_unrouted(conn: &AdminSpool, id: &str) -> Result<bool, SpoolError> {
+    Ok(conn.show(id)?.is_some_and(|event| event.unrouted))
 }
 
 /// `spool replay --unrouted [--topic GLOB]` (or `spool replay ID` of an unrouted event): routes unrouted
 /// events along the routes `config` has now, each as a delivery received now would be routed.
 fn replay_unrouted(
-    conn: &mut Connection,
+    conn: &mut AdminSpool,
     config: &Path,
     id: Option<&str>,
     topic: Option<&str>,
@@ -322,7 +326,7 @@ fn replay_unrouted(
             return Ok(ExitCode::from(2));
         }
     };
-    let routed = store::route_unrouted(conn, &routes, id, topic.as_ref(), Clock::system().now_ms())?;
+    let routed = conn.route_unrouted(&routes, id, topic.as_ref(), Clock::system().now_ms())?;
     let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
     writeln!(
         out,

@@ -1,0 +1,104 @@
+//! Where queue mode's spool is: `delivery.spool_path` (an SQLite file) or `delivery.postgres` (one spool in
+//! PostgreSQL, shared by replicas), never both. The PostgreSQL URL is a secret: it is resolved here, and no
+//! message ever holds it.
+
+use std::path::PathBuf;
+
+use serde_saphyr::Spanned;
+
+use super::super::raw::{RawDelivery, RawPostgres};
+use super::super::{DEFAULT_SPOOL_PATH, PostgresSettings, SpoolLocation};
+use super::Checker;
+use crate::secret::{self, ResolveError, SecretOrigin};
+
+/// Connections in a replica's pool when `max_connections` is not given.
+pub const DEFAULT_POSTGRES_CONNECTIONS: usize = 16;
+
+impl Checker<'_> {
+    /// The spool `delivery` names: its `postgres` section, else its `spool_path` (or the default file).
+    pub(super) fn spool_location(&mut self, raw: &RawDelivery) -> SpoolLocation {
+        let sqlite = match &raw.spool_path {
+            Some(path) if path.value.trim().is_empty() => {
+                self.problem(path, "delivery.spool_path is empty: write a file path such as ./data/hookgate.db");
+                PathBuf::from(DEFAULT_SPOOL_PATH)
+            }
+            Some(path) => self.base_dir.join(&path.value),
+            None => self.base_dir.join(DEFAULT_SPOOL_PATH),
+        };
+        let Some(postgres) = &raw.postgres else { return SpoolLocation::Sqlite(sqlite) };
+        if raw.spool_path.is_some() {
+            self.problem(
+                postgres,
+                "delivery.spool_path and delivery.postgres are both set: keep spool_path for one gateway with an SQLite file, or postgres for replicas sharing one PostgreSQL spool, not both",
+            );
+        }
+        match self.postgres(postgres) {
+            Some(settings) => SpoolLocation::Postgres(Box::new(settings)),
+            None => SpoolLocation::Sqlite(sqlite),
+        }
+    }
+
+    /// The `delivery.postgres` section, with its URL resolved and parsed; `None` after a problem.
+    fn postgres(&mut self, raw: &Spanned<RawPostgres>) -> Option<PostgresSettings> {
+        let section = &raw.value;
+        let max_connections = self.count(
+            section.max_connections.as_ref(),
+            DEFAULT_POSTGRES_CONNECTIONS,
+            1000,
+            "delivery.postgres.max_connections",
+        );
+        let ca = section.ca_file.as_ref().and_then(|file| {
+            self.pem_certificates(file, "delivery.postgres.ca_file", "the CA that signed PostgreSQL's certificate")
+        });
+        let origins: Vec<(&Spanned<String>, SecretOrigin, String)> = [
+            section
+                .url_env
+                .as_ref()
+                .map(|var| (var, SecretOrigin::Env(var.value.clone()), format!("env {}", var.value))),
+            section.url_file.as_ref().map(|file| {
+                let path = self.base_dir.join(&file.value);
+                (file, SecretOrigin::File(path.clone()), format!("file {}", path.display()))
+            }),
+            section.url.as_ref().map(|url| {
+                (url, SecretOrigin::Value(secret::Secret::new(url.value.as_bytes().to_vec())), "url".to_owned())
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let [(at, origin, url_from)] = <[_; 1]>::try_from(origins).map_err(|given: Vec<_>| given.len()).map_err(|given| {
+            let message = if given == 0 { "delivery.postgres needs its URL" } else { "delivery.postgres has more than one URL" };
+            self.problem(raw, format!("{message}: give exactly one of url_env (a variable holding it), url_file (a file holding it) or url (trials only: it holds a password)"));
+        }).ok()?;
+        let url = match secret::resolve(&origin) {
+            Ok(url) => url,
+            Err(error) => {
+                let message = match error {
+                    ResolveError::EnvUnset(var) => format!(
+                        "environment variable {var} is not set (delivery.postgres.url_env): export it with the PostgreSQL URL, or use url_file"
+                    ),
+                    ResolveError::Unreadable { path, error } => format!(
+                        "cannot read delivery.postgres.url_file {} ({error}): check the path (relative paths start at the config file's folder) and its permissions",
+                        path.display()
+                    ),
+                    ResolveError::Empty => format!(
+                        "the PostgreSQL URL from {url_from} is empty: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+                    ),
+                };
+                self.problem(at, message);
+                return None;
+            }
+        };
+        if let Some(file) = &section.url_file {
+            self.files.push(self.base_dir.join(&file.value));
+        }
+        let parsed =
+            std::str::from_utf8(url.expose()).ok().and_then(|text| text.parse::<tokio_postgres::Config>().ok());
+        if parsed.is_none_or(|config| config.get_hosts().is_empty()) {
+            // The parser's own message may quote the text: it is not shown.
+            self.problem(at, format!("the PostgreSQL URL from {url_from} cannot be read: write postgres://USER:PASSWORD@HOST:PORT/DATABASE[?sslmode=require] (its text is not shown: it holds a password)"));
+            return None;
+        }
+        Some(PostgresSettings { url, url_from, max_connections, ca })
+    }
+}

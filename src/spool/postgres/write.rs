@@ -1,0 +1,207 @@
+//! What the PostgreSQL writer commits: a delivery stored with its pending deliveries, an attempt's result
+//! with the hand-over of its resource's head, each statement inside the writer's batch transaction.
+//!
+//! Two replicas may store deliveries about one resource at the same moment, or one may store while another
+//! ends that resource's head. Each transaction first takes transaction advisory locks on every resource and
+//! dedupe key it touches, in ascending order (so two batches never wait on each other in a cycle): whoever
+//! comes second sees what the first committed.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Transaction;
+
+use super::{SpoolError, pg_error};
+use crate::spool::Attempted;
+use crate::spool::store::{NewEvent, Stored};
+
+/// An attempt's result to record, with what its head hand-over and lease check need.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub delivery_id: i64,
+    pub route: String,
+    pub resource_key: Option<String>,
+    /// When the attempt ended (unix ms).
+    pub now: i64,
+    pub result: Attempted,
+}
+
+/// The advisory lock key of a string: the first 8 bytes of its SHA-256 (a collision only makes two
+/// unrelated writes wait for each other).
+fn lock_key(kind: &str, value: &[u8]) -> i64 {
+    let hash = Sha256::new().chain_update(kind.as_bytes()).chain_update([0]).chain_update(value).finalize();
+    i64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
+}
+
+/// The lock keys a stored event needs: one per route for its resource, and its dedupe key.
+pub fn event_locks(event: &NewEvent, keys: &mut Vec<i64>) {
+    if let Some(resource) = &event.resource_key {
+        for route in &event.routes {
+            keys.push(resource_lock(route, resource));
+        }
+    }
+    if let Some((key, _)) = &event.dedupe {
+        keys.push(lock_key("dedupe", key));
+    }
+}
+
+/// The lock key of one route's resource.
+pub fn resource_lock(route: &str, resource: &str) -> i64 {
+    lock_key("resource", format!("{route}\0{resource}").as_bytes())
+}
+
+/// Takes every lock in `keys`, in ascending order, until the transaction ends.
+pub async fn lock_all(tx: &Transaction<'_>, keys: &mut Vec<i64>) -> Result<(), SpoolError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    // unnest keeps the array's order, so the locks are taken in ascending order.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+        &[keys],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Stores an event and its pending deliveries, unless it repeats one seen within the dedupe window. The
+/// dedupe key is unique in the table: of two replicas storing a repeat at once, one inserts and the other
+/// finds the row (after waiting for the first to commit).
+pub async fn insert_event(tx: &Transaction<'_>, event: &NewEvent) -> Result<Stored, SpoolError> {
+    if let Some((key, since)) = &event.dedupe {
+        let claimed = tx
+            .query_opt(
+                "INSERT INTO dedupe (key, event_id, seen_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seen_at = excluded.seen_at
+                 WHERE dedupe.seen_at < $4
+                 RETURNING 1",
+                &[&&key[..], &event.public_id, &event.received_at, since],
+            )
+            .await
+            .map_err(pg_error)?;
+        if claimed.is_none() {
+            let row =
+                tx.query_one("SELECT event_id FROM dedupe WHERE key = $1", &[&&key[..]]).await.map_err(pg_error)?;
+            return Ok(Stored::Duplicate { public_id: row.get(0) });
+        }
+    }
+    let unrouted = event.routes.is_empty();
+    let row = tx
+        .query_one(
+            "INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body, unrouted)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[
+                &event.public_id,
+                &event.received_at,
+                &event.source,
+                &event.topic,
+                &event.resource_key,
+                &event.headers,
+                &&event.body[..],
+                &unrouted,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    let event_id: i64 = row.get(0);
+    insert_deliveries(tx, event_id, event.resource_key.as_deref(), &event.routes, event.received_at).await?;
+    let public_id = event.public_id.clone();
+    Ok(if unrouted { Stored::Unrouted { public_id } } else { Stored::Queued { public_id } })
+}
+
+/// One pending delivery of event `event_id` per route in `routes`, due at `at`; each is its resource's
+/// head on its route unless an earlier one is still pending there (the caller holds the resource's lock).
+pub async fn insert_deliveries(
+    tx: &Transaction<'_>,
+    event_id: i64,
+    resource_key: Option<&str>,
+    routes: &[String],
+    at: i64,
+) -> Result<(), SpoolError> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
+         SELECT $1, r, $3::text, 'pending',
+                $3::text IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries o
+                                                WHERE o.route = r AND o.resource_key = $3::text AND o.state = 'pending'),
+                $4, $4
+         FROM unnest($2::text[]) WITH ORDINALITY AS t(r, n) ORDER BY n",
+        &[&event_id, &routes, &resource_key, &at],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Records an attempt's result, if this replica still holds the delivery's lease (`owner`); a delivery that
+/// leaves the pending state hands its resource's head to the next pending delivery about it. Returns
+/// whether it was recorded: not when the lease lapsed and another replica took the delivery over (that
+/// replica records its own attempt), or an operator dropped it meanwhile.
+pub async fn record_attempt(tx: &Transaction<'_>, owner: &str, record: &Record) -> Result<bool, SpoolError> {
+    let (id, now) = (&record.delivery_id, &record.now);
+    let status: Option<i32> = match &record.result {
+        Attempted::Delivered { status } => Some(i32::from(*status)),
+        Attempted::Retry { status, .. } | Attempted::Dead { status, .. } => status.map(i32::from),
+    };
+    let updated = match &record.result {
+        Attempted::Delivered { .. } => tx.execute(
+            "UPDATE deliveries SET state = 'delivered', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
+             last_status = $3, last_error = NULL, last_answer = NULL, finished_at = $2,
+             lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $4",
+            &[id, now, &status, &owner],
+        ).await,
+        Attempted::Retry { next_attempt_at, error, answer, .. } => tx.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, last_attempt_at = $2, next_attempt_at = $3,
+             last_status = $4, last_error = $5, last_answer = $6, lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $7",
+            &[id, now, next_attempt_at, &status, error, answer, &owner],
+        ).await,
+        Attempted::Dead { error, answer, .. } => tx.execute(
+            "UPDATE deliveries SET state = 'dead', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
+             last_status = $3, last_error = $4, last_answer = $5, finished_at = $2,
+             lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $6",
+            &[id, now, &status, error, answer, &owner],
+        ).await,
+    }
+    .map_err(pg_error)?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    if !matches!(record.result, Attempted::Retry { .. })
+        && let Some(resource) = &record.resource_key
+    {
+        promote_next_head(tx, &record.route, resource, record.now).await?;
+    }
+    Ok(true)
+}
+
+/// Makes the oldest pending delivery about `resource` on `route` the head; its give-up clock starts now.
+pub async fn promote_next_head(tx: &Transaction<'_>, route: &str, resource: &str, now: i64) -> Result<(), SpoolError> {
+    tx.execute(
+        "UPDATE deliveries SET is_head = true, pending_since = GREATEST(pending_since, $3) WHERE id = (
+             SELECT MIN(id) FROM deliveries WHERE route = $1 AND resource_key = $2 AND state = 'pending')
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE route = $1 AND resource_key = $2 AND state = 'pending' AND is_head)",
+        &[&route, &resource, &now],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Sets the head marks of one route's resource from scratch: its oldest pending delivery is the head.
+pub async fn recompute_head(tx: &Transaction<'_>, route: &str, resource: &str) -> Result<(), SpoolError> {
+    tx.execute(
+        "UPDATE deliveries SET is_head = (id = (
+             SELECT MIN(o.id) FROM deliveries o WHERE o.route = $1 AND o.resource_key = $2 AND o.state = 'pending'))
+         WHERE route = $1 AND resource_key = $2 AND state = 'pending'",
+        &[&route, &resource],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
