@@ -373,8 +373,8 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
                         "an attempt's result was not recorded: its lease lapsed and another replica took it over, or it was dropped"
                     );
                 }
-                announce |=
-                    !matches!(record.result, super::Attempted::Delivered { .. }) || record.resource_key.is_some();
+                // A finished head hands its resource to the next delivery, which any replica may now send.
+                announce |= record.resource_key.is_some() && !matches!(record.result, super::Attempted::Retry { .. });
                 done.push(Done::Recorded);
             }
             Op::Stop => {}
