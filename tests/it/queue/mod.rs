@@ -7,6 +7,7 @@
 //! `replicas`: two gateways on one PostgreSQL spool.
 
 mod delivery;
+mod migrate;
 mod operator;
 mod replicas;
 mod retries;
