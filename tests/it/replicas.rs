@@ -1,8 +1,11 @@
 //! Queue mode on a PostgreSQL spool when something fails, with the real `hookgate` binary and a real
-//! PostgreSQL: two replicas on one database, one of them killed with SIGKILL mid-stream (`crash`). It needs
-//! the server `HOOKGATE_POSTGRES_URL` names.
+//! PostgreSQL: two replicas on one database, one of them killed with SIGKILL mid-stream (`crash`), and one
+//! gateway whose PostgreSQL server is stopped mid-stream and started again (`database_restart`). Both need
+//! the server `HOOKGATE_POSTGRES_URL` names (the second only as a sign that PostgreSQL is installed: it
+//! stops a throwaway server of its own, never the shared one).
 
 mod crash;
+mod database_restart;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,6 +57,7 @@ fn resigned(request: &[u8], signature: Option<&str>) -> Vec<u8> {
 #[derive(Debug)]
 struct Answer {
     status: u16,
+    retry_after: Option<String>,
     body: serde_json::Value,
 }
 
@@ -79,6 +83,16 @@ async fn try_send(addr: SocketAddr, request: &[u8]) -> Option<Answer> {
     let text = String::from_utf8_lossy(&bytes);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
+    let retry_after = head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("retry-after").then(|| value.trim().to_owned())
+    });
     let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    Some(Answer { status, body })
+    Some(Answer { status, retry_after, body })
+}
+
+/// `/readyz` on an admin listener: its status and body.
+async fn readiness(admin: SocketAddr) -> (u16, String) {
+    let answer = send_raw(admin, b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await;
+    (answer.status, answer.text())
 }
