@@ -42,6 +42,15 @@ impl Backend {
         }
     }
 
+    /// False when a delivery is sure to fail now: PostgreSQL's health check fails. (An SQLite spool is
+    /// always tried: only its next commit can tell that a full disk has room again.)
+    pub fn accepting(&self) -> bool {
+        match self {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(spool) => spool.writable(),
+        }
+    }
+
     /// Why the spool cannot take deliveries now, for `/readyz`.
     pub fn unavailable_reason(&self) -> &'static str {
         match self {

@@ -76,6 +76,11 @@ impl Queue {
         routes: Vec<String>,
     ) -> Result<Stored, NotStored> {
         let settings = config.delivery.queue().unwrap_or(&self.started_with);
+        if !self.spool.accepting() {
+            // PostgreSQL is known to be unreachable: 503 at once, not after a connection attempt that
+            // would outlast WooCommerce's own timeout.
+            return Err(NotStored::Unavailable(SpoolError::Postgres("unreachable".into())));
+        }
         let used = self.spool.used_bytes();
         if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
             tracing::warn!(

@@ -21,11 +21,16 @@ on_both_backends!(
 // Over 80 lines: one process killed mid-stream and restarted on its spool; each step needs the one before.
 async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart(backend: Backend) {
     let dir = backend.temp_dir("crash");
-    // A slow upstream, so that a backlog is pending (and attempts are in flight) when the kill comes.
-    let upstream = Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(25), ..Default::default() }).await;
-    let routes =
-        format!("  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n", upstream.url("/orders"));
-    let config = fixture_config(&routes, &queue_delivery(&backend, &dir, ""));
+    // A slow upstream, four attempts at a time (40 deliveries a second, slower than the senders are answered
+    // on either spool), so that a backlog is pending (and attempts are in flight) when the kill comes.
+    let upstream =
+        Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(100), ..Default::default() }).await;
+    // The route's timeout sets how long the killed process's claims on PostgreSQL last (twice it and 10 s).
+    let routes = format!(
+        "  - name: orders\n    topics: [\"order.*\"]\n    upstream: \"{}\"\n    timeout: 2s\n",
+        upstream.url("/orders")
+    );
+    let config = fixture_config(&routes, &queue_delivery(&backend, &dir, "  max_in_flight: 4\n"));
     let config_file = dir.join("hookgate.yaml");
     std::fs::write(&config_file, &config).unwrap();
 
@@ -95,6 +100,13 @@ async fn every_delivery_answered_before_a_sigkill_is_delivered_after_the_restart
     eventually(Duration::from_secs(60), "every answered delivery reaches the upstream", || {
         let received = markers(&upstream);
         answered.iter().all(|m| received.contains_key(m))
+    })
+    .await;
+    // The attempts the kill cut short are made again and recorded: on PostgreSQL once the killed process's
+    // claims have lapsed.
+    let unfinished = "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'";
+    eventually(Duration::from_secs(60), "every delivery is recorded delivered", || {
+        backend.count(&dir, unfinished) == 0
     })
     .await;
     second.signal("TERM");

@@ -190,12 +190,30 @@ impl PgSpool {
         Ok((inspect::stats(&**client).await?, inspect::unrouted_stats(&**client).await?))
     }
 
-    /// Stops the writer once it has committed everything sent before, and closes the connections.
+    /// Stops the writer once it has committed everything sent before, hands back the claims of attempts
+    /// the stop abandoned (so that another replica sends them at once, not when their leases lapse), and
+    /// closes the connections.
     pub async fn close(&self) {
         let _ = self.ops.send(Op::Stop).await;
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.await;
+        }
+        let release = async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND state = 'pending'",
+                    &[&self.owner],
+                )
+                .await
+                .map_err(pg_error)?;
+            client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(pg_error)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), release).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the claims of abandoned attempts lapse with their leases"),
+            Err(_) => tracing::warn!("the claims of abandoned attempts lapse with their leases"),
         }
         for task in &self.background {
             task.abort();
@@ -373,8 +391,8 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
                         "an attempt's result was not recorded: its lease lapsed and another replica took it over, or it was dropped"
                     );
                 }
-                announce |=
-                    !matches!(record.result, super::Attempted::Delivered { .. }) || record.resource_key.is_some();
+                // A finished head hands its resource to the next delivery, which any replica may now send.
+                announce |= record.resource_key.is_some() && !matches!(record.result, super::Attempted::Retry { .. });
                 done.push(Done::Recorded);
             }
             Op::Stop => {}
