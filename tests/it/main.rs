@@ -22,6 +22,7 @@ mod proxy;
 mod queue;
 mod reload;
 mod replay;
+mod replicas;
 mod secrets;
 mod signatures;
 mod tls;
