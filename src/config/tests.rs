@@ -523,3 +523,29 @@ fn a_secret_value_yaml_reads_as_something_else_is_warned_about_with_its_line() {
 }
 
 mod upstream;
+
+#[test]
+fn the_postgres_spool_takes_one_url_and_never_shows_it() {
+    let with = |delivery: &str| format!("{MINIMAL}delivery:\n  mode: queue\n{delivery}");
+    let config =
+        parse(&with("  postgres:\n    url: \"postgres://hg:pw-9@127.0.0.1:5432/hg\"\n    max_connections: 3\n"))
+            .unwrap();
+    let SpoolLocation::Postgres(postgres) = &config.delivery.queue().unwrap().spool else { panic!("not postgres") };
+    assert_eq!((postgres.max_connections, postgres.url_from.as_str()), (3, "url"));
+    assert_eq!(postgres.url.expose(), b"postgres://hg:pw-9@127.0.0.1:5432/hg");
+    assert!(!format!("{postgres:?}").contains("pw-9"), "Debug shows no password");
+    assert!(!config.delivery.queue().unwrap().spool.describe().contains("pw-9"));
+
+    let both = only_problem(&with("  spool_path: ./s.db\n  postgres:\n    url: \"postgres://hg:pw-9@h/hg\"\n"));
+    assert!(both.contains("delivery.spool_path and delivery.postgres are both set"), "{both}");
+    assert!(!both.contains("pw-9"), "{both}");
+    let none = only_problem(&with("  postgres:\n    max_connections: 3\n"));
+    assert!(none.contains("delivery.postgres needs its URL: give exactly one of url_env"), "{none}");
+    let two = only_problem(&with("  postgres:\n    url_env: A_VAR\n    url: \"postgres://hg:pw-9@h/hg\"\n"));
+    assert!(two.contains("more than one URL") && !two.contains("pw-9"), "{two}");
+    let unset = only_problem(&with("  postgres:\n    url_env: HOOKGATE_TEST_SURELY_UNSET_URL\n"));
+    assert!(unset.contains("environment variable HOOKGATE_TEST_SURELY_UNSET_URL is not set"), "{unset}");
+    let garbled = only_problem(&with("  postgres:\n    url: \"postgres://hg:pw-9@h:notaport/hg\"\n"));
+    assert!(garbled.contains("the PostgreSQL URL from url cannot be read"), "{garbled}");
+    assert!(!garbled.contains("pw-9"), "neither the message nor the snippet shows the password: {garbled}");
+}
