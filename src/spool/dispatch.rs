@@ -160,6 +160,11 @@ impl Dispatch {
         let now = self.clock.now_ms();
         let (due, next_due) = match self.spool.due(wanted, now).await {
             Ok(read) => read,
+            // While the spool is known to be unreachable, its own log line has said so once.
+            Err(error) if !self.spool.writable() => {
+                tracing::debug!(%error, "cannot read due deliveries");
+                return None;
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot read due deliveries");
                 return None;

@@ -108,7 +108,8 @@ fn strip_rebuilt(object: &mut serde_json::Map<String, serde_json::Value>) {
 /// The id is asked for only when the topic names a resource.
 fn resource_key(source: &str, topic: &str, id: impl FnOnce() -> Option<ResourceId>) -> Option<String> {
     let resource = topic.split('.').next().filter(|r| !r.is_empty() && *r != "action")?;
-    Some(format!("{source}/{resource}:{}", id()?))
+    // A NUL cannot be stored in PostgreSQL's text: an id holding one is kept with it escaped.
+    Some(format!("{source}/{resource}:{}", id()?).replace('\0', "\\u0000"))
 }
 
 enum WriteOp {

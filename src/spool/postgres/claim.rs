@@ -48,11 +48,17 @@ pub async fn claim(
             .query(
                 "WITH claimed AS (
                      UPDATE deliveries SET lease_owner = $1, lease_until = $2
-                     WHERE id IN (SELECT id FROM deliveries
-                                  WHERE route = $3 AND state = 'pending' AND is_head AND next_attempt_at <= $4
-                                    AND (lease_until IS NULL OR lease_until <= $4) AND id <> ALL($5)
-                                    AND (resource_key IS NULL OR resource_key <> ALL($7))
-                                  ORDER BY next_attempt_at, id LIMIT $6
+                     WHERE id IN (SELECT c.id FROM deliveries c
+                                  WHERE c.route = $3 AND c.state = 'pending' AND c.is_head AND c.next_attempt_at <= $4
+                                    AND (c.lease_until IS NULL OR c.lease_until <= $4) AND c.id <> ALL($5)
+                                    AND (c.resource_key IS NULL OR (c.resource_key <> ALL($7)
+                                         -- An operator's replay or drop can move a resource's head while
+                                         -- another replica still sends the old one: it waits for that.
+                                         AND NOT EXISTS (SELECT 1 FROM deliveries o
+                                                         WHERE o.route = c.route AND o.resource_key = c.resource_key
+                                                           AND o.state = 'pending' AND o.id <> c.id
+                                                           AND o.lease_until > $4)))
+                                  ORDER BY c.next_attempt_at, c.id LIMIT $6
                                   FOR UPDATE SKIP LOCKED)
                      RETURNING id, attempts, pending_since, event_id, resource_key, next_attempt_at)
                  SELECT c.id, c.attempts, c.pending_since, e.public_id, e.source, e.headers, e.body, c.resource_key

@@ -29,7 +29,12 @@ pub fn config(settings: &PostgresSettings) -> Result<(tokio_postgres::Config, Ma
     if config.get_application_name().is_none() {
         config.application_name("hookgate");
     }
-    config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+    // A connection the network dropped without a word is found dead within a minute.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
     Ok((config, tls(settings.ca.as_deref())))
 }
 
@@ -59,8 +64,10 @@ fn tls(ca: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> MakeRustlsC
 
 /// A pool of up to `size` connections; a connection found closed is replaced.
 pub fn pool(config: &tokio_postgres::Config, tls: &MakeRustlsConnect, size: usize) -> Result<Pool, SpoolError> {
-    let manager =
-        Manager::from_config(config.clone(), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    // Verified: a connection is checked with a query before it is handed out again, so one the network
+    // hung (or a timeout abandoned mid-query) is replaced instead of hanging the next batch.
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+    let manager = Manager::from_config(config.clone(), tls.clone(), recycling);
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(CONNECT_TIMEOUT))

@@ -4,22 +4,17 @@
 use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use super::write::{DEDUPE_ROW_BYTES, DELIVERY_ROW_BYTES, EVENT_BYTES_SQL, count_usage};
 use super::{SpoolError, pg_error};
 use crate::spool::store::{Listed, PRUNE_CHUNK, RouteStats, Shown, UnroutedStats};
 
 /// The lock held by the replica pruning, so that one prunes at a time ("hookgate" + 1).
 const PRUNE_LOCK: i64 = 0x686f_6f6b_6761_7466;
 
-/// Bytes the spool's tables and their indexes take.
+/// The spool's live bytes, as counted when rows are written and removed (see `write::event_bytes`).
 pub async fn used_bytes(client: &impl GenericClient) -> Result<u64, SpoolError> {
-    let row = client
-        .query_one(
-            "SELECT (pg_total_relation_size('events') + pg_total_relation_size('deliveries')
-                     + pg_total_relation_size('dedupe'))::bigint",
-            &[],
-        )
-        .await
-        .map_err(pg_error)?;
+    let row =
+        client.query_one("SELECT COALESCE(SUM(bytes), 0)::bigint FROM spool_usage", &[]).await.map_err(pg_error)?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
@@ -84,19 +79,32 @@ pub async fn prune(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    tx.execute(
-        "DELETE FROM events e WHERE e.id = ANY($1) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)",
-        &[&events],
-    )
-    .await
-    .map_err(pg_error)?;
+    let orphans: i64 = tx
+        .query_one(
+            &format!(
+                "WITH gone AS (DELETE FROM events e WHERE e.id = ANY($1)
+                               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                               RETURNING {EVENT_BYTES_SQL} AS bytes)
+                 SELECT COALESCE(SUM(bytes), 0)::bigint FROM gone"
+            ),
+            &[&events],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
     let unrouted = tx
-        .execute(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE unrouted AND received_at < $1 LIMIT $2)",
+        .query_one(
+            &format!(
+                "WITH gone AS (DELETE FROM events WHERE id IN (
+                                   SELECT id FROM events WHERE unrouted AND received_at < $1 LIMIT $2)
+                               RETURNING {EVENT_BYTES_SQL} AS bytes)
+                 SELECT COUNT(*), COALESCE(SUM(bytes), 0)::bigint FROM gone"
+            ),
             &[&now.saturating_sub(keep_unrouted_ms), &chunk],
         )
         .await
         .map_err(pg_error)?;
+    let (unrouted, unrouted_bytes): (i64, i64) = (unrouted.get(0), unrouted.get(1));
     let forgotten = tx
         .execute(
             "DELETE FROM dedupe WHERE key IN (SELECT key FROM dedupe WHERE seen_at < $1 LIMIT $2)",
@@ -104,7 +112,14 @@ pub async fn prune(
         )
         .await
         .map_err(pg_error)?;
+    let deliveries = i64::try_from(events.len()).unwrap_or(0);
+    let removed = deliveries * DELIVERY_ROW_BYTES
+        + orphans
+        + unrouted_bytes
+        + i64::try_from(forgotten).unwrap_or(0) * DEDUPE_ROW_BYTES;
+    count_usage(&tx, "prune", -removed).await?;
     tx.commit().await.map_err(pg_error)?;
+    let unrouted = u64::try_from(unrouted).unwrap_or(0);
     let most = u64::try_from(events.len()).unwrap_or(0).max(unrouted).max(forgotten);
     Ok(usize::try_from(most).unwrap_or(usize::MAX))
 }

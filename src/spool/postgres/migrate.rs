@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 use tokio_postgres::Client;
 
-use super::write::{lock_all, recompute_head, resource_lock};
+use super::write::{DELIVERY_ROW_BYTES, EVENT_ROW_BYTES, count_usage, lock_all, recompute_head, resource_lock};
 use super::{SpoolError, pg_error};
 
 /// Events copied in one PostgreSQL transaction.
@@ -129,6 +129,7 @@ async fn copy_chunk(
     resources.dedup();
     let mut keys: Vec<i64> = resources.iter().map(|(route, resource)| resource_lock(route, resource)).collect();
     lock_all(&tx, &mut keys).await?;
+    let mut bytes = 0;
     for (event, deliveries) in chunk {
         let inserted = tx
             .query_opt(
@@ -152,6 +153,8 @@ async fn copy_chunk(
             continue;
         };
         let id: i64 = row.get(0);
+        let data = event.body.len() + event.headers.len() + event.resource_key.as_ref().map_or(0, String::len);
+        bytes += i64::try_from(data).unwrap_or(0) + EVENT_ROW_BYTES;
         for d in deliveries {
             tx.execute(
                 "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, attempts, pending_since,
@@ -175,12 +178,14 @@ async fn copy_chunk(
             .await
             .map_err(pg_error)?;
             migrated.deliveries += 1;
+            bytes += DELIVERY_ROW_BYTES;
         }
         migrated.events += 1;
     }
     for (route, resource) in &resources {
         recompute_head(&tx, route, resource).await?;
     }
+    count_usage(&tx, "migrate", bytes).await?;
     tx.execute("SELECT pg_notify('hookgate_pending', '')", &[]).await.map_err(pg_error)?;
     tx.commit().await.map_err(pg_error)?;
     Ok(())

@@ -35,8 +35,15 @@ const MAX_BATCH: usize = 512;
 const WRITER_QUEUE_DEPTH: usize = 4096;
 /// A batch that has not committed in this long is answered 503 (PostgreSQL stuck, or unreachable).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the spool checks that PostgreSQL answers, and reads its size.
+/// How often the spool checks that PostgreSQL answers and takes writes, and reads its size.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// A claim, a read or a prune that has not finished in this long is given up (a connection hung by the
+/// network, not closed): the dispatcher goes on, and tries again at its next pass.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed commit, the spool counts as unwritable this long, whatever a health check says (a
+/// failure that only writes meet: a read-only standby, a full disk, a lost privilege); then one batch
+/// may try again.
+const WRITE_FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// The channel new deliveries are announced on.
 const CHANNEL: &str = "hookgate_pending";
 
@@ -68,13 +75,28 @@ enum Op {
 struct Shared {
     /// False while PostgreSQL cannot be reached or written.
     available: AtomicBool,
-    /// The spool tables' size, as of the last health check.
+    /// The spool's live bytes, as of the last health check.
     used_bytes: AtomicU64,
+    /// When a commit last failed, until one succeeds.
+    write_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Woken when something may have become due: a delivery stored here or by another replica.
     wake: Arc<Notify>,
 }
 
 impl Shared {
+    /// Whether deliveries may be stored now: PostgreSQL answers, and no commit failed within
+    /// [`WRITE_FAILURE_HOLD`].
+    fn writable(&self) -> bool {
+        let failed = *self.write_failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.available.load(Ordering::SeqCst) && failed.is_none_or(|at| at.elapsed() >= WRITE_FAILURE_HOLD)
+    }
+
+    /// Records how a commit went.
+    fn committed(&self, error: Option<&SpoolError>) {
+        *self.write_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = error.map(|_| std::time::Instant::now());
+        self.set_available(error.is_none(), error);
+    }
+
     /// Records whether PostgreSQL answers; a change is logged once and shown in the metrics.
     fn set_available(&self, available: bool, error: Option<&SpoolError>) {
         if let Some(error) = error {
@@ -116,6 +138,7 @@ impl PgSpool {
         let shared = Arc::new(Shared {
             available: AtomicBool::new(true),
             used_bytes: AtomicU64::new(0),
+            write_failed_at: std::sync::Mutex::new(None),
             wake: Arc::clone(&wake),
         });
         shared.set_available(true, None);
@@ -134,7 +157,7 @@ impl PgSpool {
 
     /// False while PostgreSQL cannot be reached or written: readiness reports it.
     pub fn writable(&self) -> bool {
-        self.shared.available.load(Ordering::SeqCst)
+        self.shared.writable()
     }
 
     /// Bytes the spool's tables take, as of the last health check (a second at most).
@@ -168,8 +191,11 @@ impl PgSpool {
         wanted: Vec<Wanted>,
         now: i64,
     ) -> Result<(Vec<Vec<super::Due>>, Option<i64>), SpoolError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        claim::claim(&client, &self.owner, wanted, now).await
+        timed(async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            claim::claim(&client, &self.owner, wanted, now).await
+        })
+        .await
     }
 
     /// Prunes what is older than it is kept (see `store::prune`), on one replica at a time.
@@ -180,14 +206,20 @@ impl PgSpool {
         keep_unrouted_ms: i64,
         dedupe_window_ms: i64,
     ) -> Result<usize, SpoolError> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        inspect::prune(&mut client, now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms).await
+        timed(async {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            inspect::prune(&mut client, now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms).await
+        })
+        .await
     }
 
     /// Counts per route, and the unrouted events kept.
     pub async fn stats(&self) -> Result<(Vec<super::store::RouteStats>, super::store::UnroutedStats), SpoolError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        Ok((inspect::stats(&**client).await?, inspect::unrouted_stats(&**client).await?))
+        timed(async {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            Ok((inspect::stats(&**client).await?, inspect::unrouted_stats(&**client).await?))
+        })
+        .await
     }
 
     /// Stops the writer once it has committed everything sent before, hands back the claims of attempts
@@ -266,6 +298,13 @@ pub async fn connect_migrated(settings: &PostgresSettings) -> Result<tokio_postg
     Ok(client)
 }
 
+/// `work`, given up after [`QUERY_TIMEOUT`].
+async fn timed<T>(work: impl Future<Output = Result<T, SpoolError>>) -> Result<T, SpoolError> {
+    tokio::time::timeout(QUERY_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(SpoolError::Postgres(format!("no answer from PostgreSQL within {QUERY_TIMEOUT:?}"))))
+}
+
 /// The host's name, for `lease_owner` (an operator reads which replica holds a delivery).
 fn hostname() -> String {
     std::env::var("HOSTNAME")
@@ -294,20 +333,28 @@ async fn write_loop(pool: Pool, owner: String, mut ops: mpsc::Receiver<Op>, shar
             }
         }
         if !batch.is_empty() {
-            let outcome = match tokio::time::timeout(COMMIT_TIMEOUT, commit(&pool, &owner, &batch)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(SpoolError::Postgres(format!("no commit within {COMMIT_TIMEOUT:?}"))),
-            };
+            let outcome = commit_timed(&pool, &owner, &batch).await;
             match outcome {
                 Ok(results) => {
-                    shared.set_available(true, None);
+                    shared.committed(None);
                     for (op, result) in batch.drain(..).zip(results) {
                         reply(op, Ok(result));
                     }
                     shared.wake.notify_one();
                 }
+                // Data PostgreSQL refuses (SQLSTATE class 22 or 23) fails one operation, not its batch:
+                // each is committed alone, and only the one at fault is answered 503.
+                Err(SpoolError::Postgres(message)) if batch.len() > 1 && refused_data(&message) => {
+                    tracing::warn!(%message, operations = batch.len(), "a spool batch failed on one operation's data; committing each alone");
+                    for op in batch.drain(..) {
+                        let outcome = commit_timed(&pool, &owner, std::slice::from_ref(&op)).await;
+                        shared.committed(outcome.as_ref().err());
+                        reply(op, outcome.map(|mut done| done.remove(0)));
+                    }
+                    shared.wake.notify_one();
+                }
                 Err(error) => {
-                    shared.set_available(false, Some(&error));
+                    shared.committed(Some(&error));
                     tracing::error!(%error, operations = batch.len(), "PostgreSQL spool commit failed; answering 503");
                     let message = error.to_string();
                     for op in batch.drain(..) {
@@ -320,6 +367,20 @@ async fn write_loop(pool: Pool, owner: String, mut ops: mpsc::Receiver<Op>, shar
             break;
         }
     }
+}
+
+/// A batch committed within [`COMMIT_TIMEOUT`], or an error.
+async fn commit_timed(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
+    match tokio::time::timeout(COMMIT_TIMEOUT, commit(pool, owner, batch)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(SpoolError::Postgres(format!("no commit within {COMMIT_TIMEOUT:?}"))),
+    }
+}
+
+/// Whether PostgreSQL refused an operation's data (SQLSTATE class 22, data exception, or 23, integrity
+/// constraint violation): what retrying the same data cannot mend. [`pg_error`] puts the code first.
+fn refused_data(message: &str) -> bool {
+    message.starts_with("22") || message.starts_with("23")
 }
 
 /// What one operation of a committed batch came to.
@@ -377,11 +438,15 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
     write::lock_all(&tx, &mut keys).await?;
     let mut done = Vec::with_capacity(batch.len());
     let mut announce = false;
+    let mut stored_bytes = 0;
     for op in batch {
         match op {
             Op::Insert(event, _) => {
                 let stored = write::insert_event(&tx, event).await?;
                 announce |= matches!(stored, Stored::Queued { .. });
+                if !matches!(stored, Stored::Duplicate { .. }) {
+                    stored_bytes += write::event_bytes(event);
+                }
                 done.push(Done::Stored(stored));
             }
             Op::Record(record, _) => {
@@ -398,6 +463,7 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
             Op::Stop => {}
         }
     }
+    write::count_usage(&tx, owner, stored_bytes).await?;
     if announce {
         tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(pg_error)?;
     }
@@ -411,7 +477,11 @@ async fn health_loop(pool: Pool, shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
         let check = async {
-            let client = pool.get().await.map_err(pool_error)?;
+            let mut client = pool.get().await.map_err(pool_error)?;
+            // A write, rolled back: a read-only standby or a lost privilege fails it, where a SELECT passes.
+            let tx = client.transaction().await.map_err(pg_error)?;
+            tx.execute("UPDATE hookgate_schema SET version = version", &[]).await.map_err(pg_error)?;
+            tx.rollback().await.map_err(pg_error)?;
             inspect::used_bytes(&**client).await
         };
         match tokio::time::timeout(HEALTH_INTERVAL * 3, check).await {

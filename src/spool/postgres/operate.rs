@@ -4,7 +4,9 @@
 
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use super::write::{insert_deliveries, lock_all, recompute_head, resource_lock};
+use super::write::{
+    DELIVERY_ROW_BYTES, EVENT_BYTES_SQL, count_usage, insert_deliveries, lock_all, recompute_head, resource_lock,
+};
 use super::{SpoolError, pg_error};
 use crate::route::{Routes, TopicPattern};
 use crate::spool::store::Routed;
@@ -54,25 +56,38 @@ pub async fn replay(
         ),
         None => ("state = 'dead' AND ($1::text IS NULL OR route = $1)", vec![&route]),
     };
-    let resources = resources_of(&tx, filter, &params).await?;
+    let mut resources = resources_of(&tx, filter, &params).await?;
     lock_resources(&tx, &resources).await?;
     let now_index = params.len() + 1;
     let mut with_now = params.clone();
     with_now.push(&now);
-    let changed = tx
-        .execute(
+    let replayed = tx
+        .query(
             &format!(
                 "UPDATE deliveries SET state = 'pending', is_head = (resource_key IS NULL), pending_since = ${now_index},
-                 next_attempt_at = ${now_index}, finished_at = NULL, lease_owner = NULL, lease_until = NULL WHERE {filter}"
+                 next_attempt_at = ${now_index}, finished_at = NULL, lease_owner = NULL, lease_until = NULL WHERE {filter}
+                 RETURNING route, resource_key"
             ),
             &with_now,
         )
         .await
         .map_err(pg_error)?;
+    // A delivery a replica finished between the read above and the update (a new dead letter) is replayed
+    // too: its resource is locked now, before the head marks are set again.
+    let late: Vec<(String, String)> = replayed
+        .iter()
+        .filter_map(|row| Some((row.get::<_, String>(0), row.get::<_, Option<String>>(1)?)))
+        .filter(|resource| !resources.contains(resource))
+        .collect();
+    lock_resources(&tx, &late).await?;
+    resources.extend(late);
+    resources.sort();
+    resources.dedup();
+    let changed = replayed.len();
     recompute(&tx, &resources).await?;
     tx.execute("SELECT pg_notify('hookgate_pending', '')", &[]).await.map_err(pg_error)?;
     tx.commit().await.map_err(pg_error)?;
-    Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    Ok(changed)
 }
 
 /// Makes the pending deliveries waiting for a retry due at `now`: one event's, one route's, or every one.
@@ -102,7 +117,19 @@ pub async fn drop_event(client: &mut Client, public_id: &str) -> Result<bool, Sp
     let filter = "event_id = (SELECT id FROM events WHERE public_id = $1)";
     let resources = resources_of(&tx, filter, &[&public_id]).await?;
     lock_resources(&tx, &resources).await?;
-    let dropped = tx.execute("DELETE FROM events WHERE public_id = $1", &[&public_id]).await.map_err(pg_error)? > 0;
+    let deliveries: i64 = tx
+        .query_one(&format!("SELECT COUNT(*) FROM deliveries WHERE {filter}"), &[&public_id])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    let gone = tx
+        .query_opt(&format!("DELETE FROM events WHERE public_id = $1 RETURNING {EVENT_BYTES_SQL}"), &[&public_id])
+        .await
+        .map_err(pg_error)?;
+    let dropped = gone.is_some();
+    if let Some(row) = gone {
+        count_usage(&tx, "operator", -(row.get::<_, i64>(0) + deliveries * DELIVERY_ROW_BYTES)).await?;
+    }
     recompute(&tx, &resources).await?;
     tx.commit().await.map_err(pg_error)?;
     Ok(dropped)
@@ -150,6 +177,7 @@ pub async fn route_unrouted(
             continue;
         }
         insert_deliveries(&tx, id, resource.as_deref(), &names, now).await?;
+        count_usage(&tx, "operator", i64::try_from(names.len()).unwrap_or(0) * DELIVERY_ROW_BYTES).await?;
         tx.execute("SELECT pg_notify('hookgate_pending', '')", &[]).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         routed.events += 1;

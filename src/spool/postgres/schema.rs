@@ -55,6 +55,10 @@ CREATE TABLE dedupe (
     seen_at   bigint NOT NULL
 );
 CREATE INDEX dedupe_seen ON dedupe (seen_at);
+CREATE TABLE spool_usage (
+    owner  text PRIMARY KEY,                      -- a replica (by its lease name), or 'prune', or 'operator'
+    bytes  bigint NOT NULL                        -- the live bytes it stored, less those it removed
+);
 "#];
 
 /// Brings the schema to [`SCHEMA_VERSION`], one transaction per step, under the migration lock; refuses a

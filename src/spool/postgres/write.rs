@@ -13,6 +13,42 @@ use super::{SpoolError, pg_error};
 use crate::spool::Attempted;
 use crate::spool::store::{NewEvent, Stored};
 
+/// What a stored event's row counts for `max_spool_bytes`, besides its body, headers and resource key
+/// (PostgreSQL's tuple header, the ids and times, its share of the indexes).
+pub const EVENT_ROW_BYTES: i64 = 200;
+/// What one delivery row counts, indexes included.
+pub const DELIVERY_ROW_BYTES: i64 = 200;
+/// What one dedupe record counts.
+pub const DEDUPE_ROW_BYTES: i64 = 100;
+
+/// The live bytes a stored event adds: measured as it is written (and taken off as it is pruned or
+/// dropped), since PostgreSQL's table files keep the size they once reached.
+pub fn event_bytes(event: &NewEvent) -> i64 {
+    let data = event.body.len() + event.headers.len() + event.resource_key.as_ref().map_or(0, String::len);
+    let deliveries = i64::try_from(event.routes.len()).unwrap_or(0) * DELIVERY_ROW_BYTES;
+    let dedupe = if event.dedupe.is_some() { DEDUPE_ROW_BYTES } else { 0 };
+    i64::try_from(data).unwrap_or(i64::MAX).saturating_add(EVENT_ROW_BYTES + deliveries + dedupe)
+}
+
+/// Adds `delta` live bytes to what `owner` has counted (each replica keeps a row of its own, so that
+/// replicas never wait on one another's count).
+pub async fn count_usage(tx: &Transaction<'_>, owner: &str, delta: i64) -> Result<(), SpoolError> {
+    if delta != 0 {
+        tx.execute(
+            "INSERT INTO spool_usage (owner, bytes) VALUES ($1, $2)
+             ON CONFLICT (owner) DO UPDATE SET bytes = spool_usage.bytes + excluded.bytes",
+            &[&owner, &delta],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// The SQL expression of an event row's live bytes, as [`event_bytes`] counts them without its deliveries.
+pub const EVENT_BYTES_SQL: &str =
+    "(octet_length(body) + octet_length(headers) + COALESCE(octet_length(resource_key), 0) + 200)::bigint";
+
 /// An attempt's result to record, with what its head hand-over and lease check need.
 #[derive(Debug, Clone)]
 pub struct Record {

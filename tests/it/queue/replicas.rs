@@ -54,3 +54,38 @@ async fn two_gateways_on_one_database_both_accept_and_each_delivery_arrives_once
         replica.stop().await;
     }
 }
+
+/// An operator replays order 7's dead first update while its second is being sent by one replica: no
+/// replica sends the first until the second has been answered (order per resource holds across replicas
+/// for `spool replay` too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_while_another_replica_sends_the_resource_waits_for_it() {
+    let test = concat!(module_path!(), "::a_replay_while_another_replica_sends_the_resource_waits_for_it");
+    let Some(backend) = Backend::postgres(test).await else { return };
+    let dir = backend.temp_dir("queue-replicas-replay");
+    let slow = Duration::from_secs(2);
+    let upstream = Upstream::scripted(vec![
+        UpstreamAnswer { status: StatusCode::BAD_REQUEST, ..Default::default() },
+        UpstreamAnswer { delay: slow, ..Default::default() },
+    ])
+    .await;
+    let delivery = queue_delivery(&backend, &dir, "");
+    let config = fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery);
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, &config).unwrap();
+    let replicas = [TestGateway::start(&config).await, TestGateway::start(&config).await];
+    let send = |sequence| signed_request("/hooks/main", "order.updated", &order_body(7, sequence));
+    let first = json(&send_raw(replicas[0].addr, &send(0)).await)["id"].as_str().unwrap().to_owned();
+    recorded(&backend, &dir, &first, "dead", 1).await;
+    send_raw(replicas[1].addr, &send(1)).await;
+    eventually(WAIT, "the second update is being sent", || upstream.received().len() == 2).await;
+    let (code, out, err) = spool(&file, &["replay", &first]);
+    assert_eq!((code, out.as_str()), (Some(0), "replayed 1 delivery\n"), "{err}");
+    eventually(WAIT, "the replayed first update arrives", || upstream.received().len() == 3).await;
+    let received = upstream.received();
+    assert_eq!(sequence_of(&received[2]), (7, 0));
+    assert!(
+        received[2].at.duration_since(received[1].at) >= slow,
+        "the replay went out while the second update was still being sent"
+    );
+}
