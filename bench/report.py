@@ -16,12 +16,20 @@ import sys
     cores,
     wrk_version,
     nginx_version,
-) = sys.argv[1:12]
+    postgres_version,
+) = sys.argv[1:13]
 rows = list(csv.DictReader(open(results_file), delimiter="\t"))
-targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue"]
+targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue", "hookgate-queue-pg", "hookgate-queue-pg2"]
 connections = sorted({int(r["connections"]) for r in rows})
 by = {(r["target"], int(r["connections"])): r for r in rows}
-colours = {"upstream": "#888888", "nginx": "#2a9d8f", "hookgate-proxy": "#e76f51", "hookgate-queue": "#264653"}
+colours = {
+    "upstream": "#888888",
+    "nginx": "#2a9d8f",
+    "hookgate-proxy": "#e76f51",
+    "hookgate-queue": "#264653",
+    "hookgate-queue-pg": "#7b2cbf",
+    "hookgate-queue-pg2": "#e9a23b",
+}
 
 
 def svg_panel(x0, title, key, unit):
@@ -77,8 +85,13 @@ lines = [
     f"(2 threads), nginx {nginx_version}, {seconds} s per measurement after 1 s of warm-up, every target measured in the "
     "same run at the same connection counts. The load: POSTs of the signed `order-created` fixture (3,393 bytes) with "
     "WooCommerce's headers. The upstream is nginx answering 200 from memory; `nginx` is nginx `proxy_pass` to it with "
-    "kept-alive upstream connections (it verifies nothing); hookgate verifies every request. Load generator, upstream "
-    "and target share the machine's cores.",
+    "kept-alive upstream connections (it verifies nothing); hookgate verifies every request. `hookgate-queue` spools "
+    f"in SQLite; `hookgate-queue-pg` in PostgreSQL {postgres_version} (a throwaway server on this machine, "
+    "`scripts/postgres`, default settings, fsync on), and `hookgate-queue-pg2` is two replicas on one PostgreSQL "
+    "database with nginx in front balancing across both, so its row includes one nginx hop more than the others. "
+    "Each target on PostgreSQL has a database of its own. Load generator, upstream, PostgreSQL and target share the "
+    "machine's cores, which are shared with other work too: figures move by 10 % or more from run to run, so compare "
+    "the ratios within one run.",
     "",
     "![requests per second and p99 latency against connections](bench/throughput.svg)",
     "",
@@ -118,6 +131,17 @@ lines += [
         if ("hookgate-queue", c) in by and ("hookgate-proxy", c) in by
     )
     + ".",
+    "",
+    "Queue mode on PostgreSQL against queue mode on SQLite: "
+    + "; ".join(
+        f"at {c} connection{'s' if c != 1 else ''} one replica "
+        f"{100 * float(by[('hookgate-queue-pg', c)]['rps']) / float(by[('hookgate-queue', c)]['rps']):.0f} %, two "
+        f"{100 * float(by[('hookgate-queue-pg2', c)]['rps']) / float(by[('hookgate-queue', c)]['rps']):.0f} %"
+        for c in connections
+        if all((t, c) in by for t in ["hookgate-queue", "hookgate-queue-pg", "hookgate-queue-pg2"])
+    )
+    + ". Every delivery of this load is about the same order: on PostgreSQL each replica's batch takes that order's "
+    "lock, so two replicas store one after the other.",
     "",
 ]
 # What the numbers mean, what the profiler showed and what was changed: written by hand, kept across runs.
