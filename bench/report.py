@@ -16,9 +16,11 @@ import sys
     cores,
     wrk_version,
     nginx_version,
+    end_to_end_file,
     postgres_version,
-) = sys.argv[1:13]
+) = sys.argv[1:14]
 rows = list(csv.DictReader(open(results_file), delimiter="\t"))
+end_to_end = list(csv.DictReader(open(end_to_end_file), delimiter="\t"))
 targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue", "hookgate-queue-pg", "hookgate-queue-pg2"]
 connections = sorted({int(r["connections"]) for r in rows})
 by = {(r["target"], int(r["connections"])): r for r in rows}
@@ -143,7 +145,26 @@ lines += [
     + ". Every delivery of this load is about the same order: on PostgreSQL each replica's batch takes that order's "
     "lock, so two replicas store one after the other.",
     "",
+    "## End to end with distinct orders",
+    "",
+    f"{end_to_end[0]['deliveries'] if end_to_end else '?'} deliveries of the same fixture, each with an order id of "
+    "its own (so per-resource order does not make them wait for each other) and its own WooCommerce signature, "
+    "sent once each at 16 connections by wrk (one thread, `bench/orders.lua`) to a fresh gateway on an empty spool, "
+    "after the table above, with its queue-mode gateways stopped. accepted/s: the 2xx answers over the time to send "
+    "them all and have them answered. delivered/s: the deliveries over the time from the first send until the last "
+    "one's attempt ended with the upstream's 200 (the spool's `max(finished_at)` where `state = 'delivered'`, "
+    "once the spool holds every accepted delivery as delivered). Same upstream, default `max_in_flight` (8 per "
+    "route in each gateway); `hookgate-queue-pg2` again behind nginx.",
+    "",
+    "| target | deliveries | accepted/s | delivered/s | non-2xx |",
+    "|---|---:|---:|---:|---:|",
 ]
+for r in end_to_end:
+    lines.append(
+        f"| {r['target']} | {int(r['deliveries']):,} | {float(r['accepted_per_s']):,.0f} | "
+        f"{float(r['delivered_per_s']):,.0f} | {r['non2xx']} |"
+    )
+lines.append("")
 # What the numbers mean, what the profiler showed and what was changed: written by hand, kept across runs.
 lines.append(open("bench/ANALYSIS.md").read())
 open("BENCHMARKS.md", "w").write("\n".join(lines))
