@@ -16,9 +16,14 @@ import sys
     cores,
     wrk_version,
     nginx_version,
-) = sys.argv[1:12]
+    end_to_end_file,
+    postgres_version,
+) = sys.argv[1:14]
 rows = list(csv.DictReader(open(results_file), delimiter="\t"))
-targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue"]
+end_to_end = list(csv.DictReader(open(end_to_end_file), delimiter="\t"))
+targets = ["upstream", "nginx", "hookgate-proxy", "hookgate-queue", "hookgate-queue-pg", "hookgate-queue-pg2"]
+# The plot leaves the PostgreSQL targets to the table: their p99, hundreds of ms, would flatten the other lines.
+plotted = targets[:4]
 connections = sorted({int(r["connections"]) for r in rows})
 by = {(r["target"], int(r["connections"])): r for r in rows}
 colours = {"upstream": "#888888", "nginx": "#2a9d8f", "hookgate-proxy": "#e76f51", "hookgate-queue": "#264653"}
@@ -26,7 +31,7 @@ colours = {"upstream": "#888888", "nginx": "#2a9d8f", "hookgate-proxy": "#e76f51
 
 def svg_panel(x0, title, key, unit):
     width, height, left, bottom = 420, 300, 60, 40
-    values = [float(by[(t, c)][key]) for t in targets for c in connections if (t, c) in by]
+    values = [float(by[(t, c)][key]) for t in plotted for c in connections if (t, c) in by]
     top = max(values) * 1.1 if values else 1
     parts = [f'<text x="{x0 + width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
     parts.append(f'<line x1="{x0 + left}" y1="{height - bottom}" x2="{x0 + width - 10}" y2="{height - bottom}" stroke="black"/>')
@@ -40,7 +45,7 @@ def svg_panel(x0, title, key, unit):
     for index, c in enumerate(connections):
         parts.append(f'<text x="{px(index)}" y="{height - bottom + 15}" text-anchor="middle" font-size="10">{c}</text>')
     parts.append(f'<text x="{x0 + width / 2}" y="{height - 5}" text-anchor="middle" font-size="11">connections</text>')
-    for target in targets:
+    for target in plotted:
         points = [
             (px(i), height - bottom - (height - bottom - 30) * float(by[(target, c)][key]) / top)
             for i, c in enumerate(connections)
@@ -56,7 +61,7 @@ def svg_panel(x0, title, key, unit):
 legend = "\n".join(
     f'<rect x="{870 + 0}" y="{40 + 20 * i}" width="12" height="12" fill="{colours[t]}"/>'
     f'<text x="{887}" y="{50 + 20 * i}" font-size="12">{t}</text>'
-    for i, t in enumerate(targets)
+    for i, t in enumerate(plotted)
 )
 svg = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="1010" height="310" font-family="sans-serif">\n'
@@ -77,10 +82,18 @@ lines = [
     f"(2 threads), nginx {nginx_version}, {seconds} s per measurement after 1 s of warm-up, every target measured in the "
     "same run at the same connection counts. The load: POSTs of the signed `order-created` fixture (3,393 bytes) with "
     "WooCommerce's headers. The upstream is nginx answering 200 from memory; `nginx` is nginx `proxy_pass` to it with "
-    "kept-alive upstream connections (it verifies nothing); hookgate verifies every request. Load generator, upstream "
-    "and target share the machine's cores.",
+    "kept-alive upstream connections (it verifies nothing); hookgate verifies every request. `hookgate-queue` spools "
+    f"in SQLite; `hookgate-queue-pg` in PostgreSQL {postgres_version} (a throwaway server on this machine, "
+    "`scripts/postgres`, default settings, fsync on), and `hookgate-queue-pg2` is two replicas on one PostgreSQL "
+    "database with nginx in front balancing across both, so its row includes one nginx hop more than the others. "
+    "Each target on PostgreSQL has a database of its own. Load generator, upstream, PostgreSQL and target share the "
+    "machine's cores, which are shared with other work too: figures move by 10 % or more from run to run, so compare "
+    "the ratios within one run.",
     "",
     "![requests per second and p99 latency against connections](bench/throughput.svg)",
+    "",
+    "(The plot leaves out the PostgreSQL targets, which are in the table: on this machine their p99 runs to hundreds "
+    "of milliseconds and would flatten the other lines.)",
     "",
     "| target | connections | 2xx answers/s | p50 ms | p99 ms | p99.9 ms | non-2xx | 2xx answers/s vs nginx | p99 vs nginx |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -119,7 +132,37 @@ lines += [
     )
     + ".",
     "",
+    "Queue mode on PostgreSQL against queue mode on SQLite: "
+    + "; ".join(
+        f"at {c} connection{'s' if c != 1 else ''} one replica "
+        f"{100 * float(by[('hookgate-queue-pg', c)]['rps']) / float(by[('hookgate-queue', c)]['rps']):.0f} %, two "
+        f"{100 * float(by[('hookgate-queue-pg2', c)]['rps']) / float(by[('hookgate-queue', c)]['rps']):.0f} %"
+        for c in connections
+        if all((t, c) in by for t in ["hookgate-queue", "hookgate-queue-pg", "hookgate-queue-pg2"])
+    )
+    + ". Every delivery of this load is about the same order: on PostgreSQL each replica's batch takes that order's "
+    "lock, so two replicas store one after the other.",
+    "",
+    "## End to end with distinct orders",
+    "",
+    f"{int(end_to_end[0]['deliveries']) if end_to_end else 0:,} deliveries of the same fixture, each with an order id of "
+    "its own (so per-resource order does not make them wait for each other) and its own WooCommerce signature, "
+    "sent once each at 16 connections by wrk (one thread, `bench/orders.lua`) to a fresh gateway on an empty spool, "
+    "after the table above, with its queue-mode gateways stopped. accepted/s: the 2xx answers over the time to send "
+    "them all and have them answered. delivered/s: the deliveries over the time from the first send until the last "
+    "one's attempt ended with the upstream's 200 (the spool's `max(finished_at)` where `state = 'delivered'`, "
+    "once the spool holds every accepted delivery as delivered). Same upstream, default `max_in_flight` (8 per "
+    "route in each gateway); `hookgate-queue-pg2` again behind nginx.",
+    "",
+    "| target | deliveries | accepted/s | delivered/s | non-2xx |",
+    "|---|---:|---:|---:|---:|",
 ]
+for r in end_to_end:
+    lines.append(
+        f"| {r['target']} | {int(r['deliveries']):,} | {float(r['accepted_per_s']):,.0f} | "
+        f"{float(r['delivered_per_s']):,.0f} | {r['non2xx']} |"
+    )
+lines.append("")
 # What the numbers mean, what the profiler showed and what was changed: written by hand, kept across runs.
 lines.append(open("bench/ANALYSIS.md").read())
 open("BENCHMARKS.md", "w").write("\n".join(lines))
