@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_postgres::Client;
+use deadpool_postgres::Client;
 
 use super::{SpoolError, pg_error};
 use crate::spool::Due;
@@ -44,8 +44,8 @@ pub async fn claim(
         let in_flight: Vec<i64> = in_flight.into_iter().collect();
         let resources_in_flight: Vec<String> = resources_in_flight.into_iter().collect();
         let limit = i64::try_from(free).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "WITH claimed AS (
                      UPDATE deliveries SET lease_owner = $1, lease_until = $2
                      WHERE id IN (SELECT c.id FROM deliveries c
@@ -64,8 +64,11 @@ pub async fn claim(
                  SELECT c.id, c.attempts, c.pending_since, e.public_id, e.source, e.headers, e.body, c.resource_key
                  FROM claimed c JOIN events e ON e.id = c.event_id
                  ORDER BY c.next_attempt_at, c.id",
-                &[&owner, &lease_until, &route, &now, &in_flight, &limit, &resources_in_flight],
             )
+            .await
+            .map_err(pg_error)?;
+        let rows = client
+            .query(&statement, &[&owner, &lease_until, &route, &now, &in_flight, &limit, &resources_in_flight])
             .await
             .map_err(pg_error)?;
         let claimed = rows
@@ -84,14 +87,13 @@ pub async fn claim(
             .collect();
         due.push(claimed);
     }
-    let next: Option<i64> = client
-        .query_one(
+    let next = client
+        .prepare_cached(
             "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries
              WHERE route = ANY($1) AND state = 'pending' AND is_head",
-            &[&routes],
         )
         .await
-        .map_err(pg_error)?
-        .get(0);
+        .map_err(pg_error)?;
+    let next: Option<i64> = client.query_one(&next, &[&routes]).await.map_err(pg_error)?.get(0);
     Ok((due, next))
 }

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod operate;
 mod schema;
 mod write;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,12 +30,8 @@ pub use claim::Wanted;
 pub use schema::{SCHEMA_VERSION, schema_version};
 pub use write::Record;
 
-/// Operations waiting for the writer are committed together, up to this many in one transaction.
-const MAX_BATCH: usize = 512;
 /// Requests queue for the writer up to this depth; past it they wait.
 const WRITER_QUEUE_DEPTH: usize = 4096;
-/// A batch that has not committed in this long is answered 503 (PostgreSQL stuck, or unreachable).
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the spool checks that PostgreSQL answers and takes writes, and reads its size.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// A claim, a read or a prune that has not finished in this long is given up (a connection hung by the
@@ -64,7 +61,7 @@ fn pool_error(error: deadpool_postgres::PoolError) -> SpoolError {
     }
 }
 
-enum Op {
+pub(super) enum Op {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
     Record(Box<Record>, oneshot::Sender<Result<(), SpoolError>>),
     /// Commit what came before, then end the writer.
@@ -72,7 +69,7 @@ enum Op {
 }
 
 /// What a replica shares between its writer, its health check and its handlers.
-struct Shared {
+pub(super) struct Shared {
     /// False while PostgreSQL cannot be reached or written.
     available: AtomicBool,
     /// The spool's live bytes, as of the last health check.
@@ -80,7 +77,7 @@ struct Shared {
     /// When a commit last failed, until one succeeds.
     write_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Woken when something may have become due: a delivery stored here or by another replica.
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
 }
 
 impl Shared {
@@ -92,7 +89,7 @@ impl Shared {
     }
 
     /// Records how a commit went.
-    fn committed(&self, error: Option<&SpoolError>) {
+    pub(super) fn committed(&self, error: Option<&SpoolError>) {
         *self.write_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = error.map(|_| std::time::Instant::now());
         self.set_available(error.is_none(), error);
     }
@@ -146,7 +143,7 @@ impl PgSpool {
             shared.used_bytes.store(bytes, Ordering::Relaxed);
         }
         let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
-        let writer = tokio::spawn(write_loop(pool.clone(), owner.clone(), receiver, Arc::clone(&shared)));
+        let writer = tokio::spawn(writer::write_loop(pool.clone(), owner.clone(), receiver, Arc::clone(&shared)));
         let background = vec![
             tokio::spawn(connect::listen(pg_config, tls, CHANNEL, wake)),
             tokio::spawn(health_loop(pool.clone(), Arc::clone(&shared))),
@@ -313,162 +310,6 @@ fn hostname() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "hookgate".to_owned())
-}
-
-/// The writer: takes every operation waiting, commits them in one transaction, then answers each. A batch
-/// that fails is answered 503 whole: nobody is told "stored" for what was not.
-async fn write_loop(pool: Pool, owner: String, mut ops: mpsc::Receiver<Op>, shared: Arc<Shared>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut stopping = false;
-    while let Some(first) = ops.recv().await {
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            if matches!(op, Op::Stop) {
-                stopping = true;
-                break;
-            }
-            batch.push(op);
-            if batch.len() < MAX_BATCH {
-                next = ops.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            let outcome = commit_timed(&pool, &owner, &batch).await;
-            match outcome {
-                Ok(results) => {
-                    shared.committed(None);
-                    for (op, result) in batch.drain(..).zip(results) {
-                        reply(op, Ok(result));
-                    }
-                    shared.wake.notify_one();
-                }
-                // Data PostgreSQL refuses (SQLSTATE class 22 or 23) fails one operation, not its batch:
-                // each is committed alone, and only the one at fault is answered 503.
-                Err(SpoolError::Postgres(message)) if batch.len() > 1 && refused_data(&message) => {
-                    tracing::warn!(%message, operations = batch.len(), "a spool batch failed on one operation's data; committing each alone");
-                    for op in batch.drain(..) {
-                        let outcome = commit_timed(&pool, &owner, std::slice::from_ref(&op)).await;
-                        shared.committed(outcome.as_ref().err());
-                        reply(op, outcome.map(|mut done| done.remove(0)));
-                    }
-                    shared.wake.notify_one();
-                }
-                Err(error) => {
-                    shared.committed(Some(&error));
-                    tracing::error!(%error, operations = batch.len(), "PostgreSQL spool commit failed; answering 503");
-                    let message = error.to_string();
-                    for op in batch.drain(..) {
-                        reply(op, Err(SpoolError::Postgres(message.clone())));
-                    }
-                }
-            }
-        }
-        if stopping {
-            break;
-        }
-    }
-}
-
-/// A batch committed within [`COMMIT_TIMEOUT`], or an error.
-async fn commit_timed(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
-    match tokio::time::timeout(COMMIT_TIMEOUT, commit(pool, owner, batch)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(SpoolError::Postgres(format!("no commit within {COMMIT_TIMEOUT:?}"))),
-    }
-}
-
-/// Whether PostgreSQL refused an operation's data (SQLSTATE class 22, data exception, or 23, integrity
-/// constraint violation): what retrying the same data cannot mend. [`pg_error`] puts the code first.
-fn refused_data(message: &str) -> bool {
-    message.starts_with("22") || message.starts_with("23")
-}
-
-/// What one operation of a committed batch came to.
-enum Done {
-    Stored(Stored),
-    Recorded,
-}
-
-fn reply(op: Op, result: Result<Done, SpoolError>) {
-    match op {
-        Op::Insert(_, reply) => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Stored(stored) => stored,
-                Done::Recorded => unreachable!("an insert yields Stored"),
-            }));
-        }
-        Op::Record(_, reply) => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        Op::Stop => {}
-    }
-}
-
-/// Runs a batch in one transaction: its locks first (ascending), then each operation, then one NOTIFY
-/// when it stored or freed something to deliver. A deadlock PostgreSQL broke (two batches crossing on a
-/// dedupe row) is retried.
-async fn commit(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match commit_once(pool, owner, batch).await {
-            Err(SpoolError::Postgres(message)) if attempt < 3 && message.starts_with("40") => {
-                tracing::debug!(%message, "spool batch retried");
-            }
-            outcome => return outcome,
-        }
-    }
-}
-
-async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let mut keys = Vec::new();
-    for op in batch {
-        match op {
-            Op::Insert(event, _) => write::event_locks(event, &mut keys),
-            Op::Record(record, _) => {
-                if let Some(resource) = &record.resource_key {
-                    keys.push(write::resource_lock(&record.route, resource));
-                }
-            }
-            Op::Stop => {}
-        }
-    }
-    write::lock_all(&tx, &mut keys).await?;
-    let mut done = Vec::with_capacity(batch.len());
-    let mut announce = false;
-    let mut stored_bytes = 0;
-    for op in batch {
-        match op {
-            Op::Insert(event, _) => {
-                let stored = write::insert_event(&tx, event).await?;
-                announce |= matches!(stored, Stored::Queued { .. });
-                if !matches!(stored, Stored::Duplicate { .. }) {
-                    stored_bytes += write::event_bytes(event);
-                }
-                done.push(Done::Stored(stored));
-            }
-            Op::Record(record, _) => {
-                if !write::record_attempt(&tx, owner, record).await? {
-                    tracing::warn!(
-                        delivery = record.delivery_id,
-                        "an attempt's result was not recorded: its lease lapsed and another replica took it over, or it was dropped"
-                    );
-                }
-                // A finished head hands its resource to the next delivery, which any replica may now send.
-                announce |= record.resource_key.is_some() && !matches!(record.result, super::Attempted::Retry { .. });
-                done.push(Done::Recorded);
-            }
-            Op::Stop => {}
-        }
-    }
-    write::count_usage(&tx, owner, stored_bytes).await?;
-    if announce {
-        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(pg_error)?;
-    }
-    tx.commit().await.map_err(pg_error)?;
-    Ok(done)
 }
 
 /// Checks every [`HEALTH_INTERVAL`] that PostgreSQL answers (readiness follows it, also when no delivery

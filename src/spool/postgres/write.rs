@@ -7,7 +7,11 @@
 //! comes second sees what the first committed.
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::Transaction;
+use tokio_postgres::GenericClient;
+
+/// The writer's transaction: its statements are prepared once per connection and cached, so each costs
+/// one round trip, not two.
+pub type BatchTx<'a> = deadpool_postgres::Transaction<'a>;
 
 use super::{SpoolError, pg_error};
 use crate::spool::Attempted;
@@ -32,7 +36,7 @@ pub fn event_bytes(event: &NewEvent) -> i64 {
 
 /// Adds `delta` live bytes to what `owner` has counted (each replica keeps a row of its own, so that
 /// replicas never wait on one another's count).
-pub async fn count_usage(tx: &Transaction<'_>, owner: &str, delta: i64) -> Result<(), SpoolError> {
+pub async fn count_usage(tx: &impl GenericClient, owner: &str, delta: i64) -> Result<(), SpoolError> {
     if delta != 0 {
         tx.execute(
             "INSERT INTO spool_usage (owner, bytes) VALUES ($1, $2)
@@ -67,6 +71,11 @@ fn lock_key(kind: &str, value: &[u8]) -> i64 {
     i64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
 }
 
+/// `sql` prepared on the batch's connection, once per connection.
+pub async fn cached(tx: &BatchTx<'_>, sql: &str) -> Result<tokio_postgres::Statement, SpoolError> {
+    tx.prepare_cached(sql).await.map_err(pg_error)
+}
+
 /// The lock keys a stored event needs: one per route for its resource, and its dedupe key.
 pub fn event_locks(event: &NewEvent, keys: &mut Vec<i64>) {
     if let Some(resource) = &event.resource_key {
@@ -85,7 +94,7 @@ pub fn resource_lock(route: &str, resource: &str) -> i64 {
 }
 
 /// Takes every lock in `keys`, in ascending order, until the transaction ends.
-pub async fn lock_all(tx: &Transaction<'_>, keys: &mut Vec<i64>) -> Result<(), SpoolError> {
+pub async fn lock_all(tx: &impl GenericClient, keys: &mut Vec<i64>) -> Result<(), SpoolError> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -101,55 +110,77 @@ pub async fn lock_all(tx: &Transaction<'_>, keys: &mut Vec<i64>) -> Result<(), S
     Ok(())
 }
 
-/// Stores an event and its pending deliveries, unless it repeats one seen within the dedupe window. The
-/// dedupe key is unique in the table: of two replicas storing a repeat at once, one inserts and the other
-/// finds the row (after waiting for the first to commit).
-pub async fn insert_event(tx: &Transaction<'_>, event: &NewEvent) -> Result<Stored, SpoolError> {
-    if let Some((key, since)) = &event.dedupe {
-        let claimed = tx
-            .query_opt(
-                "INSERT INTO dedupe (key, event_id, seen_at) VALUES ($1, $2, $3)
+/// The statement that stores an event and its pending deliveries, unless it repeats one seen within the
+/// dedupe window: one statement per event. The dedupe key is unique in the table: of two replicas storing a repeat at once, one
+/// inserts and the other finds the row (the batch holds the key's advisory lock, so the second statement
+/// starts after the first commit and sees it).
+pub async fn insert_statement(tx: &BatchTx<'_>) -> Result<tokio_postgres::Statement, SpoolError> {
+    cached(
+        tx,
+        "WITH d AS (
+                 INSERT INTO dedupe (key, event_id, seen_at) SELECT $1, $2, $3 WHERE $1::bytea IS NOT NULL
                  ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, seen_at = excluded.seen_at
                  WHERE dedupe.seen_at < $4
-                 RETURNING 1",
-                &[&&key[..], &event.public_id, &event.received_at, since],
-            )
-            .await
-            .map_err(pg_error)?;
-        if claimed.is_none() {
-            let row =
-                tx.query_one("SELECT event_id FROM dedupe WHERE key = $1", &[&&key[..]]).await.map_err(pg_error)?;
-            return Ok(Stored::Duplicate { public_id: row.get(0) });
-        }
-    }
-    let unrouted = event.routes.is_empty();
+                 RETURNING 1),
+             e AS (
+                 INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body, unrouted)
+                 SELECT $2, $3, $5, $6, $7, $8, $9, cardinality($10::text[]) = 0
+                 WHERE $1::bytea IS NULL OR EXISTS (SELECT 1 FROM d)
+                 RETURNING id),
+             x AS (
+                 INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
+                 SELECT e.id, t.r, $7::text, 'pending',
+                        $7::text IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries o
+                                                        WHERE o.route = t.r AND o.resource_key = $7::text
+                                                          AND o.state = 'pending'),
+                        $3, $3
+                 FROM e, unnest($10::text[]) WITH ORDINALITY AS t(r, n))
+             SELECT (SELECT id FROM e), (SELECT event_id FROM dedupe WHERE key = $1)",
+    )
+    .await
+}
+
+/// Runs [`insert_statement`] for `event`.
+pub async fn insert_event(
+    tx: &BatchTx<'_>,
+    statement: &tokio_postgres::Statement,
+    event: &NewEvent,
+) -> Result<Stored, SpoolError> {
+    let (key, since) = match &event.dedupe {
+        Some((key, since)) => (Some(&key[..]), *since),
+        None => (None, 0),
+    };
     let row = tx
         .query_one(
-            "INSERT INTO events (public_id, received_at, source, topic, resource_key, headers, body, unrouted)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            statement,
             &[
+                &key,
                 &event.public_id,
                 &event.received_at,
+                &since,
                 &event.source,
                 &event.topic,
                 &event.resource_key,
                 &event.headers,
                 &&event.body[..],
-                &unrouted,
+                &event.routes,
             ],
         )
         .await
         .map_err(pg_error)?;
-    let event_id: i64 = row.get(0);
-    insert_deliveries(tx, event_id, event.resource_key.as_deref(), &event.routes, event.received_at).await?;
     let public_id = event.public_id.clone();
-    Ok(if unrouted { Stored::Unrouted { public_id } } else { Stored::Queued { public_id } })
+    match (row.get::<_, Option<i64>>(0), row.get::<_, Option<String>>(1)) {
+        (Some(_), _) if event.routes.is_empty() => Ok(Stored::Unrouted { public_id }),
+        (Some(_), _) => Ok(Stored::Queued { public_id }),
+        (None, Some(earlier)) => Ok(Stored::Duplicate { public_id: earlier }),
+        (None, None) => Err(SpoolError::Postgres("a dedupe record that the statement could not read".into())),
+    }
 }
 
 /// One pending delivery of event `event_id` per route in `routes`, due at `at`; each is its resource's
 /// head on its route unless an earlier one is still pending there (the caller holds the resource's lock).
 pub async fn insert_deliveries(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     event_id: i64,
     resource_key: Option<&str>,
     routes: &[String],
@@ -176,7 +207,7 @@ pub async fn insert_deliveries(
 /// leaves the pending state hands its resource's head to the next pending delivery about it. Returns
 /// whether it was recorded: not when the lease lapsed and another replica took the delivery over (that
 /// replica records its own attempt), or an operator dropped it meanwhile.
-pub async fn record_attempt(tx: &Transaction<'_>, owner: &str, record: &Record) -> Result<bool, SpoolError> {
+pub async fn record_attempt(tx: &BatchTx<'_>, owner: &str, record: &Record) -> Result<bool, SpoolError> {
     let (id, now) = (&record.delivery_id, &record.now);
     let status: Option<i32> = match &record.result {
         Attempted::Delivered { status } => Some(i32::from(*status)),
@@ -184,23 +215,23 @@ pub async fn record_attempt(tx: &Transaction<'_>, owner: &str, record: &Record) 
     };
     let updated = match &record.result {
         Attempted::Delivered { .. } => tx.execute(
-            "UPDATE deliveries SET state = 'delivered', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
+            &cached(tx, "UPDATE deliveries SET state = 'delivered', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
              last_status = $3, last_error = NULL, last_answer = NULL, finished_at = $2,
              lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND state = 'pending' AND lease_owner = $4",
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $4").await?,
             &[id, now, &status, &owner],
         ).await,
         Attempted::Retry { next_attempt_at, error, answer, .. } => tx.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, last_attempt_at = $2, next_attempt_at = $3,
+            &cached(tx, "UPDATE deliveries SET attempts = attempts + 1, last_attempt_at = $2, next_attempt_at = $3,
              last_status = $4, last_error = $5, last_answer = $6, lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND state = 'pending' AND lease_owner = $7",
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $7").await?,
             &[id, now, next_attempt_at, &status, error, answer, &owner],
         ).await,
         Attempted::Dead { error, answer, .. } => tx.execute(
-            "UPDATE deliveries SET state = 'dead', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
+            &cached(tx, "UPDATE deliveries SET state = 'dead', is_head = false, attempts = attempts + 1, last_attempt_at = $2,
              last_status = $3, last_error = $4, last_answer = $5, finished_at = $2,
              lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND state = 'pending' AND lease_owner = $6",
+             WHERE id = $1 AND state = 'pending' AND lease_owner = $6").await?,
             &[id, now, &status, error, answer, &owner],
         ).await,
     }
@@ -217,11 +248,11 @@ pub async fn record_attempt(tx: &Transaction<'_>, owner: &str, record: &Record) 
 }
 
 /// Makes the oldest pending delivery about `resource` on `route` the head; its give-up clock starts now.
-pub async fn promote_next_head(tx: &Transaction<'_>, route: &str, resource: &str, now: i64) -> Result<(), SpoolError> {
+pub async fn promote_next_head(tx: &BatchTx<'_>, route: &str, resource: &str, now: i64) -> Result<(), SpoolError> {
     tx.execute(
-        "UPDATE deliveries SET is_head = true, pending_since = GREATEST(pending_since, $3) WHERE id = (
+        &cached(tx, "UPDATE deliveries SET is_head = true, pending_since = GREATEST(pending_since, $3) WHERE id = (
              SELECT MIN(id) FROM deliveries WHERE route = $1 AND resource_key = $2 AND state = 'pending')
-           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE route = $1 AND resource_key = $2 AND state = 'pending' AND is_head)",
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE route = $1 AND resource_key = $2 AND state = 'pending' AND is_head)").await?,
         &[&route, &resource, &now],
     )
     .await
@@ -230,7 +261,7 @@ pub async fn promote_next_head(tx: &Transaction<'_>, route: &str, resource: &str
 }
 
 /// Sets the head marks of one route's resource from scratch: its oldest pending delivery is the head.
-pub async fn recompute_head(tx: &Transaction<'_>, route: &str, resource: &str) -> Result<(), SpoolError> {
+pub async fn recompute_head(tx: &impl GenericClient, route: &str, resource: &str) -> Result<(), SpoolError> {
     tx.execute(
         "UPDATE deliveries SET is_head = (id = (
              SELECT MIN(o.id) FROM deliveries o WHERE o.route = $1 AND o.resource_key = $2 AND o.state = 'pending'))
