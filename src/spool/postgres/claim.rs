@@ -57,7 +57,7 @@ pub async fn claim(
                                          AND NOT EXISTS (SELECT 1 FROM deliveries o
                                                          WHERE o.route = c.route AND o.resource_key = c.resource_key
                                                            AND o.state = 'pending' AND o.id <> c.id
-                                                           AND o.lease_until > $4)))
+                                                           AND o.lease_until IS NOT NULL AND o.lease_until > $4)))
                                   ORDER BY c.next_attempt_at, c.id LIMIT $6
                                   FOR UPDATE SKIP LOCKED)
                      RETURNING id, attempts, pending_since, event_id, resource_key, next_attempt_at)

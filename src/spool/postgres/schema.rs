@@ -46,6 +46,11 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (route, next_attempt_at, id) WHERE state = 'pending' AND is_head;
 CREATE INDEX deliveries_pending_resource ON deliveries (route, resource_key, id) WHERE state = 'pending';
+-- As small as what is in flight: a resource's head, and the claims held now, found without reading the
+-- backlog behind them (one order's thousands of pending updates, say).
+CREATE INDEX deliveries_head_resource ON deliveries (route, resource_key) WHERE state = 'pending' AND is_head;
+CREATE INDEX deliveries_leased_resource ON deliveries (route, resource_key, lease_until)
+    WHERE state = 'pending' AND lease_until IS NOT NULL;
 CREATE INDEX deliveries_delivered ON deliveries (finished_at) WHERE state = 'delivered';
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE INDEX deliveries_dead ON deliveries (route) WHERE state = 'dead';
