@@ -53,7 +53,7 @@ fn world() -> &'static World {
     WORLD.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let config = Config::from_yaml(CONFIG, std::path::Path::new("fuzz.yaml")).unwrap();
-        let gateway = runtime.block_on(async { Arc::new(Gateway::new(config).unwrap()) });
+        let gateway = runtime.block_on(async { Arc::new(Gateway::new(config).await.unwrap()) });
         World { runtime, gateway }
     })
 }
