@@ -135,6 +135,9 @@ impl Server {
         let admin = tokio::spawn(admin::run(admin, Arc::clone(&gateway), async {
             let _ = admin_stopped.await;
         }));
+        // Ready from the serving line on (the listener is bound: connections wait in its backlog until the
+        // accept loop below takes them), so that nobody who read the line finds /readyz still 503.
+        gateway.health.set_serving();
         tracing::info!(
             listen = %listen,
             admin = %admin_addr,
@@ -204,7 +207,6 @@ async fn serve_webhooks(
     let started_with_tls = gateway.config().tls.clone();
     let limits = gateway.config().limits;
     let connections = clients::Connections::new(limits.max_connections, limits.max_connections_per_client);
-    gateway.health.set_serving();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener::accept(&listener, "webhook") => accepted,
