@@ -360,3 +360,57 @@ fn error_message(body: &[u8]) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> StoreSettings {
+        StoreSettings {
+            url: url.parse().unwrap(),
+            consumer_key: Secret::new(b"ck_key".to_vec()),
+            consumer_secret: Secret::new(b"cs_secret".to_vec()),
+            key_origins: ("env KEY".to_owned(), "env SECRET".to_owned()),
+            delivery_url: "https://hooks.example.com/webhooks/shop".parse().unwrap(),
+            watch: None,
+            reactivate: true,
+            backfill: true,
+            roots: crate::upstream::bundled_roots(),
+            trusts: "the bundled roots".to_owned(),
+        }
+    }
+
+    #[test]
+    fn over_https_the_key_goes_as_http_basic_and_nothing_is_signed() {
+        let store = StoreClient::new(&settings("https://shop.example.com/")).unwrap();
+        let request = store.request(&Method::GET, WEBHOOKS, &[("per_page", "100".to_owned())], None);
+        assert_eq!(request.uri(), "https://shop.example.com/wp-json/wc/v3/webhooks?per_page=100");
+        let authorization = &request.headers()[AUTHORIZATION];
+        // base64("ck_key:cs_secret")
+        assert_eq!(authorization, "Basic Y2tfa2V5OmNzX3NlY3JldA==");
+        assert!(authorization.is_sensitive());
+        assert!(!format!("{store:?}").contains("cs_secret"));
+    }
+
+    #[test]
+    fn over_http_each_request_is_signed_in_its_query_and_carries_no_authorization() {
+        let store = StoreClient::new(&settings("http://shop.example.com")).unwrap();
+        let request =
+            store.request(&Method::DELETE, "/wp-json/wc/v3/webhooks/7", &[("force", "true".to_owned())], None);
+        let query = request.uri().query().unwrap();
+        assert!(query.starts_with("force=true&oauth_consumer_key=ck_key&oauth_nonce="), "{query}");
+        assert!(query.contains("&oauth_signature="), "{query}");
+        assert!(!query.contains("cs_secret"));
+        assert!(request.headers().get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn an_error_answer_says_woocommerces_code_and_message() {
+        let body = br#"{"code":"woocommerce_rest_authentication_error","message":"Invalid signature - provided signature does not match.","data":{"status":401}}"#;
+        assert_eq!(
+            error_message(body),
+            "Invalid signature - provided signature does not match. (woocommerce_rest_authentication_error)"
+        );
+        assert_eq!(error_message(b""), "an empty body");
+    }
+}

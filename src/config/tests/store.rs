@@ -85,3 +85,37 @@ fn a_key_written_in_the_wrong_shape_is_never_shown() {
     assert!(problem.contains("sources[shop].store.watch"), "{problem}");
     assert!(!problem.contains("ck_0123") && !problem.contains("cs_fedc"), "{problem}");
 }
+
+#[test]
+fn the_examples_store_block_parses_once_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut in_block = false;
+    let uncommented: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line == "    # store:" {
+                in_block = true;
+                return "    store:".to_owned();
+            }
+            match line.strip_prefix("    #   ") {
+                Some(rest) if in_block => format!("      {rest}"),
+                _ => {
+                    in_block = false;
+                    line.to_owned()
+                }
+            }
+        })
+        .collect();
+    let uncommented = uncommented
+        .join("\n")
+        .replace("{ env: DEMO_STORE_WC_KEY }", "{ value: \"ck_example\" }")
+        .replace("{ env: DEMO_STORE_WC_SECRET }", "{ value: \"cs_example\" }")
+        // A CA file that exists only on a real host.
+        .replace("ca_file: /etc/hookgate/store-ca.pem", "# ca_file");
+    assert!(uncommented.contains("    store:\n      url:"), "the example holds a commented store block");
+    let config = parse(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+    let store = config.sources[0].store.as_ref().expect("the uncommented block is read");
+    assert_eq!(store.url, "https://shop.example.com");
+    assert_eq!(store.watch, Some(DEFAULT_STORE_WATCH));
+}
