@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 /// What a YAML or type error on a line that may hold a secret says instead of serde's own message.
-pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets or headers entry cannot be read (its text is not shown: it may be a secret); each secret, and each header's value, is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
+pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets, headers or store key entry cannot be read (its text is not shown: it may be a secret); each secret, each header's value and each part of a store's REST key is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
 
 /// The (1-based) numbers of the lines never shown in an error, because they may hold a secret:
 /// - every line of a `secrets` block (its entries, however they are written: `- "value": x`, `- {value: x}`,

@@ -79,6 +79,7 @@ fn a_key_written_in_the_wrong_shape_is_never_shown() {
     let error = parse(&text).expect_err("a bare string is refused");
     let shown = error.to_string();
     assert!(!shown.contains("cs_fedc"), "{shown}");
+    assert!(shown.contains("this secrets, headers or store key entry cannot be read"), "{shown}");
     // A problem elsewhere in the block shows its lines with the key redacted.
     let text = with_store(&format!("{VALID}      watch: soon\n"));
     let problem = only_problem(&text);
