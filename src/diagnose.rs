@@ -184,6 +184,7 @@ mod tests {
             secrets,
             webhook_ids: None,
             reject_older_than: None,
+            store: None,
         }
     }
 

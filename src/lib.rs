@@ -19,6 +19,7 @@
 //! secrets, [`metrics`] and the admin listener ([`server::admin`]) are what Prometheus and Kubernetes
 //! see, [`diagnose`] explains a signature that does not match, [`cli`] is the command line (its output
 //! through [`output`]), and [`health`] is the probe an image without a shell runs against the admin listener.
+//! [`store_api`] is the store's REST API (its webhooks), reached with the key of a source's `store`.
 //! [`clock`] is where the time is read for what is stored and scheduled, so tests can pause it.
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod route;
 pub mod secret;
 pub mod server;
 pub mod spool;
+pub mod store_api;
 pub mod upstream;
 pub mod verify;
 pub mod woocommerce;

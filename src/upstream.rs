@@ -57,6 +57,18 @@ impl UpstreamClient {
         UpstreamClient { client: pooled(https), description }
     }
 
+    /// A client with the roots and client certificate of `tls` that speaks plain http too: for a store's
+    /// REST API, whose key signs each request over http (OAuth 1.0a) and goes as HTTP Basic over https.
+    pub fn with_tls_or_http(tls: rustls::ClientConfig, description: String) -> UpstreamClient {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector());
+        UpstreamClient { client: pooled(https), description }
+    }
+
     /// The hyper client, to send a request with.
     pub fn client(&self) -> &HttpsClient {
         &self.client

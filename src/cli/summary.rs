@@ -51,6 +51,17 @@ fn write_summary(out: &mut String, path: &Path, config: &Config) -> std::fmt::Re
             source.verifier.key_count(),
             if source.verifier.key_count() == 1 { "" } else { "s" },
         )?;
+        if let Some(store) = &source.store {
+            // Where the REST key comes from, never the key itself.
+            let (key_origin, secret_origin) = &store.key_origins;
+            let auth = if store.url.scheme_str() == Some("https") { "HTTP Basic" } else { "OAuth 1.0a" };
+            let watch = store.watch.map_or_else(|| "off".to_owned(), written);
+            writeln!(
+                out,
+                "    store {} ({auth}; consumer key from {key_origin}, consumer secret from {secret_origin}; trusts {}), delivers to {}, watch {watch}, reactivate {}, backfill {}",
+                store.url, store.trusts, store.delivery_url, store.reactivate, store.backfill,
+            )?;
+        }
     }
     writeln!(out, "routes:")?;
     for route in &config.routes {

@@ -21,6 +21,7 @@ mod pem;
 mod routes;
 mod sources;
 mod spool;
+mod store;
 mod upstream;
 
 use routes::route_warnings;

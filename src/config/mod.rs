@@ -21,6 +21,8 @@ use crate::verify::Verifier;
 
 mod spool;
 pub use spool::{PostgresSettings, SpoolLocation};
+mod store;
+pub use store::{DEFAULT_STORE_WATCH, StoreSettings};
 mod check;
 mod lenient;
 mod raw;
@@ -211,6 +213,9 @@ pub struct Source {
     /// When set, a verified delivery whose signed `date_modified_gmt` is older than this is answered
     /// 200 `{"status":"stale"}` and goes nowhere (a replayed capture).
     pub reject_older_than: Option<Duration>,
+    /// The store's REST API, when the source has a `store` section (a source without one behaves as if
+    /// hookgate knew nothing of the store's side).
+    pub store: Option<StoreSettings>,
 }
 
 /// How logs are written (`RUST_LOG`, when set, overrides the level).

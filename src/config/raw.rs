@@ -76,6 +76,21 @@ pub(super) struct RawSource {
     pub(super) secrets: Spanned<Vec<Spanned<RawSecret>>>,
     pub(super) webhook_ids: Option<Spanned<Vec<u64>>>,
     pub(super) reject_older_than: Option<Spanned<String>>,
+    pub(super) store: Option<Spanned<RawStore>>,
+}
+
+/// A source's `store` section: the store's REST API, reached with a key whose two parts are secrets.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) url: Spanned<String>,
+    pub(super) consumer_key: Spanned<RawSecret>,
+    pub(super) consumer_secret: Spanned<RawSecret>,
+    pub(super) delivery_url: Spanned<String>,
+    pub(super) watch: Option<Spanned<String>>,
+    pub(super) reactivate: Option<bool>,
+    pub(super) backfill: Option<bool>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 /// One entry of a source's `secrets`: where the secret comes from.

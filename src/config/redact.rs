@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 
 /// What a YAML or type error on a line that may hold a secret says instead of serde's own message.
-pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets or headers entry cannot be read (its text is not shown: it may be a secret); each secret, and each header's value, is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
+pub(super) const SECRET_ENTRY_PROBLEM: &str = "this secrets, headers or store key entry cannot be read (its text is not shown: it may be a secret); each secret, each header's value and each part of a store's REST key is one of env (a variable), file (a path) or value (the secret itself), as in config.example.yaml";
 
 /// The (1-based) numbers of the lines never shown in an error, because they may hold a secret:
 /// - every line of a `secrets` block (its entries, however they are written: `- "value": x`, `- {value: x}`,
 ///   `- "x"`), except a plain `value:` line, which is shown as `value: <redacted>`;
 /// - every line of a route's `headers` block, whose values are secrets too (and whose names could be, if
-///   a credential was written in the wrong place);
+///   a credential was written in the wrong place), and of a store's `consumer_key` and `consumer_secret`;
 /// - a `value` key written any other way (quoted, `value :`, in a flow mapping), wherever it is;
 /// - the lines that continue a secret: a block scalar, a scalar folded over several lines, and a quoted
 ///   scalar up to its closing quote, whatever its indentation.
@@ -79,10 +79,14 @@ pub(super) fn secret_lines(text: &str) -> HashSet<usize> {
 /// Where a block of secrets starts on `line`, what follows its key, and whether every line of it is hidden:
 /// a source's `secrets` (whose plain `value:` lines are shown redacted), or a route's `headers` (every line).
 fn secret_block_at(line: &str) -> Option<(usize, &str, bool)> {
-    match key_at(line, "secrets") {
-        Some((at, rest)) => Some((at, rest, false)),
-        None => key_at(line, "headers").map(|(at, rest)| (at, rest, true)),
+    if let Some((at, rest)) = key_at(line, "secrets") {
+        return Some((at, rest, false));
     }
+    // A store's REST key: both parts are secrets, written like one (`consumer_secret: { value: ... }`).
+    ["headers", "consumer_key", "consumer_secret"]
+        .into_iter()
+        .find_map(|key| key_at(line, key))
+        .map(|(at, rest)| (at, rest, true))
 }
 
 /// Where `key` stands as a mapping key on `line` (bare or quoted, with or without spaces before the

@@ -522,6 +522,7 @@ fn a_secret_value_yaml_reads_as_something_else_is_warned_about_with_its_line() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
+mod store;
 mod upstream;
 
 #[test]

@@ -91,6 +91,7 @@ impl Checker<'_> {
             .reject_older_than
             .as_ref()
             .map(|value| self.duration(Some(value), Duration::ZERO, &format!("sources[{name}].reject_older_than")));
+        let store = raw.store.as_ref().and_then(|store| self.store(store, &name));
         if self.problems.len() > before {
             return None;
         }
@@ -103,6 +104,7 @@ impl Checker<'_> {
             secrets,
             webhook_ids,
             reject_older_than,
+            store,
         })
     }
 

@@ -138,7 +138,7 @@ fn headers_are_secrets_whose_names_hookgate_does_not_own() {
 fn no_header_error_shows_its_value() {
     let dir = certificates("header-values");
     let cases = [
-        ("      Authorization: \"Bearer BARESECRET\"\n", "this secrets or headers entry cannot be read"),
+        ("      Authorization: \"Bearer BARESECRET\"\n", "this secrets, headers or store key entry cannot be read"),
         ("      Authorization: { value: \"Bearer BAD\\nSECRET\" }\n", "is not a valid header value"),
         ("      \"Bearer NAMESECRET\": { env: X }\n", "this name is not a header name"),
         ("      Authorization: { value: \"\" }\n", "the value of header Authorization of route \"orders\""),

@@ -8,6 +8,8 @@ use std::process::Command;
 
 /// The variable `.ci/run` names the started store's folder in.
 pub const SITE_VARIABLE: &str = "HOOKGATE_WOOCOMMERCE_SITE";
+/// The variable `.ci/run` names the served store's URL in (`start.sh DIR serve PORT`: its REST API).
+pub const URL_VARIABLE: &str = "HOOKGATE_WOOCOMMERCE_URL";
 
 /// A started store.
 pub struct WooCommerceSite {
@@ -33,6 +35,34 @@ impl WooCommerceSite {
         };
         assert!(dir.join("send.php").is_file(), "{SITE_VARIABLE}={} holds no started store", dir.display());
         Some(WooCommerceSite { dir, _turn: TURN.lock().await })
+    }
+
+    /// The store `.ci/run` started and serves over http (its REST API), waiting for the store's turn, with
+    /// its URL; `None` (after saying how to serve it) when none is served and this is not CI.
+    pub async fn served(test: &str) -> Option<(WooCommerceSite, String)> {
+        let site = WooCommerceSite::started(test).await?;
+        let Ok(url) = std::env::var(URL_VARIABLE) else {
+            let how = format!(
+                "{test} needs the real WooCommerce store served: start it with \
+                 `bash ../shared/woocommerce-site/start.sh /tmp/wcsite serve 18481` and run the tests with \
+                 {SITE_VARIABLE}=/tmp/wcsite {URL_VARIABLE}=http://127.0.0.1:18481 (.ci/run does both)"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{how}; CI is set, so this is a failure");
+            eprintln!("NOT RUN: {how}");
+            return None;
+        };
+        Some((site, url))
+    }
+
+    /// A new REST API key for the store's admin (`php rest-key.php`): the consumer key and secret.
+    pub async fn rest_key(&self) -> (String, String) {
+        let mut command = Command::new("php");
+        command.arg(self.dir.join("rest-key.php"));
+        let output =
+            tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("php runs rest-key.php");
+        assert!(output.status.success(), "rest-key.php failed: {}", String::from_utf8_lossy(&output.stderr));
+        let key: serde_json::Value = serde_json::from_slice(&output.stdout).expect("rest-key.php prints JSON");
+        (key["consumer_key"].as_str().unwrap().to_owned(), key["consumer_secret"].as_str().unwrap().to_owned())
     }
 
     /// Runs `php send.php ARGS...` (WooCommerce's own webhook code, see the kit's README) and returns the
