@@ -9,6 +9,7 @@
 mod delivery;
 mod migrate;
 mod operator;
+mod postgres_schema;
 mod replicas;
 mod retries;
 mod spool;
