@@ -49,7 +49,17 @@ const CHANNEL: &str = "hookgate_pending";
 pub(super) fn pg_error(error: tokio_postgres::Error) -> SpoolError {
     match error.as_db_error() {
         Some(db) => SpoolError::Postgres(format!("{}: {}", db.code().code(), db.message())),
-        None => SpoolError::Postgres(error.to_string()),
+        None => {
+            // The causes too: "error performing TLS handshake" alone does not say that the certificate's
+            // issuer is unknown. They name no part of the URL (its parse errors never reach here).
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                text = format!("{text}: {inner}");
+                cause = inner.source();
+            }
+            SpoolError::Postgres(text)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod delivery;
 mod migrate;
 mod operator;
 mod postgres_schema;
+mod postgres_tls;
 mod replicas;
 mod retries;
 mod spool;

@@ -1,5 +1,6 @@
 //! What only a PostgreSQL spool has: its schema migrated once by replicas starting together and refused
-//! when newer than the binary, and the NOTIFY that wakes every replica when a delivery is stored.
+//! when newer than the binary, the NOTIFY that wakes every replica when a delivery is stored, and pruning
+//! by one replica at a time.
 
 use super::*;
 
@@ -61,5 +62,44 @@ async fn a_stored_delivery_is_announced_to_every_replica() {
     let channel = tokio::time::timeout(WAIT, notifications.recv()).await.expect("no notification").unwrap();
     assert_eq!(channel, "hookgate_pending");
     messages.abort();
+    gateway.stop().await;
+}
+
+/// The advisory lock a replica holds while it prunes (`spool::postgres::inspect::PRUNE_LOCK`).
+const PRUNE_LOCK: i64 = 0x686f_6f6b_6761_7466;
+
+/// Pruning runs on one replica at a time: while another session holds the prune lock, as a replica
+/// pruning would, a gateway whose prune falls due leaves the spool alone; once the lock is free, its next
+/// prune removes what `keep_delivered` no longer keeps.
+#[tokio::test]
+async fn a_replica_does_not_prune_while_another_prunes() {
+    let test = concat!(module_path!(), "::a_replica_does_not_prune_while_another_prunes");
+    let Some(backend) = Backend::postgres(test).await else { return };
+    let dir = backend.temp_dir("queue-pg-prune-lock");
+    let upstream = Upstream::start().await;
+    let delivery = queue_delivery(&backend, &dir, "  keep_delivered: 10m\n");
+    let gateway = TestGateway::start(&fixture_config(&route("all", "\"*\"", &upstream.url("/")), &delivery)).await;
+    let send = |order| signed_request("/hooks/main", "order.created", &order_body(order, 0));
+    let old = json(&send_raw(gateway.addr, &send(1)).await)["id"].as_str().unwrap().to_owned();
+    recorded(&backend, &dir, &old, "delivered", 1).await;
+    let events =
+        |id: &str| backend.count(&dir, &format!("SELECT COUNT(*) FROM events WHERE public_id = {}", quoted(id)));
+
+    let (other, connection) = tokio_postgres::connect(&database(&backend).url, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    other.execute("SELECT pg_advisory_lock($1)", &[&PRUNE_LOCK]).await.unwrap();
+    skip_time(Duration::from_secs(11 * 60)).await;
+    // The pass that starts this delivery's attempt prunes right after: once it is recorded (and a moment
+    // more), a prune has been tried with the lock held elsewhere.
+    let recent = json(&send_raw(gateway.addr, &send(2)).await)["id"].as_str().unwrap().to_owned();
+    recorded(&backend, &dir, &recent, "delivered", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(events(&old), 1, "delivered 11 minutes ago, but another replica is pruning: left alone");
+
+    other.execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK]).await.unwrap();
+    skip_time(Duration::from_secs(61)).await;
+    eventually(WAIT, "the next prune, with the lock free, removes it", || events(&old) == 0).await;
+    assert_eq!(events(&recent), 1, "delivered a minute ago: kept");
+    connection.abort();
     gateway.stop().await;
 }

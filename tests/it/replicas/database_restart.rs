@@ -3,7 +3,6 @@
 //! by itself, and every delivery answered 2xx reaches the upstream.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,66 +18,6 @@ const UPSTREAM_DELAY: Duration = Duration::from_millis(100);
 const BEFORE_AND_AFTER: Duration = Duration::from_millis(1500);
 /// How long the server stays down.
 const DOWN_FOR: Duration = Duration::from_secs(3);
-
-/// A throwaway PostgreSQL server of this test's own (`scripts/postgres`), so that stopping it touches no
-/// other test's; stopped however the test ends, its folder kept when it failed.
-struct ThrowawayPostgres {
-    dir: PathBuf,
-}
-
-impl ThrowawayPostgres {
-    /// Starts a server in a new folder directly under `/tmp` (run as root, the server runs as the
-    /// `postgres` user, who must reach it), and gives back its URL.
-    async fn start() -> (ThrowawayPostgres, String) {
-        let server = ThrowawayPostgres { dir: PathBuf::from(format!("/tmp/hg-pg-restart-{:016x}", fastrand::u64(..))) };
-        server.run("start").await;
-        let url = std::fs::read_to_string(server.dir.join("url")).unwrap().trim().to_owned();
-        (server, url)
-    }
-
-    /// Runs `scripts/postgres COMMAND DIR` (`pause`, `restart`), and waits for it.
-    async fn run(&self, command: &'static str) {
-        let dir = self.dir.clone();
-        let output = tokio::task::spawn_blocking(move || script(command, &dir)).await.unwrap();
-        // Its standard output (the URL, with a password) is not shown.
-        assert!(output.status.success(), "scripts/postgres {command}: {}", String::from_utf8_lossy(&output.stderr));
-    }
-}
-
-impl Drop for ThrowawayPostgres {
-    fn drop(&mut self) {
-        let stopped = script("stop", &self.dir);
-        if !stopped.status.success() {
-            eprintln!("scripts/postgres stop {}: {}", self.dir.display(), String::from_utf8_lossy(&stopped.stderr));
-        }
-        if std::thread::panicking() {
-            eprintln!("the failed test's PostgreSQL server (stopped) is kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn script(command: &str, dir: &Path) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres");
-    std::process::Command::new("bash").arg(script).arg(command).arg(dir).output().unwrap()
-}
-
-/// Whether PostgreSQL is at hand: `HOOKGATE_POSTGRES_URL` set says it is installed (this test runs a
-/// server of its own). Without it, says how to start one and passes over the test, or fails under CI.
-fn postgres_at_hand(test: &str) -> bool {
-    if std::env::var_os(POSTGRES_VARIABLE).is_some() {
-        return true;
-    }
-    let test = test.strip_prefix("it::").unwrap_or(test);
-    let how = format!(
-        "{test} needs PostgreSQL: start one with `bash scripts/postgres start /tmp/hookgate-pg` and run the \
-         tests with {POSTGRES_VARIABLE}=$(cat /tmp/hookgate-pg/url)"
-    );
-    assert!(std::env::var_os("CI").is_none(), "{how}; CI is set, so this is a failure");
-    eprintln!("NOT RUN: {how}");
-    false
-}
 
 /// One delivery of the stream: order `order`, when it was sent and answered, and the answer (`None`: the
 /// connection failed).
@@ -108,7 +47,7 @@ async fn postgres_stopped_mid_stream_is_answered_503_then_recovered_from_without
     if !postgres_at_hand(test) {
         return;
     }
-    let (server, url) = ThrowawayPostgres::start().await;
+    let (server, url) = ThrowawayPostgres::start("restart").await;
     let dir = temp_dir("replicas-database-restart");
     std::fs::write(dir.join("pg-url"), format!("{url}\n")).unwrap();
     let delivery = format!(

@@ -67,11 +67,17 @@ impl PrivateCa {
 
     /// A client certificate signed by this CA, written to `dir` as `client.pem` and `client.key`.
     pub fn client_certificate(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let (_, key, pem) = self.issue("hookgate");
         let (cert_file, key_file) = (dir.join("client.pem"), dir.join("client.key"));
-        std::fs::write(&cert_file, pem).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        self.certificate_files("hookgate", &cert_file, &key_file);
         (cert_file, key_file)
+    }
+
+    /// A certificate for `127.0.0.1` named `name`, signed by this CA, written (PEM) to `cert_file` and its
+    /// key to `key_file`: for a server of another program, such as PostgreSQL.
+    pub fn certificate_files(&self, name: &str, cert_file: &Path, key_file: &Path) {
+        let (_, key, pem) = self.issue(name);
+        std::fs::write(cert_file, pem).unwrap();
+        std::fs::write(key_file, key.serialize_pem()).unwrap();
     }
 }
 

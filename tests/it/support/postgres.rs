@@ -3,6 +3,7 @@
 //! Without the variable, a test run by hand says how to start a server and passes over the part that needs
 //! it; under CI (`CI` set) it fails instead.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -44,15 +45,10 @@ impl PostgresDatabase {
     /// server) when the variable is not set and this is not CI.
     pub async fn created(test: &str) -> Option<PostgresDatabase> {
         let test = test.strip_prefix("it::").unwrap_or(test);
-        let Ok(server_url) = std::env::var(POSTGRES_VARIABLE) else {
-            let how = format!(
-                "{test} needs PostgreSQL: start one with `bash scripts/postgres start /tmp/hookgate-pg` \
-                 and run the tests with {POSTGRES_VARIABLE}=$(cat /tmp/hookgate-pg/url)"
-            );
-            assert!(std::env::var_os("CI").is_none(), "{how}; CI is set, so this is a failure");
-            eprintln!("NOT RUN: {how}");
+        if !postgres_at_hand(test) {
             return None;
-        };
+        }
+        let server_url = std::env::var(POSTGRES_VARIABLE).expect("a URL in UTF-8");
         let name = format!("hg_{:016x}", fastrand::u64(..));
         let url = with_database(&server_url, &name);
         // The connections live on a thread of their own with its own runtime: the tests read the spool
@@ -156,4 +152,65 @@ fn with_database(url: &str, database: &str) -> String {
     let path = url[after_scheme..].find('/').map_or(url.len(), |at| after_scheme + at);
     let query = url[path..].find('?').map_or("", |at| &url[path + at..]);
     format!("{}/{database}{query}", &url[..path])
+}
+
+/// A throwaway PostgreSQL server of one test's own (`scripts/postgres`), for a test that stops it or
+/// changes its settings without touching any other test's; stopped however the test ends, its folder kept when it failed.
+pub struct ThrowawayPostgres {
+    /// Its folder: the data in `data/`, its URL in `url`.
+    pub dir: PathBuf,
+}
+
+impl ThrowawayPostgres {
+    /// Starts a server in a new folder directly under `/tmp` (run as root, the server runs as the
+    /// `postgres` user, who must reach it), and gives back its URL.
+    pub async fn start(name: &str) -> (ThrowawayPostgres, String) {
+        let server = ThrowawayPostgres { dir: PathBuf::from(format!("/tmp/hg-pg-{name}-{:016x}", fastrand::u64(..))) };
+        server.run("start").await;
+        let url = std::fs::read_to_string(server.dir.join("url")).unwrap().trim().to_owned();
+        (server, url)
+    }
+
+    /// Runs `scripts/postgres COMMAND DIR` (`pause`, `restart`), and waits for it.
+    pub async fn run(&self, command: &'static str) {
+        let dir = self.dir.clone();
+        let output = tokio::task::spawn_blocking(move || script(command, &dir)).await.unwrap();
+        // Its standard output (the URL, with a password) is not shown.
+        assert!(output.status.success(), "scripts/postgres {command}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let stopped = script("stop", &self.dir);
+        if !stopped.status.success() {
+            eprintln!("scripts/postgres stop {}: {}", self.dir.display(), String::from_utf8_lossy(&stopped.stderr));
+        }
+        if std::thread::panicking() {
+            eprintln!("the failed test's PostgreSQL server (stopped) is kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn script(command: &str, dir: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres");
+    std::process::Command::new("bash").arg(script).arg(command).arg(dir).output().unwrap()
+}
+
+/// Whether PostgreSQL is at hand: `HOOKGATE_POSTGRES_URL` set says a server runs and its binaries are
+/// installed (for a [`ThrowawayPostgres`]). Without it, says how to start one and passes over the test, or fails under CI.
+pub fn postgres_at_hand(test: &str) -> bool {
+    if std::env::var_os(POSTGRES_VARIABLE).is_some() {
+        return true;
+    }
+    let test = test.strip_prefix("it::").unwrap_or(test);
+    let how = format!(
+        "{test} needs PostgreSQL: start one with `bash scripts/postgres start /tmp/hookgate-pg` and run the \
+         tests with {POSTGRES_VARIABLE}=$(cat /tmp/hookgate-pg/url)"
+    );
+    assert!(std::env::var_os("CI").is_none(), "{how}; CI is set, so this is a failure");
+    eprintln!("NOT RUN: {how}");
+    false
 }
