@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `sign`, `diagnose`, `spool` and `health`. What the commands print
+//! The command line: `serve`, `check`, `sign`, `diagnose`, `spool`, `store` and `health`. What the commands print
 //! goes through [`crate::output`], so a reader that stops early (`| head`) ends them quietly.
 
 mod summary;
@@ -34,6 +34,8 @@ enum Command {
     Spool(SpoolArgs),
     /// Explain why a signature does not verify (never printing a secret).
     Diagnose(DiagnoseArgs),
+    /// Check and set up the store's webhooks through its REST API (sources with a `store` block).
+    Store(StoreArgs),
     /// Exit 0 when the admin listener's /readyz answers 200 (a HEALTHCHECK or exec probe); otherwise say
     /// why on one line and exit 1.
     Health(HealthArgs),
@@ -63,6 +65,34 @@ struct DiagnoseArgs {
     /// The body received (standard input when not given).
     #[arg(long, value_name = "FILE")]
     body_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct StoreArgs {
+    /// The configuration file.
+    #[arg(long, short, env = "HOOKGATE_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Only this source (every source with a `store` block when not given).
+    #[arg(long, global = true)]
+    source: Option<String>,
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// The store's webhooks for each source: active or not, whether a route takes the topic, when a
+    /// delivery from it last verified and with which secret, whether its deliveries fail verification, and
+    /// the topics routes take that no webhook sends. Exits 1 when anything needs attention.
+    Status,
+    /// Make the store's webhooks match the config: one active webhook per topic the source's routes take,
+    /// named `hookgate: <source> <topic>`, delivering to `delivery_url` with the source's first secret.
+    /// Creates, updates and reactivates; deletes only webhooks of that name no route wants any more.
+    Sync {
+        /// Print what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +207,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign_stdin(&args),
         Command::Diagnose(args) => diagnose(&args),
         Command::Spool(args) => crate::spool::admin::run(args.config.as_deref(), to_admin(args.command)),
+        Command::Store(args) => store(&args),
         Command::Health(args) => crate::health::run(args.url.as_deref(), args.config.as_deref()),
     }
 }
@@ -193,6 +224,18 @@ fn to_admin(command: SpoolCommand) -> crate::spool::admin::Command {
         SpoolCommand::Retry { id, route, all: _ } => Admin::Retry { id, route },
         SpoolCommand::Migrate { from } => Admin::Migrate { from },
     }
+}
+
+fn store(args: &StoreArgs) -> ExitCode {
+    let Some(config) = &args.config else {
+        eprintln!("hookgate store needs --config FILE (or HOOKGATE_CONFIG)");
+        return ExitCode::from(2);
+    };
+    let command = match args.command {
+        StoreCommand::Status => crate::store_api::commands::Command::Status,
+        StoreCommand::Sync { dry_run } => crate::store_api::commands::Command::Sync { dry_run },
+    };
+    crate::store_api::commands::run(config, args.source.as_deref(), &command)
 }
 
 fn load(path: &Path) -> Option<Config> {

@@ -55,12 +55,17 @@ pub fn run(url: Option<&str>, config: Option<&Path>) -> ExitCode {
 /// `/readyz` on the admin listener bound to `admin`. A wildcard address (`0.0.0.0`, `::`) is asked on
 /// loopback, where a listener on every address answers too.
 pub fn readyz_url(admin: SocketAddr) -> String {
+    admin_url(admin, "/readyz")
+}
+
+/// `path` on the admin listener bound to `admin`, asked on loopback when it is bound to every address.
+pub fn admin_url(admin: SocketAddr, path: &str) -> String {
     let ip = match admin.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, admin.port()))
+    format!("http://{}{path}", SocketAddr::new(ip, admin.port()))
 }
 
 /// GETs `url` within `timeout`: `Ok` when it answers 200, otherwise one line saying why not (what it

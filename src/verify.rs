@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use serde::Deserialize;
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::route::is_valid_topic;
 use crate::secret::Secret;
@@ -187,13 +187,22 @@ impl KeyedMac {
 pub struct Verifier {
     algorithm: Algorithm,
     keys: Vec<KeyedMac>,
+    /// For each key, the position of the secret it comes from in the source's list.
+    secret_of_key: Vec<u32>,
 }
 
 impl Verifier {
     /// Keys one HMAC per candidate key. `secrets` must not be empty (configuration guarantees it).
     pub fn new(algorithm: Algorithm, secrets: &[Secret]) -> Verifier {
-        let keys = candidate_keys(secrets).iter().map(|key| KeyedMac::new(algorithm, key.expose())).collect();
-        Verifier { algorithm, keys }
+        let mut keys = Vec::with_capacity(secrets.len() * 2);
+        let mut secret_of_key = Vec::with_capacity(secrets.len() * 2);
+        for (position, secret) in (0u32..).zip(secrets) {
+            for key in candidate_keys(std::slice::from_ref(secret)) {
+                keys.push(KeyedMac::new(algorithm, key.expose()));
+                secret_of_key.push(position);
+            }
+        }
+        Verifier { algorithm, keys, secret_of_key }
     }
 
     /// The algorithm this source's deliveries are signed with.
@@ -210,24 +219,37 @@ impl Verifier {
     /// comparison runs in constant time, so the time taken says neither which byte differed nor which key
     /// matched.
     pub fn matches(&self, body: &[u8], signature: &Signature) -> bool {
+        self.matching_secret(body, signature).is_some()
+    }
+
+    /// The position (in the source's list) of the secret whose key `signature` is the HMAC of `body` under,
+    /// if any. As [`Verifier::matches`], in constant time: the position is chosen with a constant-time
+    /// select, after every key was tried.
+    fn matching_secret(&self, body: &[u8], signature: &Signature) -> Option<usize> {
         let mut found = Choice::from(0);
+        let mut position = 0u32;
         let mut digest = [0u8; MAX_DIGEST_BYTES];
-        for key in &self.keys {
+        for (key, secret) in self.keys.iter().zip(&self.secret_of_key) {
             let len = key.digest_into(body, &mut digest);
             // Lengths are public (fixed by the algorithm); only the bytes are compared in constant time.
             if len == signature.len {
-                found |= digest[..len].ct_eq(signature.bytes());
+                let equal = digest[..len].ct_eq(signature.bytes());
+                // The first key that matches names the secret: later ones do not overwrite it.
+                position.conditional_assign(secret, equal & !found);
+                found |= equal;
             }
         }
-        found.into()
+        bool::from(found).then(|| usize::try_from(position).unwrap_or(usize::MAX))
     }
 
-    /// Checks a delivery and, when its signature matches, turns it into a [`VerifiedDelivery`].
+    /// Checks a delivery and, when its signature matches, turns it into a [`VerifiedDelivery`] that says
+    /// which of the source's secrets signed it.
     pub fn verify(&self, delivery: UnverifiedDelivery, signature: &Signature) -> Option<VerifiedDelivery> {
-        self.matches(&delivery.body, signature).then(|| VerifiedDelivery {
+        self.matching_secret(&delivery.body, signature).map(|secret| VerifiedDelivery {
             body: delivery.body,
             headers: delivery.headers,
             payload: Payload::default(),
+            secret,
         })
     }
 }
@@ -280,6 +302,8 @@ pub struct VerifiedDelivery {
     headers: HeaderMap,
     /// What the signed payload says, read once when first asked.
     payload: Payload,
+    /// The position of the secret that signed it, in its source's list (0: the first).
+    secret: usize,
 }
 
 impl VerifiedDelivery {
@@ -309,6 +333,12 @@ impl VerifiedDelivery {
     /// The headers forwarded with the body.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The position of the secret that signed it in its source's `secrets` (0: the first), as the
+    /// configuration stood when it was verified.
+    pub fn secret_position(&self) -> usize {
+        self.secret
     }
 }
 
@@ -383,6 +413,18 @@ mod tests {
         let header = sign_with_key(Algorithm::Sha256, &secret("other"), b"body");
         let signature = Signature::from_header(header.as_bytes(), Algorithm::Sha256).unwrap();
         assert!(!verifier.matches(b"body", &signature));
+    }
+
+    #[test]
+    fn a_verified_delivery_says_which_secret_signed_it() {
+        let verifier = Verifier::new(Algorithm::Sha256, &[secret("new"), secret("a&amp;b"), secret("new")]);
+        for (key, position) in [("new", 0), ("a&amp;b", 1), ("a&b", 1)] {
+            let header = sign_with_key(Algorithm::Sha256, &secret(key), b"body");
+            let signature = Signature::from_header(header.as_bytes(), Algorithm::Sha256).unwrap();
+            let unverified = UnverifiedDelivery { body: Bytes::from_static(b"body"), headers: HeaderMap::new() };
+            let verified = verifier.verify(unverified, &signature).expect(key);
+            assert_eq!(verified.secret_position(), position, "{key}: the first secret that matches");
+        }
     }
 
     fn delivery(body: &str) -> VerifiedDelivery {

@@ -1,5 +1,6 @@
 //! The admin listener, apart from the webhook listener: `GET /metrics` (Prometheus text format),
-//! `GET /healthz` (200 while the process serves) and `GET /readyz` (200 only when deliveries can be taken).
+//! `GET /healthz` (200 while the process serves), `GET /readyz` (200 only when deliveries can be taken)
+//! and `GET /webhooks` (what was seen of each store webhook, per source, for `hookgate store status`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -64,6 +65,21 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Body> {
                 response
             }
         },
+        "/webhooks" => {
+            let config = gateway.config();
+            let sources: serde_json::Map<String, serde_json::Value> = config
+                .sources
+                .iter()
+                .map(|source| {
+                    let seen = gateway.seen.report(&config, &source.name);
+                    (source.name.clone(), serde_json::to_value(seen).expect("reports serialise"))
+                })
+                .collect();
+            let body = serde_json::json!({ "sources": sources }).to_string();
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
 }

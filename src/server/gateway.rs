@@ -28,6 +28,7 @@ use crate::woocommerce::{
 use super::capacity;
 use super::clients::{Client, Requests};
 use super::log::{Found, Throttle};
+use super::seen::SeenWebhooks;
 use super::unverified::{Reservation, UnverifiedBytes};
 
 /// The most memory reserved for a body before its bytes arrive.
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub health: Health,
     /// Holds back request lines that anybody can cause past a rate (see [`super::log::Throttle`]).
     pub throttle: Throttle,
+    /// What was seen of each store webhook, for `hookgate store status` (see [`super::seen`]).
+    pub seen: SeenWebhooks,
 }
 
 /// The delivery mode's half of the gateway.
@@ -116,6 +119,7 @@ impl Gateway {
             requests: Requests::new(),
             health: Health::default(),
             throttle: Throttle::default(),
+            seen: SeenWebhooks::default(),
         })
     }
 
@@ -209,12 +213,11 @@ impl Gateway {
         }
         let signature = Signature::from_header(signature_header.as_bytes(), source.verifier.algorithm())
             .map_err(|_| Rejection::InvalidSignature)?;
-        if let Some(allowed) = &source.webhook_ids {
-            let webhook_id =
-                single_header(&parts.headers, &X_WC_WEBHOOK_ID).and_then(|v| parse_webhook_id(v.as_bytes()));
-            if !webhook_id.is_some_and(|id| allowed.contains(&id)) {
-                return Err(Rejection::ForbiddenWebhook);
-            }
+        let webhook_id = single_header(&parts.headers, &X_WC_WEBHOOK_ID).and_then(|v| parse_webhook_id(v.as_bytes()));
+        if let Some(allowed) = &source.webhook_ids
+            && !webhook_id.is_some_and(|id| allowed.contains(&id))
+        {
+            return Err(Rejection::ForbiddenWebhook);
         }
 
         let headers = forwarded_headers(&parts, peer, self.scheme);
@@ -222,11 +225,9 @@ impl Gateway {
         let body =
             read_body(body, config.limits.max_body_bytes, declared_length, &config.limits, &mut reservation).await?;
         found.bytes = body.len();
-        let delivery = source
-            .verifier
-            .verify(UnverifiedDelivery { body, headers }, &signature)
-            .ok_or(Rejection::InvalidSignature)?;
+        let delivery = self.verify(source, UnverifiedDelivery { body, headers }, &signature, webhook_id);
         drop(reservation);
+        let delivery = delivery?;
         // Checked only now, so that an unsigned caller learns nothing about what else is expected.
         let topic = delivery.topic().ok_or(Rejection::MissingTopic)?;
         found.topic = Some(topic.to_owned());
@@ -244,6 +245,26 @@ impl Gateway {
             }
         })
         .await
+    }
+
+    /// Checks the signature, and notes what it says of webhook `webhook_id` (see [`super::seen`]).
+    fn verify(
+        &self,
+        source: &Source,
+        delivery: UnverifiedDelivery,
+        signature: &Signature,
+        webhook_id: Option<u64>,
+    ) -> Result<VerifiedDelivery, Rejection> {
+        let verified = source.verifier.verify(delivery, signature);
+        if let Some(id) = webhook_id {
+            let now = self.clock.now_ms() / 1000;
+            match verified.as_ref().and_then(|delivery| source.secrets.get(delivery.secret_position())) {
+                Some(secret) => self.seen.verified(&source.name, id, secret, now),
+                None if verified.is_none() => self.seen.refused(&source.name, id, now),
+                None => {}
+            }
+        }
+        verified.ok_or(Rejection::InvalidSignature)
     }
 
     /// Proxy mode: the first matching route gets the delivery now, and its answer is WooCommerce's answer.

@@ -19,6 +19,7 @@ pub mod idle;
 pub(crate) mod listener;
 pub mod log;
 mod reload;
+pub mod seen;
 pub mod service;
 pub mod unverified;
 

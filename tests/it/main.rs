@@ -25,6 +25,7 @@ mod replay;
 mod replicas;
 mod secrets;
 mod signatures;
+mod store;
 mod store_api;
 mod tls;
 mod upstream_tls;

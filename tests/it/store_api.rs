@@ -47,7 +47,6 @@ async fn a_webhook_is_created_listed_paused_and_deleted_over_oauth_on_the_real_s
             topic: Some("order.created".to_owned()),
             delivery_url: Some(delivery_url.clone()),
             secret: Some(Secret::new(b"store-api-webhook-secret".to_vec())),
-            api_version: Some("wp_api_v3".to_owned()),
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));

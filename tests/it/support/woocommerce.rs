@@ -65,6 +65,16 @@ impl WooCommerceSite {
         (key["consumer_key"].as_str().unwrap().to_owned(), key["consumer_secret"].as_str().unwrap().to_owned())
     }
 
+    /// Runs the store's scheduled actions once (`php run-queue.php`), as WP-Cron would: the webhook
+    /// deliveries that changes made through the REST API queued go out now.
+    pub async fn run_queue(&self) {
+        let mut command = Command::new("php");
+        command.arg(self.dir.join("run-queue.php"));
+        let output =
+            tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("php runs run-queue.php");
+        assert!(output.status.success(), "run-queue.php failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
     /// Runs `php send.php ARGS...` (WooCommerce's own webhook code, see the kit's README) and returns the
     /// JSON line it prints for each delivery attempt.
     pub async fn send(&self, args: &[&str]) -> Vec<serde_json::Value> {

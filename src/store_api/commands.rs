@@ -1,0 +1,169 @@
+//! `hookgate store status` and `hookgate store sync`: for each source with a `store` (or the one named),
+//! the store's webhooks are listed through its REST API, what the running gateway has seen of them is
+//! asked of its admin listener (`GET /webhooks`), and the findings are printed or the changes made.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use crate::config::{Config, Source, StoreSettings};
+use crate::server::seen::SeenReport;
+
+use super::plan::{Change, sync_plan, wanted_topics};
+use super::status::status;
+use super::{StoreClient, StoreError};
+
+/// How long the gateway's admin listener is given to say what it has seen.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to do with the store.
+#[derive(Debug)]
+pub enum Command {
+    /// Print the webhooks' state; exit 1 when something needs attention.
+    Status,
+    /// Make the webhooks match the config; with `dry_run`, only print what would change.
+    Sync {
+        /// Print the changes without making them.
+        dry_run: bool,
+    },
+}
+
+/// Runs `command` for the sources of the config at `path` that have a `store` (only `only`, when given).
+/// Exit 0: done and nothing needs attention; 1: something needs attention or a request failed; 2: the
+/// config or the arguments are wrong.
+pub fn run(path: &Path, only: Option<&str>, command: &Command) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let sources: Vec<&Source> =
+        config.sources.iter().map(AsRef::as_ref).filter(|s| only.is_none_or(|name| s.name == name)).collect();
+    if let Some(name) = only
+        && sources.is_empty()
+    {
+        eprintln!("{}: no source is named {name:?}", path.display());
+        return ExitCode::from(2);
+    }
+    let with_store: Vec<(&Source, &StoreSettings)> =
+        sources.iter().filter_map(|source| source.store.as_ref().map(|store| (*source, store))).collect();
+    if with_store.is_empty() {
+        let which = only.map_or_else(|| "no source".to_owned(), |name| format!("source {name:?}"));
+        eprintln!(
+            "{}: {which} has a `store` block (sources[].store: url, consumer_key, consumer_secret, delivery_url)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let seen = seen_by_gateway(&config).await;
+        let mut healthy = true;
+        for (source, store) in with_store {
+            let seen = seen.as_ref().map(|seen| seen.get(&source.name).map_or(&[][..], Vec::as_slice));
+            healthy &= match command {
+                Command::Status => status_of(&config, source, store, seen.map_err(String::as_str)).await,
+                Command::Sync { dry_run } => sync(&config, source, store, seen.ok(), *dry_run).await,
+            };
+        }
+        if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    })
+}
+
+/// A client of `store`, or `None` after saying why there is none.
+fn client(source: &Source, store: &StoreSettings) -> Option<StoreClient> {
+    match StoreClient::new(store) {
+        Ok(client) => Some(client),
+        Err(error) => {
+            eprintln!("source {}: cannot set up TLS for the store: {error}", source.name);
+            None
+        }
+    }
+}
+
+async fn status_of(config: &Config, source: &Source, store: &StoreSettings, seen: Result<&[SeenReport], &str>) -> bool {
+    let Some(client) = client(source, store) else { return false };
+    let webhooks = match client.list_webhooks().await {
+        Ok(webhooks) => webhooks,
+        Err(error) => return failed(source, &error),
+    };
+    let found = status(source, store, &wanted_topics(config, &source.name), &webhooks, seen);
+    crate::output::print(&found.text);
+    !found.needs_attention
+}
+
+async fn sync(
+    config: &Config,
+    source: &Source,
+    store: &StoreSettings,
+    seen: Option<&[SeenReport]>,
+    dry_run: bool,
+) -> bool {
+    let Some(client) = client(source, store) else { return false };
+    let webhooks = match client.list_webhooks().await {
+        Ok(webhooks) => webhooks,
+        Err(error) => return failed(source, &error),
+    };
+    let changes = sync_plan(source, store, &wanted_topics(config, &source.name), &webhooks, seen);
+    if changes.is_empty() {
+        crate::output::print(&format!(
+            "source {}: the store's webhooks match the config; nothing to change\n",
+            source.name
+        ));
+        return true;
+    }
+    for change in changes {
+        if dry_run {
+            crate::output::print(&format!("source {}: would {change}\n", source.name));
+            continue;
+        }
+        let done = match &change {
+            Change::Create { fields, .. } => {
+                client.create_webhook(fields).await.map(|made| format!(" as #{}", made.id))
+            }
+            Change::Update { id, fields, .. } => client.update_webhook(*id, fields).await.map(|_| String::new()),
+            Change::Delete { id, .. } => client.delete_webhook(*id).await.map(|()| String::new()),
+        };
+        match done {
+            Ok(detail) => crate::output::print(&format!("source {}: {change}: done{detail}\n", source.name)),
+            Err(error) => return failed(source, &error),
+        };
+    }
+    true
+}
+
+fn failed(source: &Source, error: &StoreError) -> bool {
+    eprintln!("source {}: {error}", source.name);
+    false
+}
+
+/// What the running gateway has seen of each source's webhooks, from its admin listener; why not, when
+/// it does not answer.
+async fn seen_by_gateway(config: &Config) -> Result<HashMap<String, Vec<SeenReport>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Seen {
+        sources: HashMap<String, Vec<SeenReport>>,
+    }
+    let url = crate::health::admin_url(config.admin_listen, "/webhooks");
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url} is not a URL"))?;
+    let exchange = async {
+        let response = client.get(uri).await.map_err(|e| format!("the gateway's admin listener at {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("the gateway's admin listener at {url} answered {}", response.status()));
+        }
+        let body = response.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+        serde_json::from_slice::<Seen>(&body).map_err(|e| format!("{url} answered something else: {e}"))
+    };
+    let seen = tokio::time::timeout(ADMIN_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("the gateway's admin listener at {url} did not answer within 5 s"))??;
+    Ok(seen.sources)
+}
