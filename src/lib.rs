@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod output;
 pub mod route;
 pub mod secret;
+pub mod seen;
 pub mod server;
 pub mod spool;
 pub mod store_api;

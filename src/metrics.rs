@@ -48,6 +48,17 @@ pub const CONNECTIONS_REFUSED_TOTAL: &str = "hookgate_connections_refused_total"
 pub const CONNECTIONS_IDLED_TOTAL: &str = "hookgate_connections_idled_total";
 /// HTTP/2 connections closed for sending control frames past the limit (GOAWAY `ENHANCE_YOUR_CALM`).
 pub const HTTP2_CONTROL_FLOODS_TOTAL: &str = "hookgate_http2_control_floods_total";
+/// The store's webhooks that deliver to a source, by source and status (active, paused, disabled), as the
+/// last watch found them.
+pub const STORE_WEBHOOKS: &str = "hookgate_store_webhooks";
+/// Watch checks of a store that failed (unreachable, refused), by source.
+pub const STORE_CHECK_ERRORS_TOTAL: &str = "hookgate_store_check_errors_total";
+/// Webhooks that WooCommerce disabled and the watch set active again, by source.
+pub const STORE_REACTIVATIONS_TOTAL: &str = "hookgate_store_reactivations_total";
+/// Resources fetched from a store by a backfill and queued, by source.
+pub const STORE_BACKFILLED_TOTAL: &str = "hookgate_store_backfilled_total";
+/// Unix time of a store's last successful watch check, by source.
+pub const STORE_LAST_CHECK_SUCCESS_TIMESTAMP_SECONDS: &str = "hookgate_store_last_check_success_timestamp_seconds";
 /// Always 1, labelled with the version.
 pub const BUILD_INFO: &str = "hookgate_build_info";
 
@@ -106,6 +117,24 @@ fn describe() {
     );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes the spool's live data takes.");
     describe_counter!(CONFIG_RELOADS_TOTAL, "Configuration loads and reloads, by result.");
+    describe_gauge!(
+        STORE_WEBHOOKS,
+        "The store's webhooks delivering to a source, by source and status, at the last watch."
+    );
+    describe_counter!(
+        STORE_CHECK_ERRORS_TOTAL,
+        "Failed watch checks of a source's store (unreachable, refused), by source."
+    );
+    describe_counter!(
+        STORE_REACTIVATIONS_TOTAL,
+        "Webhooks WooCommerce disabled that the watch set active again, by source."
+    );
+    describe_counter!(STORE_BACKFILLED_TOTAL, "Resources fetched from the store by a backfill and queued, by source.");
+    describe_gauge!(
+        STORE_LAST_CHECK_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful watch check of a source's store."
+    );
     describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
         Unit::Seconds,

@@ -307,6 +307,14 @@ pub struct VerifiedDelivery {
 }
 
 impl VerifiedDelivery {
+    /// A resource hookgate fetched itself from its source's store, over the store's REST API with the
+    /// source's REST key (the store's backfill): authentic without a signature, since the store answered
+    /// an authenticated request. Nothing that arrives over HTTP can become one this way: only
+    /// [`crate::store_api::backfill`] calls it.
+    pub(crate) fn fetched_from_store(body: Bytes, headers: HeaderMap) -> VerifiedDelivery {
+        VerifiedDelivery { body, headers, payload: Payload::default(), secret: usize::MAX }
+    }
+
     /// The delivery's topic, when `X-WC-Webhook-Topic` is present once and is a plausible topic.
     pub fn topic(&self) -> Option<&str> {
         single_header(&self.headers, &X_WC_WEBHOOK_TOPIC)

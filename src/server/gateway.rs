@@ -28,8 +28,8 @@ use crate::woocommerce::{
 use super::capacity;
 use super::clients::{Client, Requests};
 use super::log::{Found, Throttle};
-use super::seen::SeenWebhooks;
 use super::unverified::{Reservation, UnverifiedBytes};
+use crate::seen::SeenWebhooks;
 
 /// The most memory reserved for a body before its bytes arrive.
 const INITIAL_BODY_BUFFER: usize = 64 * 1024;
@@ -55,7 +55,7 @@ pub struct Gateway {
     pub health: Health,
     /// Holds back request lines that anybody can cause past a rate (see [`super::log::Throttle`]).
     pub throttle: Throttle,
-    /// What was seen of each store webhook, for `hookgate store status` (see [`super::seen`]).
+    /// What was seen of each store webhook, for `hookgate store status` (see [`crate::seen`]).
     pub seen: SeenWebhooks,
 }
 
@@ -128,6 +128,19 @@ impl Gateway {
         if let Mode::Queue(queue) = &self.mode {
             queue.start_delivering(Arc::clone(&self.config), self.forwarder.clone());
         }
+    }
+
+    /// The queue, in queue mode.
+    pub fn queue(&self) -> Option<&Queue> {
+        match &self.mode {
+            Mode::Queue(queue) => Some(queue),
+            Mode::Proxy => None,
+        }
+    }
+
+    /// The gateway's clock (tests pass one that follows tokio's paused clock).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// `None` when the gateway can take deliveries; otherwise why not (for `/readyz`).
@@ -247,7 +260,7 @@ impl Gateway {
         .await
     }
 
-    /// Checks the signature, and notes what it says of webhook `webhook_id` (see [`super::seen`]).
+    /// Checks the signature, and notes what it says of webhook `webhook_id` (see [`crate::seen`]).
     fn verify(
         &self,
         source: &Source,

@@ -19,8 +19,8 @@ pub mod idle;
 pub(crate) mod listener;
 pub mod log;
 mod reload;
-pub mod seen;
 pub mod service;
+mod store_watch;
 pub mod unverified;
 
 use std::convert::Infallible;
@@ -152,6 +152,7 @@ impl Server {
         // has been in place since the `Reloads` was made).
         gateway.start_delivering();
         let reloads = watching.map(|watching| tokio::spawn(watching.run()));
+        let store_watches = store_watch::spawn(&gateway);
         let reports = tokio::spawn({
             let gateway = Arc::clone(&gateway);
             async move {
@@ -164,6 +165,7 @@ impl Server {
         });
         let result = serve_webhooks(webhook, Arc::clone(&gateway), shutdown).await;
         reports.abort();
+        store_watches.iter().for_each(tokio::task::JoinHandle::abort);
         gateway.throttle.report();
         if let Some(reloads) = reloads {
             reloads.abort();

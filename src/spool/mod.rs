@@ -11,6 +11,7 @@
 pub mod admin;
 mod backend;
 pub mod dispatch;
+mod held;
 pub mod postgres;
 mod queue;
 pub mod store;
@@ -106,6 +107,11 @@ fn strip_rebuilt(object: &mut serde_json::Map<String, serde_json::Value>) {
 /// What orders deliveries: the source, the topic's resource and the payload's `id` (`main/order:727`).
 /// `None` when the payload has no id (action topics, error payloads): such deliveries are not ordered.
 /// The id is asked for only when the topic names a resource.
+/// The key a delivery from `source` is ordered by: its resource (`source/order:727`), when it has one.
+pub(crate) fn resource_key_of(source: &str, delivery: &VerifiedDelivery) -> Option<String> {
+    resource_key(source, delivery.topic().unwrap_or_default(), || delivery.resource_id())
+}
+
 fn resource_key(source: &str, topic: &str, id: impl FnOnce() -> Option<ResourceId>) -> Option<String> {
     let resource = topic.split('.').next().filter(|r| !r.is_empty() && *r != "action")?;
     // A NUL cannot be stored in PostgreSQL's text: an id holding one is kept with it escaped.

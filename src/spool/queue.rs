@@ -60,6 +60,11 @@ impl Queue {
         self.spool.writable()
     }
 
+    /// The spool, for reads beside the writer (what the store's backfill checks).
+    pub fn spool(&self) -> &Backend {
+        &self.spool
+    }
+
     /// Why the spool cannot take deliveries, while it cannot (for `/readyz`).
     pub fn unavailable(&self) -> Option<&'static str> {
         (!self.spool.writable()).then(|| self.spool.unavailable_reason())

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
 use crate::config::{Config, Source, StoreSettings};
-use crate::server::seen::SeenReport;
+use crate::seen::SeenReport;
 
 use super::plan::{Change, sync_plan, wanted_topics};
 use super::status::status;

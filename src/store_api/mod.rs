@@ -17,6 +17,7 @@ use crate::config::StoreSettings;
 use crate::secret::Secret;
 use crate::upstream::{HttpsClient, UpstreamClient};
 
+pub mod backfill;
 pub mod commands;
 pub mod oauth;
 pub mod plan;
@@ -204,12 +205,7 @@ impl StoreClient {
             let (headers, body) = self.send(Method::GET, WEBHOOKS, &parameters, None).await?;
             let mut listed: Vec<Webhook> = self.parse(Method::GET, WEBHOOKS, &body)?;
             webhooks.append(&mut listed);
-            let pages = headers
-                .get("x-wp-totalpages")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse::<u32>().ok())
-                .unwrap_or(1);
-            if page >= pages.min(MAX_PAGES) {
+            if page >= total_pages(&headers).min(MAX_PAGES) {
                 return Ok(webhooks);
             }
             page += 1;
@@ -234,6 +230,33 @@ impl StoreClient {
         let endpoint = format!("{WEBHOOKS}/{id}");
         self.send(Method::DELETE, &endpoint, &[("force", "true".to_owned())], None).await?;
         Ok(())
+    }
+
+    /// One page (100 a page, from 1) of the store's `resources` (`orders`, `products`, `coupons`,
+    /// `customers`) in the order of their ids, and how many pages there are. With `modified_after` (unix
+    /// seconds, UTC), only those modified after it; the customers endpoint has no such filter, so all are
+    /// listed and the caller filters them.
+    pub async fn list_page(
+        &self,
+        resources: &str,
+        modified_after: Option<i64>,
+        page: u32,
+    ) -> Result<(Vec<serde_json::Value>, u32), StoreError> {
+        let endpoint = format!("/wp-json/wc/v3/{resources}");
+        let mut parameters = vec![
+            ("per_page", PER_PAGE.to_string()),
+            ("page", page.to_string()),
+            ("orderby", "id".to_owned()),
+            ("order", "asc".to_owned()),
+        ];
+        if let Some(after) = modified_after {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(after).unwrap_or(0));
+            parameters.push(("modified_after", humantime::format_rfc3339_seconds(at).to_string()));
+            parameters.push(("dates_are_gmt", "true".to_owned()));
+        }
+        let (headers, body) = self.send(Method::GET, &endpoint, &parameters, None).await?;
+        let items = self.parse(Method::GET, &endpoint, &body)?;
+        Ok((items, total_pages(&headers).min(MAX_PAGES)))
     }
 
     /// POSTs `body` to `endpoint` of the REST API (`/wp-json/wc/v3/orders`, say) and returns the store's
@@ -350,6 +373,15 @@ impl StoreClient {
             reason,
         }
     }
+}
+
+/// How many pages a listing has, as `X-WP-TotalPages` says (1 when it does not).
+fn total_pages(headers: &http::HeaderMap) -> u32 {
+    headers
+        .get("x-wp-totalpages")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .unwrap_or(1)
 }
 
 /// What an error answer says: WooCommerce's `code` and `message` when it sent JSON, else the start of the

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, Source, StoreSettings};
-use crate::server::seen::SeenReport;
+use crate::seen::SeenReport;
 use crate::woocommerce::RESOURCE_TOPICS;
 
 use super::{Webhook, WebhookFields, WebhookStatus};

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::{Source, StoreSettings};
-use crate::server::seen::SeenReport;
+use crate::seen::SeenReport;
 
 use super::plan::{API_VERSION, status_name, webhook_name};
 use super::{Webhook, WebhookStatus};

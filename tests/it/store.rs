@@ -12,6 +12,8 @@ use hookgate::store_api::{StoreClient, Webhook, WebhookFields, WebhookStatus};
 
 use crate::support::*;
 
+mod outage;
+
 /// A port nothing listens on now, for a config that must name its ports before the gateway starts (the
 /// store's `delivery_url` holds the gateway's).
 fn free_port() -> u16 {
@@ -65,12 +67,18 @@ impl StoreSetup {
         }
     }
 
-    /// Writes the config: `secrets` for the source, routes for `topics` to `upstream`.
+    /// Writes the config: `secrets` for the source, routes for `topics` to `upstream`, in proxy mode with
+    /// no watch.
     fn write_config(&self, secrets: &[&str], topics: &str, upstream: &str) {
+        self.write_config_with(secrets, topics, upstream, "      watch: 0\n", "delivery:\n  mode: proxy\n");
+    }
+
+    /// [`StoreSetup::write_config`] with more lines for the `store` block and a `delivery` section.
+    fn write_config_with(&self, secrets: &[&str], topics: &str, upstream: &str, store_lines: &str, delivery: &str) {
         let port = self.delivery_url.split(':').nth(2).unwrap().split('/').next().unwrap();
         let secrets: String = secrets.iter().map(|s| format!("      - value: \"{s}\"\n")).collect();
         let config = format!(
-            "listen: \"127.0.0.1:{port}\"\nadmin_listen: \"127.0.0.1:{admin}\"\nsources:\n  - name: {source}\n    path: /hooks/{source}\n    secrets:\n{secrets}    store:\n      url: \"{url}\"\n      consumer_key: {{ value: \"{key}\" }}\n      consumer_secret: {{ file: {secret_file} }}\n      delivery_url: \"{delivery_url}\"\n      watch: 0\nroutes:\n  - name: fulfillment\n    source: {source}\n    topics: {topics}\n    upstream: \"{upstream}\"\ndelivery:\n  mode: proxy\n",
+            "listen: \"127.0.0.1:{port}\"\nadmin_listen: \"127.0.0.1:{admin}\"\nsources:\n  - name: {source}\n    path: /hooks/{source}\n    secrets:\n{secrets}    store:\n      url: \"{url}\"\n      consumer_key: {{ value: \"{key}\" }}\n      consumer_secret: {{ file: {secret_file} }}\n      delivery_url: \"{delivery_url}\"\n{store_lines}routes:\n  - name: fulfillment\n    source: {source}\n    topics: {topics}\n    upstream: \"{upstream}\"\n{delivery}",
             admin = self.admin_port(),
             source = self.source,
             url = self.store_url,

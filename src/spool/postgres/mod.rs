@@ -229,6 +229,11 @@ impl PgSpool {
         .await
     }
 
+    /// A pooled connection, for reads beside the writer (what the store's backfill checks).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, SpoolError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
     /// Stops the writer once it has committed everything sent before, hands back the claims of attempts
     /// the stop abandoned (so that another replica sends them at once, not when their leases lapse), and
     /// closes the connections.

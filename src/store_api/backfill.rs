@@ -1,0 +1,128 @@
+//! The store's backfill: every order, product, customer and coupon the store modified since a time, fetched
+//! through its REST API and queued as a `<resource>.updated` delivery to the routes that take that topic,
+//! unless the spool already holds that resource at the same state or a newer one. Queue mode only.
+//!
+//! A backfilled delivery carries the REST API's representation of the resource (what a `wp_api_v3` webhook
+//! sends), `X-Hookgate-Backfill: 1` and no `X-WC-Webhook-Signature`: hookgate fetched it itself, with the
+//! source's REST key. It goes through the same spool, with the same order, dedupe and size rules, as a
+//! delivery that arrived signed. Pages are queued one at a time, so memory holds one page (100 resources).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Config, Source, StoreSettings};
+use crate::route::TopicPattern;
+use crate::spool::{NotStored, Queue};
+use crate::verify::VerifiedDelivery;
+use crate::woocommerce::RESOURCES;
+
+use super::{StoreClient, StoreError};
+
+/// The header that marks a delivery hookgate fetched itself.
+pub const X_HOOKGATE_BACKFILL: HeaderName = HeaderName::from_static("x-hookgate-backfill");
+/// How far before the asked time the spool's deliveries are looked at, for resources it already holds:
+/// room for the store's clock and hookgate's to differ.
+const CLOCK_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+/// What a backfill did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backfilled {
+    /// Resources the store listed as modified since the time.
+    pub fetched: u64,
+    /// Of those, the ones queued.
+    pub queued: u64,
+    /// Of those, the ones the spool already held at that state or a newer one (or a repeat, by dedupe).
+    pub already_held: u64,
+}
+
+/// Why a backfill stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// The store did not answer as it should.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The spool did not take a delivery (full or unavailable): what was queued before stays queued.
+    #[error("the spool did not take a backfilled delivery: {0}")]
+    Spool(String),
+}
+
+/// Backfills `source` from `store` (through `client`) with what was modified since `since` (unix seconds),
+/// for the topics `topics` matches (all, when `None`), into `queue` under `config`.
+pub async fn backfill(
+    client: &StoreClient,
+    queue: &Queue,
+    config: &Config,
+    source: &Source,
+    store: &StoreSettings,
+    since: i64,
+    topics: Option<&TopicPattern>,
+) -> Result<Backfilled, BackfillError> {
+    let margin = i64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
+    let held = queue
+        .spool()
+        .held_states(&source.name, since.saturating_mul(1000).saturating_sub(margin))
+        .await
+        .map_err(|e| BackfillError::Spool(e.to_string()))?;
+    let mut done = Backfilled::default();
+    for resource in RESOURCES {
+        let topic = format!("{resource}.updated");
+        let routes: Vec<String> = config.routes.matching(&source.name, &topic).map(|r| r.name.clone()).collect();
+        if routes.is_empty() || topics.is_some_and(|pattern| !pattern.matches(&topic)) {
+            continue;
+        }
+        let listing = format!("{resource}s");
+        // The customers endpoint cannot filter by modification: all are listed, and filtered here.
+        let filter = (resource != "customer").then_some(since);
+        let mut page = 1;
+        loop {
+            let (items, pages) = client.list_page(&listing, filter, page).await?;
+            for item in items {
+                let delivery = fetched(store, &topic, resource, &item);
+                let modified = delivery.modified_at();
+                if modified.is_none_or(|at| at <= since) && filter.is_none() {
+                    continue;
+                }
+                done.fetched += 1;
+                let key = crate::spool::resource_key_of(&source.name, &delivery);
+                let newest_held = key.as_ref().and_then(|key| held.get(key));
+                if let (Some(held), Some(modified)) = (newest_held, modified)
+                    && *held >= modified
+                {
+                    done.already_held += 1;
+                    continue;
+                }
+                match queue.store(config, &source.name, &delivery, routes.clone()).await {
+                    Ok(crate::spool::Stored::Duplicate { .. }) => done.already_held += 1,
+                    Ok(_) => done.queued += 1,
+                    Err(NotStored::Full) => return Err(BackfillError::Spool("the spool is full".to_owned())),
+                    Err(NotStored::Unavailable(error)) => return Err(BackfillError::Spool(error.to_string())),
+                }
+            }
+            if page >= pages {
+                break;
+            }
+            page += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// The delivery a webhook of `topic` would have sent for `item`, as fetched from the store.
+fn fetched(store: &StoreSettings, topic: &str, resource: &str, item: &serde_json::Value) -> VerifiedDelivery {
+    let body = Bytes::from(serde_json::to_vec(item).expect("a JSON value serialises"));
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    put("content-type", "application/json");
+    put("x-wc-webhook-source", &format!("{}/", store.url.to_string().trim_end_matches('/')));
+    put("x-wc-webhook-topic", topic);
+    put("x-wc-webhook-resource", resource);
+    put("x-wc-webhook-event", "updated");
+    headers.insert(X_HOOKGATE_BACKFILL, HeaderValue::from_static("1"));
+    VerifiedDelivery::fetched_from_store(body, headers)
+}
