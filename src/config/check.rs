@@ -25,6 +25,7 @@ mod store;
 mod upstream;
 
 use routes::route_warnings;
+pub(super) use spool::{postgres_url_origin, resolve_postgres_url};
 
 /// Checks the raw shapes of the file at `path` (whose text is `text`) and builds the configuration: whole,
 /// or not at all with every problem found, each rendered with its position.
