@@ -8,8 +8,8 @@ use serde_saphyr::Spanned;
 
 use super::super::raw::{RawDelivery, RawPostgres};
 use super::super::{DEFAULT_SPOOL_PATH, PostgresSettings, SpoolLocation};
-use super::Checker;
-use crate::secret::{self, ResolveError, Secret, SecretOrigin};
+use super::{Checker, unresolved_secret};
+use crate::secret::{self, Secret, SecretOrigin};
 
 /// Connections in a replica's pool when `max_connections` is not given.
 pub const DEFAULT_POSTGRES_CONNECTIONS: usize = 16;
@@ -109,16 +109,9 @@ pub(in crate::config) fn postgres_url_origin<'a>(
 /// The PostgreSQL URL read from `origin` (named `url_from` in messages); the error is the problem to tell,
 /// which says how to fix it and never holds the URL.
 pub(in crate::config) fn resolve_postgres_url(origin: &SecretOrigin, url_from: &str) -> Result<Secret, String> {
-    secret::resolve(origin).map_err(|error| match error {
-        ResolveError::EnvUnset(var) => format!(
-            "environment variable {var} is not set (delivery.postgres.url_env): export it with the PostgreSQL URL, or use url_file"
-        ),
-        ResolveError::Unreadable { path, error } => format!(
-            "cannot read delivery.postgres.url_file {} ({error}): check the path (relative paths start at the config file's folder) and its permissions",
-            path.display()
-        ),
-        ResolveError::Empty => {
-            format!("the PostgreSQL URL from {url_from} is empty: give postgres://USER:PASSWORD@HOST:PORT/DATABASE")
-        }
+    secret::resolve(origin).map_err(|error| {
+        let empty =
+            format!("the PostgreSQL URL from {url_from} is empty: give postgres://USER:PASSWORD@HOST:PORT/DATABASE");
+        unresolved_secret(error, "delivery.postgres", "export it with the PostgreSQL URL, or use url_file", empty)
     })
 }
