@@ -112,7 +112,7 @@ pub async fn prune(client: &mut deadpool_postgres::Client, ages: PruneAges) -> R
         + orphans
         + unrouted_bytes
         + i64::try_from(forgotten).unwrap_or(0) * DEDUPE_ROW_BYTES;
-    count_usage(&*tx, "prune", -removed).await?;
+    count_usage(&tx, "prune", -removed).await?;
     tx.commit().await.map_err(pg_error)?;
     let unrouted = u64::try_from(unrouted).unwrap_or(0);
     let most = u64::try_from(events.len()).unwrap_or(0).max(unrouted).max(forgotten);
