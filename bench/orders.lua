@@ -18,12 +18,8 @@ ffi.cdef [[
 ]]
 local SIGINT = 2
 
-local function read(path)
-  local file = assert(io.open(path, "rb"))
-  local data = file:read("*a")
-  file:close()
-  return data
-end
+-- bench/files.lua, from this script's folder, wherever wrk runs from.
+local files = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "files.lua")
 
 local function unix_ms()
   local now = ffi.new("struct timeval_ms")
@@ -39,15 +35,11 @@ function setup(thread)
 end
 
 function init(args)
-  local body = read(os.getenv("BODY_FILE"))
+  local body = files.read(os.getenv("BODY_FILE"))
   local rest = assert(body:match('^{"id":%d+(,.*)$'), "the body must start with its id")
-  local headers = {}
-  for line in read(os.getenv("HEADERS_FILE")):gmatch("[^\n]+") do
-    local name, value = line:match("^([^:]+):%s*(.*)$")
-    if name then headers[name] = value end
-  end
+  local headers = files.headers(os.getenv("HEADERS_FILE"))
   requests, sent, answered, non2xx, first_send_ms = {}, 0, 0, 0, 0
-  for line in read(os.getenv("ORDERS_FILE")):gmatch("[^\n]+") do
+  for line in files.read(os.getenv("ORDERS_FILE")):gmatch("[^\n]+") do
     local id, delivery_id, signature = line:match("^(%d+) (%S+) (%S+)$")
     local these = {}
     for name, value in pairs(headers) do these[name] = value end

@@ -1,18 +1,13 @@
 -- wrk script: POST the signed order-created fixture with the headers WooCommerce sends.
 -- BODY_FILE and HEADERS_FILE (one "Name: value" per line) are read from the environment.
-local function read(path)
-  local file = assert(io.open(path, "rb"))
-  local data = file:read("*a")
-  file:close()
-  return data
-end
+-- bench/files.lua, from this script's folder, wherever wrk runs from.
+local files = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "files.lua")
 
 wrk.method = "POST"
 wrk.path = os.getenv("TARGET_PATH") or "/"
-wrk.body = read(os.getenv("BODY_FILE"))
-for line in read(os.getenv("HEADERS_FILE")):gmatch("[^\n]+") do
-  local name, value = line:match("^([^:]+):%s*(.*)$")
-  if name then wrk.headers[name] = value end
+wrk.body = files.read(os.getenv("BODY_FILE"))
+for name, value in pairs(files.headers(os.getenv("HEADERS_FILE"))) do
+  wrk.headers[name] = value
 end
 
 -- One machine-readable line after wrk's own report.

@@ -16,6 +16,7 @@ use super::redact::{redact_line, secret_lines};
 use super::traps::secret_value_warnings;
 use super::*; // the runtime types and their defaults
 use crate::route::TopicPattern;
+use crate::secret::ResolveError;
 
 mod pem;
 mod routes;
@@ -25,6 +26,7 @@ mod store;
 mod upstream;
 
 use routes::route_warnings;
+pub(super) use spool::{postgres_url_origin, resolve_postgres_url};
 
 /// Checks the raw shapes of the file at `path` (whose text is `text`) and builds the configuration: whole,
 /// or not at all with every problem found, each rendered with its position.
@@ -447,4 +449,21 @@ impl Checker<'_> {
 /// Names appear in logs, metric labels and headers, so they are kept plain.
 fn is_plain_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The problem told when a secret that belongs to `owner` (`source "main"`, `delivery.postgres`) cannot be
+/// read: an unset variable is followed by `otherwise` (how to set it or give it another way), an unreadable
+/// file by how to check it, and `empty` is the whole problem for an empty one (what that means differs
+/// with what the secret is for). None of them holds the secret.
+fn unresolved_secret(error: ResolveError, owner: &str, otherwise: &str, empty: String) -> String {
+    match error {
+        ResolveError::EnvUnset(var) => {
+            format!("environment variable {var} is not set (secret of {owner}): {otherwise}")
+        }
+        ResolveError::Unreadable { path, error } => format!(
+            "cannot read secret file {} ({error}) for {owner}: check the path (relative paths start at the config file's folder) and its permissions",
+            path.display()
+        ),
+        ResolveError::Empty => empty,
+    }
 }

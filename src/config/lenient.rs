@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
+use super::check::{postgres_url_origin, resolve_postgres_url};
 use super::{Config, ConfigError, DEFAULT_ADMIN_LISTEN, DEFAULT_SPOOL_PATH, PostgresSettings, SpoolLocation};
-use crate::secret::{self, SecretOrigin};
 
 /// The keys read, and nothing else (unknown keys are ignored here; `hookgate check` reports them).
 #[derive(Deserialize, Default)]
@@ -29,9 +30,9 @@ struct LenientDelivery {
 
 #[derive(Deserialize)]
 struct LenientPostgres {
-    url_env: Option<String>,
-    url_file: Option<String>,
-    url: Option<String>,
+    url_env: Option<Spanned<String>>,
+    url_file: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
     ca_file: Option<String>,
 }
 
@@ -47,7 +48,8 @@ fn read(path: &Path) -> Result<Lenient, ConfigError> {
 
 impl Config {
     /// Only where the spool is, for `hookgate spool`: the SQLite file, or the PostgreSQL database (its URL
-    /// resolved, since that is how to reach it; nothing else of the file is).
+    /// chosen and resolved as `hookgate check` does, with the same problems, since that is how to reach it;
+    /// nothing else of the file is).
     pub fn load_spool(path: &Path) -> Result<SpoolLocation, ConfigError> {
         let delivery = read(path)?.delivery;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -60,22 +62,9 @@ impl Config {
             file: path.to_path_buf(),
             problems: vec![format!("{}: {message}\n", path.display())],
         };
-        let (origin, url_from) = match (postgres.url_env, postgres.url_file, postgres.url) {
-            (Some(var), None, None) => (SecretOrigin::Env(var.clone()), format!("env {var}")),
-            (None, Some(file), None) => {
-                let file = base_dir.join(file);
-                (SecretOrigin::File(file.clone()), format!("file {}", file.display()))
-            }
-            (None, None, Some(url)) => (SecretOrigin::Value(secret::Secret::new(url.into_bytes())), "url".to_owned()),
-            _ => {
-                return Err(problem(
-                    "delivery.postgres needs exactly one of url_env, url_file or url: run `hookgate check` for details"
-                        .into(),
-                ));
-            }
-        };
-        let url = secret::resolve(&origin)
-            .map_err(|e| problem(format!("the PostgreSQL URL (delivery.postgres, {url_from}): {e}")))?;
+        let keys = [postgres.url_env.as_ref(), postgres.url_file.as_ref(), postgres.url.as_ref()];
+        let (_, origin, url_from) = postgres_url_origin(keys, &base_dir).map_err(problem)?;
+        let url = resolve_postgres_url(&origin, &url_from).map_err(problem)?;
         let ca =
             match postgres.ca_file {
                 None => None,
@@ -139,6 +128,26 @@ mod tests {
         let error = Config::load_admin_listen(&path).unwrap_err().to_string();
         assert!(error.contains("admin_listen \"nine\" is not an address"), "{error}");
         for name in ["read", "default", "bad"] {
+            let _ = std::fs::remove_dir_all(file(name, "").parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn the_postgres_url_is_chosen_and_resolved_as_the_check_does() {
+        let path = file(
+            "postgres",
+            "delivery:\n  postgres:\n    url_env: HOOKGATE_LENIENT_UNSET_URL\n    max_connections: many\n",
+        );
+        let error = Config::load_spool(&path).unwrap_err().to_string();
+        assert!(error.contains("environment variable HOOKGATE_LENIENT_UNSET_URL is not set"), "{error}");
+        let path =
+            file("two-urls", "delivery:\n  postgres:\n    url_env: A_VAR\n    url: \"postgres://hg:pw-9@h/hg\"\n");
+        let error = Config::load_spool(&path).unwrap_err().to_string();
+        assert!(error.contains("delivery.postgres has more than one URL") && !error.contains("pw-9"), "{error}");
+        let path = file("url", "delivery:\n  postgres:\n    url: \"postgres://hg:pw-9@h/hg\"\n");
+        let SpoolLocation::Postgres(postgres) = Config::load_spool(&path).unwrap() else { panic!("not postgres") };
+        assert_eq!((postgres.url.expose(), postgres.url_from.as_str()), (&b"postgres://hg:pw-9@h/hg"[..], "url"));
+        for name in ["postgres", "two-urls", "url"] {
             let _ = std::fs::remove_dir_all(file(name, "").parent().unwrap());
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::postgres::{PgSpool, Record, Wanted};
-use super::store::{self, NewEvent, RouteStats, UnroutedStats};
+use super::store::{self, NewEvent, PruneAges, RouteStats, UnroutedStats};
 use super::{Attempted, Due, Spool, SpoolError, Stored};
 use crate::config::SpoolLocation;
 
@@ -109,17 +109,11 @@ impl Backend {
         }
     }
 
-    /// Prunes what is older at `now` than it is kept (see [`store::prune`]); one chunk.
-    pub async fn prune(
-        &self,
-        now: i64,
-        keep_delivered_ms: i64,
-        keep_unrouted_ms: i64,
-        dedupe_window_ms: i64,
-    ) -> Result<usize, SpoolError> {
+    /// Prunes what is older at `ages.now` than it is kept (see [`store::prune`]); one chunk.
+    pub async fn prune(&self, ages: PruneAges) -> Result<usize, SpoolError> {
         match self {
-            Backend::Sqlite(spool) => spool.prune(now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms).await,
-            Backend::Postgres(spool) => spool.prune(now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms).await,
+            Backend::Sqlite(spool) => spool.prune(ages).await,
+            Backend::Postgres(spool) => spool.prune(ages).await,
         }
     }
 

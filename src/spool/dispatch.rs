@@ -242,11 +242,15 @@ fn wait_for(next_due: Option<i64>, now: i64) -> Duration {
 /// than `keep_unrouted` and the dedupe records older than the dedupe window, at `now` (unix ms).
 async fn prune(spool: &Backend, settings: &QueueSettings, now: i64) {
     let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-    let (keep, keep_unrouted) = (millis(settings.keep_delivered), millis(settings.keep_unrouted));
-    let window = millis(settings.dedupe.window);
+    let ages = store::PruneAges {
+        now,
+        keep_delivered_ms: millis(settings.keep_delivered),
+        keep_unrouted_ms: millis(settings.keep_unrouted),
+        dedupe_window_ms: millis(settings.dedupe.window),
+    };
     let mut pruned = 0;
     loop {
-        match spool.prune(now, keep, keep_unrouted, window).await {
+        match spool.prune(ages).await {
             Ok(removed) => {
                 pruned += removed;
                 if removed < store::PRUNE_CHUNK {

@@ -122,13 +122,8 @@ enum WriteOp {
     Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
     /// A delivery's id, when the attempt ended (unix ms), and its result.
     Record(i64, i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
-    Prune {
-        now: i64,
-        keep_delivered_ms: i64,
-        keep_unrouted_ms: i64,
-        dedupe_window_ms: i64,
-        reply: oneshot::Sender<Result<usize, SpoolError>>,
-    },
+    /// What is old enough to go, and when (see [`store::prune`]).
+    Prune(store::PruneAges, oneshot::Sender<Result<usize, SpoolError>>),
     /// Commit what came before, then end the writer.
     Stop,
 }
@@ -229,20 +224,11 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::WriterGone)?
     }
 
-    /// Prunes what is older at `now` (unix ms) than it is kept: delivered entries, unrouted events and
+    /// Prunes what is older at `ages.now` (unix ms) than it is kept: delivered entries, unrouted events and
     /// dedupe records (see [`store::prune`]).
-    pub async fn prune(
-        &self,
-        now: i64,
-        keep_delivered_ms: i64,
-        keep_unrouted_ms: i64,
-        dedupe_window_ms: i64,
-    ) -> Result<usize, SpoolError> {
+    pub async fn prune(&self, ages: store::PruneAges) -> Result<usize, SpoolError> {
         let (reply, answer) = oneshot::channel();
-        self.ops
-            .send(WriteOp::Prune { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms, reply })
-            .await
-            .map_err(|_| SpoolError::WriterGone)?;
+        self.ops.send(WriteOp::Prune(ages, reply)).await.map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
     }
 
@@ -426,10 +412,7 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult
             WriteOp::Record(id, now, attempted, _) => {
                 store::record_attempt(&savepoint, *id, *now, attempted).map(|()| OpValue::Recorded)
             }
-            WriteOp::Prune { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms, .. } => {
-                store::prune(&savepoint, *now, *keep_delivered_ms, *keep_unrouted_ms, *dedupe_window_ms)
-                    .map(OpValue::Pruned)
-            }
+            WriteOp::Prune(ages, _) => store::prune(&savepoint, *ages).map(OpValue::Pruned),
             WriteOp::Stop => continue,
         };
         if result.is_ok() {
@@ -452,7 +435,7 @@ fn reply(op: WriteOp, result: OpResult) {
         WriteOp::Record(_, _, _, reply) => {
             let _ = reply.send(result.map(|_| ()));
         }
-        WriteOp::Prune { reply, .. } => {
+        WriteOp::Prune(_, reply) => {
             let _ = reply.send(result.map(|v| match v {
                 OpValue::Pruned(n) => n,
                 _ => 0,

@@ -270,17 +270,26 @@ fn resources_of(
 /// WooCommerce never wait behind a large clean-up.
 pub const PRUNE_CHUNK: usize = 500;
 
+/// What a pruning pass removes: what is older at `now` than it is kept. Built once per pass from the queue
+/// settings and handed, unchanged, to every chunk on either backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneAges {
+    /// The moment the ages are counted back from (unix ms).
+    pub now: i64,
+    /// How long a delivered entry is kept after it finished (`keep_delivered`, in ms).
+    pub keep_delivered_ms: i64,
+    /// How long an unrouted event is kept after it came (`keep_unrouted`, in ms).
+    pub keep_unrouted_ms: i64,
+    /// How long a dedupe record is kept after it was seen (the dedupe window, in ms).
+    pub dedupe_window_ms: i64,
+}
+
 /// Removes up to [`PRUNE_CHUNK`] delivered entries older than `keep_delivered` (and their events once no
 /// delivery is left), as many unrouted events received longer than `keep_unrouted` ago, and as many dedupe
 /// records older than the window. Dead letters stay until replayed or dropped. Returns how many rows went;
 /// call again while it returns [`PRUNE_CHUNK`] or more.
-pub fn prune(
-    conn: &Connection,
-    now: i64,
-    keep_delivered_ms: i64,
-    keep_unrouted_ms: i64,
-    dedupe_window_ms: i64,
-) -> Result<usize, SpoolError> {
+pub fn prune(conn: &Connection, ages: PruneAges) -> Result<usize, SpoolError> {
+    let PruneAges { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms } = ages;
     let chunk = PRUNE_CHUNK as i64;
     let events: Vec<i64> = conn
         .prepare_cached(

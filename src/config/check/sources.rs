@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::{Checker, is_plain_name};
+use super::{Checker, is_plain_name, unresolved_secret};
 use crate::config::Source;
 use crate::config::raw::{RawSecret, RawSource};
-use crate::secret::{self, ResolveError, Secret, SecretOrigin};
+use crate::secret::{self, Secret, SecretOrigin};
 use crate::verify::{Algorithm, Verifier};
 
 impl Checker<'_> {
@@ -115,19 +115,11 @@ impl Checker<'_> {
         match secret::resolve(&origin) {
             Ok(secret) => Some((secret, label)),
             Err(error) => {
-                let message = match error {
-                    ResolveError::EnvUnset(var) => format!(
-                        "environment variable {var} is not set (secret of source {source:?}): export it, or use file: or value:"
-                    ),
-                    ResolveError::Unreadable { path, error } => format!(
-                        "cannot read secret file {} ({error}) for source {source:?}: check the path (relative paths start at the config file's folder) and its permissions",
-                        path.display()
-                    ),
-                    ResolveError::Empty => format!(
-                        "the {label} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"
-                    ),
-                };
-                self.problem(raw, message);
+                let empty = format!(
+                    "the {label} secret of source {source:?} is empty: WooCommerce never signs with an empty secret; set the webhook's secret"
+                );
+                let owner = format!("source {source:?}");
+                self.problem(raw, unresolved_secret(error, &owner, "export it, or use file: or value:", empty));
                 None
             }
         }

@@ -2,14 +2,14 @@
 //! PostgreSQL, shared by replicas), never both. The PostgreSQL URL is a secret: it is resolved here, and no
 //! message ever holds it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
 use super::super::raw::{RawDelivery, RawPostgres};
 use super::super::{DEFAULT_SPOOL_PATH, PostgresSettings, SpoolLocation};
-use super::Checker;
-use crate::secret::{self, ResolveError, SecretOrigin};
+use super::{Checker, unresolved_secret};
+use crate::secret::{self, Secret, SecretOrigin};
 
 /// Connections in a replica's pool when `max_connections` is not given.
 pub const DEFAULT_POSTGRES_CONNECTIONS: usize = 16;
@@ -50,41 +50,17 @@ impl Checker<'_> {
         let ca = section.ca_file.as_ref().and_then(|file| {
             self.pem_certificates(file, "delivery.postgres.ca_file", "the CA that signed PostgreSQL's certificate")
         });
-        let origins: Vec<(&Spanned<String>, SecretOrigin, String)> = [
-            section
-                .url_env
-                .as_ref()
-                .map(|var| (var, SecretOrigin::Env(var.value.clone()), format!("env {}", var.value))),
-            section.url_file.as_ref().map(|file| {
-                let path = self.base_dir.join(&file.value);
-                (file, SecretOrigin::File(path.clone()), format!("file {}", path.display()))
-            }),
-            section.url.as_ref().map(|url| {
-                (url, SecretOrigin::Value(secret::Secret::new(url.value.as_bytes().to_vec())), "url".to_owned())
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let [(at, origin, url_from)] = <[_; 1]>::try_from(origins).map_err(|given: Vec<_>| given.len()).map_err(|given| {
-            let message = if given == 0 { "delivery.postgres needs its URL" } else { "delivery.postgres has more than one URL" };
-            self.problem(raw, format!("{message}: give exactly one of url_env (a variable holding it), url_file (a file holding it) or url (trials only: it holds a password)"));
-        }).ok()?;
-        let url = match secret::resolve(&origin) {
+        let keys = [section.url_env.as_ref(), section.url_file.as_ref(), section.url.as_ref()];
+        let (at, origin, url_from) = match postgres_url_origin(keys, &self.base_dir) {
+            Ok(chosen) => chosen,
+            Err(message) => {
+                self.problem(raw, message);
+                return None;
+            }
+        };
+        let url = match resolve_postgres_url(&origin, &url_from) {
             Ok(url) => url,
-            Err(error) => {
-                let message = match error {
-                    ResolveError::EnvUnset(var) => format!(
-                        "environment variable {var} is not set (delivery.postgres.url_env): export it with the PostgreSQL URL, or use url_file"
-                    ),
-                    ResolveError::Unreadable { path, error } => format!(
-                        "cannot read delivery.postgres.url_file {} ({error}): check the path (relative paths start at the config file's folder) and its permissions",
-                        path.display()
-                    ),
-                    ResolveError::Empty => format!(
-                        "the PostgreSQL URL from {url_from} is empty: give postgres://USER:PASSWORD@HOST:PORT/DATABASE"
-                    ),
-                };
+            Err(message) => {
                 self.problem(at, message);
                 return None;
             }
@@ -101,4 +77,41 @@ impl Checker<'_> {
         }
         Some(PostgresSettings { url, url_from, max_connections, ca })
     }
+}
+
+/// Where `delivery.postgres` keeps its URL: of its `keys` `[url_env, url_file, url]`, the one given (the
+/// key as the file has it, for positions), what it points at (`url_file` relative to `base_dir`) and how
+/// messages name it (`env VAR`, `file PATH` or `url`; never the URL). The error is the problem to tell
+/// when not exactly one is given. `hookgate check` and `hookgate spool` choose the URL through here.
+pub(in crate::config) fn postgres_url_origin<'a>(
+    keys: [Option<&'a Spanned<String>>; 3],
+    base_dir: &Path,
+) -> Result<(&'a Spanned<String>, SecretOrigin, String), String> {
+    let [url_env, url_file, url] = keys;
+    let origins: Vec<(&Spanned<String>, SecretOrigin, String)> = [
+        url_env.map(|var| (var, SecretOrigin::Env(var.value.clone()), format!("env {}", var.value))),
+        url_file.map(|file| {
+            let path = base_dir.join(&file.value);
+            (file, SecretOrigin::File(path.clone()), format!("file {}", path.display()))
+        }),
+        url.map(|url| (url, SecretOrigin::Value(Secret::new(url.value.as_bytes().to_vec())), "url".to_owned())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    <[_; 1]>::try_from(origins).map(|[chosen]| chosen).map_err(|given| {
+        let message =
+            if given.is_empty() { "delivery.postgres needs its URL" } else { "delivery.postgres has more than one URL" };
+        format!("{message}: give exactly one of url_env (a variable holding it), url_file (a file holding it) or url (trials only: it holds a password)")
+    })
+}
+
+/// The PostgreSQL URL read from `origin` (named `url_from` in messages); the error is the problem to tell,
+/// which says how to fix it and never holds the URL.
+pub(in crate::config) fn resolve_postgres_url(origin: &SecretOrigin, url_from: &str) -> Result<Secret, String> {
+    secret::resolve(origin).map_err(|error| {
+        let empty =
+            format!("the PostgreSQL URL from {url_from} is empty: give postgres://USER:PASSWORD@HOST:PORT/DATABASE");
+        unresolved_secret(error, "delivery.postgres", "export it with the PostgreSQL URL, or use url_file", empty)
+    })
 }

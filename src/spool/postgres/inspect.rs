@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 
 use super::write::{DEDUPE_ROW_BYTES, DELIVERY_ROW_BYTES, EVENT_BYTES_SQL, count_usage};
 use super::{SpoolError, pg_error};
-use crate::spool::store::{Listed, PRUNE_CHUNK, RouteStats, Shown, UnroutedStats};
+use crate::spool::store::{Listed, PRUNE_CHUNK, PruneAges, RouteStats, Shown, UnroutedStats};
 
 /// The lock held by the replica pruning, so that one prunes at a time ("hookgate" + 1).
 const PRUNE_LOCK: i64 = 0x686f_6f6b_6761_7466;
@@ -53,13 +53,8 @@ pub async fn unrouted_stats(client: &impl GenericClient) -> Result<UnroutedStats
 /// Removes up to [`PRUNE_CHUNK`] delivered entries older than `keep_delivered` (and their events once no
 /// delivery is left), as many unrouted events and as many old dedupe records, in one transaction, when no
 /// other replica is pruning. Returns how many rows went (0 when another replica holds the lock).
-pub async fn prune(
-    client: &mut deadpool_postgres::Client,
-    now: i64,
-    keep_delivered_ms: i64,
-    keep_unrouted_ms: i64,
-    dedupe_window_ms: i64,
-) -> Result<usize, SpoolError> {
+pub async fn prune(client: &mut deadpool_postgres::Client, ages: PruneAges) -> Result<usize, SpoolError> {
+    let PruneAges { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms } = ages;
     let chunk = PRUNE_CHUNK as i64;
     let tx = client.transaction().await.map_err(pg_error)?;
     let locked: bool =
@@ -117,7 +112,7 @@ pub async fn prune(
         + orphans
         + unrouted_bytes
         + i64::try_from(forgotten).unwrap_or(0) * DEDUPE_ROW_BYTES;
-    count_usage(&*tx, "prune", -removed).await?;
+    count_usage(&tx, "prune", -removed).await?;
     tx.commit().await.map_err(pg_error)?;
     let unrouted = u64::try_from(unrouted).unwrap_or(0);
     let most = u64::try_from(events.len()).unwrap_or(0).max(unrouted).max(forgotten);

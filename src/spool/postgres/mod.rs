@@ -24,7 +24,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::SpoolError;
-use super::store::{NewEvent, Stored};
+use super::store::{NewEvent, PruneAges, Stored};
 use crate::config::PostgresSettings;
 pub use claim::Wanted;
 pub use schema::{SCHEMA_VERSION, schema_version};
@@ -206,16 +206,10 @@ impl PgSpool {
     }
 
     /// Prunes what is older than it is kept (see `store::prune`), on one replica at a time.
-    pub async fn prune(
-        &self,
-        now: i64,
-        keep_delivered_ms: i64,
-        keep_unrouted_ms: i64,
-        dedupe_window_ms: i64,
-    ) -> Result<usize, SpoolError> {
+    pub async fn prune(&self, ages: PruneAges) -> Result<usize, SpoolError> {
         timed(async {
             let mut client = self.pool.get().await.map_err(pool_error)?;
-            inspect::prune(&mut client, now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms).await
+            inspect::prune(&mut client, ages).await
         })
         .await
     }

@@ -7,11 +7,42 @@
 //! comes second sees what the first committed.
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Statement};
 
 /// The writer's transaction: its statements are prepared once per connection and cached, so each costs
 /// one round trip, not two.
 pub type BatchTx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// A transaction [`lock_all`] and [`count_usage`] run in: the writer's batch or a prune ([`BatchTx`]),
+/// which prepares their statements once per connection and keeps them, or an operator command's or a
+/// migration's (a plain `tokio_postgres` transaction, on a connection used once), which prepares them
+/// each time, as sending their text does.
+pub trait SpoolTransaction: Sync {
+    /// `sql` prepared on this transaction's connection.
+    fn statement(&self, sql: &str) -> impl Future<Output = Result<Statement, SpoolError>> + Send;
+    /// The transaction to run a prepared statement in.
+    fn transaction(&self) -> &tokio_postgres::Transaction<'_>;
+}
+
+impl SpoolTransaction for BatchTx<'_> {
+    async fn statement(&self, sql: &str) -> Result<Statement, SpoolError> {
+        cached(self, sql).await
+    }
+
+    fn transaction(&self) -> &tokio_postgres::Transaction<'_> {
+        self
+    }
+}
+
+impl SpoolTransaction for tokio_postgres::Transaction<'_> {
+    async fn statement(&self, sql: &str) -> Result<Statement, SpoolError> {
+        self.prepare(sql).await.map_err(pg_error)
+    }
+
+    fn transaction(&self) -> &tokio_postgres::Transaction<'_> {
+        self
+    }
+}
 
 use super::{SpoolError, pg_error};
 use crate::spool::Attempted;
@@ -36,15 +67,15 @@ pub fn event_bytes(event: &NewEvent) -> i64 {
 
 /// Adds `delta` live bytes to what `owner` has counted (each replica keeps a row of its own, so that
 /// replicas never wait on one another's count).
-pub async fn count_usage(tx: &impl GenericClient, owner: &str, delta: i64) -> Result<(), SpoolError> {
+pub async fn count_usage(tx: &impl SpoolTransaction, owner: &str, delta: i64) -> Result<(), SpoolError> {
     if delta != 0 {
-        tx.execute(
-            "INSERT INTO spool_usage (owner, bytes) VALUES ($1, $2)
-             ON CONFLICT (owner) DO UPDATE SET bytes = spool_usage.bytes + excluded.bytes",
-            &[&owner, &delta],
-        )
-        .await
-        .map_err(pg_error)?;
+        let statement = tx
+            .statement(
+                "INSERT INTO spool_usage (owner, bytes) VALUES ($1, $2)
+                 ON CONFLICT (owner) DO UPDATE SET bytes = spool_usage.bytes + excluded.bytes",
+            )
+            .await?;
+        tx.transaction().execute(&statement, &[&owner, &delta]).await.map_err(pg_error)?;
     }
     Ok(())
 }
@@ -94,19 +125,17 @@ pub fn resource_lock(route: &str, resource: &str) -> i64 {
 }
 
 /// Takes every lock in `keys`, in ascending order, until the transaction ends.
-pub async fn lock_all(tx: &impl GenericClient, keys: &mut Vec<i64>) -> Result<(), SpoolError> {
+pub async fn lock_all(tx: &impl SpoolTransaction, keys: &mut Vec<i64>) -> Result<(), SpoolError> {
     if keys.is_empty() {
         return Ok(());
     }
     keys.sort_unstable();
     keys.dedup();
     // unnest keeps the array's order, so the locks are taken in ascending order.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
-        &[keys],
-    )
-    .await
-    .map_err(pg_error)?;
+    let statement = tx
+        .statement("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n) ORDER BY n")
+        .await?;
+    tx.transaction().execute(&statement, &[keys]).await.map_err(pg_error)?;
     Ok(())
 }
 

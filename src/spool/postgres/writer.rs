@@ -136,7 +136,7 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
             Op::Stop => {}
         }
     }
-    write::lock_all(&*tx, &mut keys).await?;
+    write::lock_all(&tx, &mut keys).await?;
     let mut announce = false;
     // The attempts' results first, one after another (each may hand its resource's head on) ...
     for record in batch.iter().filter_map(|op| if let Op::Record(record, _) = op { Some(record) } else { None }) {
@@ -172,9 +172,12 @@ async fn commit_once(pool: &Pool, owner: &str, batch: &[Op]) -> Result<Vec<Done>
             Op::Stop => None,
         })
         .collect();
-    write::count_usage(&*tx, owner, stored_bytes).await?;
+    write::count_usage(&tx, owner, stored_bytes).await?;
     if announce {
-        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(pg_error)?;
+        // pg_notify, not NOTIFY: a utility statement cannot be prepared. Inside the transaction it is the
+        // same, sent at commit.
+        let notify = write::cached(&tx, "SELECT pg_notify($1, '')").await?;
+        tx.execute(&notify, &[&CHANNEL]).await.map_err(pg_error)?;
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(done)

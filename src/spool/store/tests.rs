@@ -8,6 +8,11 @@ fn temp_db(name: &str) -> (PathBuf, Connection) {
     (dir, conn)
 }
 
+/// What a pruning pass at `now` removes, with the three ages in ms.
+fn ages(now: i64, keep_delivered_ms: i64, keep_unrouted_ms: i64, dedupe_window_ms: i64) -> PruneAges {
+    PruneAges { now, keep_delivered_ms, keep_unrouted_ms, dedupe_window_ms }
+}
+
 fn event(id: &str, resource: Option<&str>, routes: &[&str], at: i64) -> NewEvent {
     NewEvent {
         public_id: id.to_owned(),
@@ -135,8 +140,8 @@ fn prune_replay_and_drop() {
     record_attempt(&conn, ids[0], 20, &Attempted::Delivered { status: 200 }).unwrap();
     record_attempt(&conn, ids[1], 20, &Attempted::Dead { status: Some(404), error: "gone".into(), answer: vec![] })
         .unwrap();
-    assert_eq!(prune(&conn, 25, 10, 1000, 10).unwrap(), 0, "delivered 5 ms ago is kept for 10");
-    assert_eq!(prune(&conn, 40, 10, 1000, 10).unwrap(), 1);
+    assert_eq!(prune(&conn, ages(25, 10, 1000, 10)).unwrap(), 0, "delivered 5 ms ago is kept for 10");
+    assert_eq!(prune(&conn, ages(40, 10, 1000, 10)).unwrap(), 1);
     assert!(show(&conn, "done").unwrap().is_none(), "the event went with its last delivery");
     let dead = show(&conn, "dead").unwrap().unwrap();
     assert_eq!(dead.deliveries[0].0.state, "dead");
@@ -256,7 +261,7 @@ fn unrouted_events_are_pruned_after_keep_unrouted() {
     let (dir, conn) = temp_db("prune-unrouted");
     insert_event(&conn, &event("old", None, &[], 10)).unwrap();
     insert_event(&conn, &event("new", None, &[], 30)).unwrap();
-    assert_eq!(prune(&conn, 35, 0, 20, 0).unwrap(), 1, "received 25 ms ago, kept for 20");
+    assert_eq!(prune(&conn, ages(35, 0, 20, 0)).unwrap(), 1, "received 25 ms ago, kept for 20");
     assert!(show(&conn, "old").unwrap().is_none());
     assert!(show(&conn, "new").unwrap().unwrap().unrouted, "received 5 ms ago: kept");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -5,15 +5,6 @@
 
 use super::*;
 
-/// Answers 503 asking for ten minutes: the delivery stays pending, due long after the test.
-fn unavailable_for_ten_minutes() -> UpstreamAnswer {
-    UpstreamAnswer {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        headers: vec![("retry-after", "600")],
-        ..Default::default()
-    }
-}
-
 /// Sends `body` as `topic` and returns the id it was answered with, checking its status.
 async fn queued(addr: std::net::SocketAddr, topic: &str, body: &[u8], status: &str) -> String {
     let answer = json(&send_raw(addr, &signed_request("/hooks/main", topic, body)).await);

@@ -60,6 +60,16 @@ fn sequence_of(received: &Received) -> (u64, u64) {
     (body["id"].as_u64().unwrap(), body["sequence"].as_u64().unwrap())
 }
 
+/// A 503 asking for ten minutes: the retry is due exactly then (Retry-After is honoured up to max_backoff),
+/// not at a random point of a jittered backoff, so the delivery stays pending, due long after a test.
+fn unavailable_for_ten_minutes() -> UpstreamAnswer {
+    UpstreamAnswer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        headers: vec![("retry-after", "600")],
+        ..Default::default()
+    }
+}
+
 /// A queue-mode `delivery:` section like [`queue_delivery`]'s with the retry settings given, and
 /// `max_in_flight: 1` (for [`received_before_a_new_delivery`]).
 fn queue_delivery_retrying(

@@ -3,16 +3,6 @@
 
 use super::*;
 
-/// A 503 asking for ten minutes: the retry is due exactly then (Retry-After is honoured up to max_backoff),
-/// not at a random point of a jittered backoff.
-fn unavailable_for_ten_minutes() -> UpstreamAnswer {
-    UpstreamAnswer {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        headers: vec![("retry-after", "600")],
-        ..Default::default()
-    }
-}
-
 on_both_backends!(
     spool_retry_sends_a_waiting_delivery_now_to_a_running_gateway,
     flavor = "multi_thread",

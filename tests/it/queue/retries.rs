@@ -38,12 +38,7 @@ on_both_backends!(a_retry_waits_for_its_backoff);
 /// Retry-After makes the wait exact (backoff is jittered): ten minutes, checked on either side of it.
 async fn a_retry_waits_for_its_backoff(backend: Backend) {
     let dir = backend.temp_dir("queue-backoff");
-    let later = UpstreamAnswer {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        headers: vec![("retry-after", "600")],
-        ..Default::default()
-    };
-    let upstream = Upstream::scripted(vec![later, UpstreamAnswer::default()]).await;
+    let upstream = Upstream::scripted(vec![unavailable_for_ten_minutes(), UpstreamAnswer::default()]).await;
     let delivery = queue_delivery_retrying(&backend, &dir, "1s", "1h", "1d");
     let gateway =
         TestGateway::start(&fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery)).await;
@@ -66,12 +61,7 @@ on_both_backends!(retries_end_in_a_dead_letter_after_give_up_after);
 /// whose retry would fall at 32 minutes, makes a dead letter instead.
 async fn retries_end_in_a_dead_letter_after_give_up_after(backend: Backend) {
     let dir = backend.temp_dir("queue-give-up");
-    let upstream = Upstream::answering(UpstreamAnswer {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        headers: vec![("retry-after", "600")],
-        ..Default::default()
-    })
-    .await;
+    let upstream = Upstream::answering(unavailable_for_ten_minutes()).await;
     let delivery = queue_delivery_retrying(&backend, &dir, "1s", "1h", "25m");
     let gateway =
         TestGateway::start(&fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &delivery)).await;
