@@ -93,6 +93,17 @@ enum StoreCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Fetch every order, product, customer and coupon the store modified since a time and queue each as a
+    /// `<resource>.updated` delivery to the routes that take that topic (queue mode, one --source), unless
+    /// the spool holds that resource at the same or a newer state. Marked `X-Hookgate-Backfill: 1`.
+    Backfill {
+        /// A duration before now (`2h`, `90m`) or an RFC 3339 time (`2026-12-01T09:30:00Z`).
+        #[arg(long)]
+        since: String,
+        /// Only the topics this glob matches (`order.*`).
+        #[arg(long, value_name = "GLOB")]
+        topics: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -231,9 +242,11 @@ fn store(args: &StoreArgs) -> ExitCode {
         eprintln!("hookgate store needs --config FILE (or HOOKGATE_CONFIG)");
         return ExitCode::from(2);
     };
-    let command = match args.command {
-        StoreCommand::Status => crate::store_api::commands::Command::Status,
-        StoreCommand::Sync { dry_run } => crate::store_api::commands::Command::Sync { dry_run },
+    use crate::store_api::commands::Command as Store;
+    let command = match &args.command {
+        StoreCommand::Status => Store::Status,
+        StoreCommand::Sync { dry_run } => Store::Sync { dry_run: *dry_run },
+        StoreCommand::Backfill { since, topics } => Store::Backfill { since: since.clone(), topics: topics.clone() },
     };
     crate::store_api::commands::run(config, args.source.as_deref(), &command)
 }

@@ -147,7 +147,7 @@ async fn backfill_when_due(
     // whole seconds. What the spool holds of that margin is not queued again.
     let since = newest / 1000 - i64::try_from(BACKFILL_MARGIN.as_secs()).unwrap_or(0);
     let config = gateway.config();
-    match backfill::backfill(client, queue, &config, source, store, since, None).await {
+    match backfill::backfill(client, &backfill::Target::Queue(queue), &config, source, store, since, None).await {
         Ok(done) => {
             metrics::counter!(STORE_BACKFILLED_TOTAL, "source" => name.clone()).increment(done.queued);
             tracing::info!(

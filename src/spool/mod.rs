@@ -11,7 +11,7 @@
 pub mod admin;
 mod backend;
 pub mod dispatch;
-mod held;
+pub mod held;
 pub mod postgres;
 mod queue;
 pub mod store;

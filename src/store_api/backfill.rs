@@ -12,9 +12,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Config, Source, StoreSettings};
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::Connection;
+
+use crate::config::{Config, QueueSettings, Source, StoreSettings};
 use crate::route::TopicPattern;
-use crate::spool::{NotStored, Queue};
+use crate::spool::held::{self, HeldStates};
+use crate::spool::{NotStored, Queue, SpoolError, Stored};
 use crate::verify::VerifiedDelivery;
 use crate::woocommerce::RESOURCES;
 
@@ -48,11 +53,65 @@ pub enum BackfillError {
     Spool(String),
 }
 
+/// Where a backfill queues what it fetched.
+pub enum Target<'a> {
+    /// A gateway's queue: the watch in `serve`, and `hookgate store backfill` on PostgreSQL (there as one
+    /// more replica).
+    Queue(&'a Queue),
+    /// An SQLite spool opened beside the gateway that delivers from it (`hookgate store backfill`): what
+    /// is committed here, that gateway's dispatcher finds at its next poll (within a second).
+    Sqlite {
+        /// The spool.
+        conn: &'a Mutex<Connection>,
+        /// The queue settings of the config (size bound, dedupe).
+        settings: &'a QueueSettings,
+    },
+}
+
+impl Target<'_> {
+    async fn held_states(&self, source: &str, since: i64) -> Result<HeldStates, SpoolError> {
+        match self {
+            Target::Queue(queue) => queue.spool().held_states(source, since).await,
+            Target::Sqlite { conn, .. } => {
+                held::held_states_sqlite(&conn.lock().unwrap_or_else(PoisonError::into_inner), source, since)
+            }
+        }
+    }
+
+    async fn store(
+        &self,
+        config: &Config,
+        source: &str,
+        delivery: &VerifiedDelivery,
+        routes: Vec<String>,
+    ) -> Result<Stored, NotStored> {
+        match self {
+            Target::Queue(queue) => queue.store(config, source, delivery, routes).await,
+            Target::Sqlite { conn, settings } => {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                let used = crate::spool::store::used_bytes(&conn)?;
+                if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
+                    return Err(NotStored::Full);
+                }
+                let topic = delivery.topic().unwrap_or_default();
+                let window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
+                let now = crate::clock::Clock::system().now_ms();
+                let event = crate::spool::new_event(now, source, delivery, routes, window);
+                let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
+                    .map_err(SpoolError::from)?;
+                let stored = crate::spool::store::insert_event(&tx, &event)?;
+                tx.commit().map_err(SpoolError::from)?;
+                Ok(stored)
+            }
+        }
+    }
+}
+
 /// Backfills `source` from `store` (through `client`) with what was modified since `since` (unix seconds),
-/// for the topics `topics` matches (all, when `None`), into `queue` under `config`.
+/// for the topics `topics` matches (all, when `None`), into `target` under `config`.
 pub async fn backfill(
     client: &StoreClient,
-    queue: &Queue,
+    target: &Target<'_>,
     config: &Config,
     source: &Source,
     store: &StoreSettings,
@@ -60,8 +119,7 @@ pub async fn backfill(
     topics: Option<&TopicPattern>,
 ) -> Result<Backfilled, BackfillError> {
     let margin = i64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
-    let held = queue
-        .spool()
+    let held = target
         .held_states(&source.name, since.saturating_mul(1000).saturating_sub(margin))
         .await
         .map_err(|e| BackfillError::Spool(e.to_string()))?;
@@ -93,8 +151,8 @@ pub async fn backfill(
                     done.already_held += 1;
                     continue;
                 }
-                match queue.store(config, &source.name, &delivery, routes.clone()).await {
-                    Ok(crate::spool::Stored::Duplicate { .. }) => done.already_held += 1,
+                match target.store(config, &source.name, &delivery, routes.clone()).await {
+                    Ok(Stored::Duplicate { .. }) => done.already_held += 1,
                     Ok(_) => done.queued += 1,
                     Err(NotStored::Full) => return Err(BackfillError::Spool("the spool is full".to_owned())),
                     Err(NotStored::Unavailable(error)) => return Err(BackfillError::Spool(error.to_string())),

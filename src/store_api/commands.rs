@@ -1,6 +1,7 @@
-//! `hookgate store status` and `hookgate store sync`: for each source with a `store` (or the one named),
-//! the store's webhooks are listed through its REST API, what the running gateway has seen of them is
-//! asked of its admin listener (`GET /webhooks`), and the findings are printed or the changes made.
+//! `hookgate store status`, `store sync` and `store backfill`. For status and sync, for each source with a
+//! `store` (or the one named), the store's webhooks are listed through its REST API, what the running
+//! gateway has seen of them is asked of its admin listener (`GET /webhooks`), and the findings are printed
+//! or the changes made. Backfill fetches what one source's store modified and queues it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,9 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
-use crate::config::{Config, Source, StoreSettings};
+use crate::clock::Clock;
+use crate::config::{Config, Source, SpoolLocation, StoreSettings};
+use crate::route::TopicPattern;
 use crate::seen::SeenReport;
+use crate::spool::Queue;
 
+use super::backfill::{Target, backfill};
 use super::plan::{Change, sync_plan, wanted_topics};
 use super::status::status;
 use super::{StoreClient, StoreError};
@@ -29,6 +34,13 @@ pub enum Command {
     Sync {
         /// Print the changes without making them.
         dry_run: bool,
+    },
+    /// Fetch what the store modified since `since` and queue it (queue mode; one source).
+    Backfill {
+        /// A duration before now (`2h`) or an RFC 3339 time (`2026-12-01T09:30:00Z`).
+        since: String,
+        /// Only the topics this glob matches (`order.*`).
+        topics: Option<String>,
     },
 }
 
@@ -62,6 +74,13 @@ pub fn run(path: &Path, only: Option<&str>, command: &Command) -> ExitCode {
         return ExitCode::from(2);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    if let Command::Backfill { since, topics } = command {
+        let [(source, store)] = with_store[..] else {
+            eprintln!("hookgate store backfill needs --source NAME: one source at a time");
+            return ExitCode::from(2);
+        };
+        return runtime.block_on(backfill_command(&config, source, store, since, topics.as_deref()));
+    }
     runtime.block_on(async {
         let seen = seen_by_gateway(&config).await;
         let mut healthy = true;
@@ -70,6 +89,7 @@ pub fn run(path: &Path, only: Option<&str>, command: &Command) -> ExitCode {
             healthy &= match command {
                 Command::Status => status_of(&config, source, store, seen.map_err(String::as_str)).await,
                 Command::Sync { dry_run } => sync(&config, source, store, seen.ok(), *dry_run).await,
+                Command::Backfill { .. } => unreachable!("backfill runs above"),
             };
         }
         if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -138,6 +158,100 @@ async fn sync(
     true
 }
 
+/// `hookgate store backfill`: into the SQLite spool beside the gateway, or into PostgreSQL as one more
+/// replica. Exit 0 when every resource was fetched and queued (or was held already).
+async fn backfill_command(
+    config: &Config,
+    source: &Source,
+    store: &StoreSettings,
+    since: &str,
+    topics: Option<&str>,
+) -> ExitCode {
+    let Some(settings) = config.delivery.queue() else {
+        eprintln!("hookgate store backfill queues what it fetches: it needs delivery.mode: queue");
+        return ExitCode::from(2);
+    };
+    let since = match parse_since(since, std::time::SystemTime::now()) {
+        Ok(since) => since,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let topics = match topics.map(TopicPattern::parse).transpose() {
+        Ok(topics) => topics,
+        Err(error) => {
+            eprintln!("--topics: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(client) = client(source, store) else { return ExitCode::FAILURE };
+    let done = match &settings.spool {
+        SpoolLocation::Sqlite(path) => {
+            if !path.exists() {
+                eprintln!(
+                    "there is no spool at {} (delivery.spool_path): has hookgate run in queue mode with this config?",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            let conn = match crate::spool::store::open(path) {
+                Ok(conn) => std::sync::Mutex::new(conn),
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let target = Target::Sqlite { conn: &conn, settings };
+            backfill(&client, &target, config, source, store, since, topics.as_ref()).await
+        }
+        SpoolLocation::Postgres(_) => {
+            let queue = match Queue::open(settings, Clock::system()).await {
+                Ok(queue) => queue,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let done = backfill(&client, &Target::Queue(&queue), config, source, store, since, topics.as_ref()).await;
+            queue.stop(Duration::ZERO).await;
+            done
+        }
+    };
+    let at = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(since.max(0) as u64));
+    match done {
+        Ok(done) => {
+            crate::output::print(&format!(
+                "source {}: since {at}, the store listed {} modified resource(s) that routes take: {} queued, {} already held\n",
+                source.name, done.fetched, done.queued, done.already_held
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "source {}: the backfill since {at} stopped: {error} (what was queued before stays queued)",
+                source.name
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--since`: a duration before `now` (`2h`, `90m`) or an RFC 3339 time, as unix seconds.
+fn parse_since(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
+    let at = match humantime::parse_duration(text) {
+        Ok(ago) => now.checked_sub(ago).ok_or_else(|| format!("--since {text}: that is before 1970"))?,
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            format!(
+                "--since {text:?}: give a duration before now (2h, 90m, 3d) or an RFC 3339 time (2026-12-01T09:30:00Z)"
+            )
+        })?,
+    };
+    let seconds =
+        at.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("--since {text}: that is before 1970"))?;
+    Ok(i64::try_from(seconds.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn failed(source: &Source, error: &StoreError) -> bool {
     eprintln!("source {}: {error}", source.name);
     false
@@ -166,4 +280,18 @@ async fn seen_by_gateway(config: &Config) -> Result<HashMap<String, Vec<SeenRepo
         .await
         .map_err(|_| format!("the gateway's admin listener at {url} did not answer within 5 s"))??;
     Ok(seen.sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_duration_before_now_or_an_rfc_3339_time() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_since("2h", now), Ok(1_800_000_000 - 7200));
+        assert_eq!(parse_since("2026-12-01T09:30:00Z", now), Ok(1_796_117_400));
+        let error = parse_since("yesterday", now).unwrap_err();
+        assert!(error.contains("a duration before now") && error.contains("RFC 3339"), "{error}");
+    }
 }

@@ -12,6 +12,7 @@ use hookgate::store_api::{StoreClient, Webhook, WebhookFields, WebhookStatus};
 
 use crate::support::*;
 
+mod backfill;
 mod outage;
 
 /// A port nothing listens on now, for a config that must name its ports before the gateway starts (the
