@@ -14,6 +14,7 @@ use crate::support::*;
 
 mod backfill;
 mod outage;
+mod rotation;
 
 /// A port nothing listens on now, for a config that must name its ports before the gateway starts (the
 /// store's `delivery_url` holds the gateway's).
