@@ -1,9 +1,13 @@
 //! The store's REST API client against the real store (`start.sh DIR serve PORT`, started by `.ci/run`):
-//! a webhook created, listed, paused and deleted over OAuth 1.0a on plain http, and a wrong key refused
-//! with an error that never shows it. Paging and the timeout are checked against a stand-in, since the
-//! real store would need hundreds of webhooks, and always answers.
+//! a webhook created, listed, paused and deleted over OAuth 1.0a on plain http; one created, listed and
+//! deleted over HTTP Basic on https, through nginx terminating TLS in front of the store with a private
+//! CA's certificate given as `ca_file` (and the store's certificate refused without it); a wrong key
+//! refused with an error that never shows it. Paging and the timeout are checked against a stand-in,
+//! since the real store would need hundreds of webhooks, and always answers.
 
-use hookgate::config::StoreSettings;
+use std::path::Path;
+
+use hookgate::config::{Config, StoreSettings};
 use hookgate::secret::Secret;
 use hookgate::store_api::{StoreClient, StoreError, WebhookFields, WebhookStatus};
 
@@ -74,6 +78,82 @@ async fn a_webhook_is_created_listed_paused_and_deleted_over_oauth_on_the_real_s
     store.delete_webhook(created.id).await.unwrap_or_else(|e| panic!("{e}"));
     let listed = store.list_webhooks().await.unwrap();
     assert!(listed.iter().all(|webhook| webhook.id != created.id), "the webhook is gone: {listed:?}");
+}
+
+/// A client of the store at `url` with the key given, built from a config file in `dir` whose one source
+/// has that store, with `store_lines` (such as `ca_file`) added to its block: checked as `hookgate serve`
+/// checks it, so `ca_file` is read as an operator's would be. Also what its roots hold, in words.
+fn checked_client(dir: &Path, url: &str, (key, secret): (&str, &str), store_lines: &str) -> (StoreClient, String) {
+    let yaml = format!(
+        "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nsources:\n  - name: shop\n    path: /hooks/shop\n    \
+         secrets:\n      - value: \"a-webhook-secret\"\n    store:\n      url: \"{url}\"\n      \
+         consumer_key: {{ value: \"{key}\" }}\n      consumer_secret: {{ value: \"{secret}\" }}\n      \
+         delivery_url: \"http://127.0.0.1:9/hooks/shop\"\n      watch: 0\n{store_lines}routes:\n{ROUTE_TO_NOWHERE}delivery:\n  mode: proxy\n",
+    );
+    let config = Config::from_yaml(&yaml, &dir.join("hookgate.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let settings = config.sources[0].store.as_ref().expect("the source has a store");
+    (StoreClient::new(settings).unwrap(), settings.trusts.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_created_listed_and_deleted_over_basic_on_https_through_a_tls_proxy() {
+    let test = "a_webhook_is_created_listed_and_deleted_over_basic_on_https_through_a_tls_proxy";
+    let Some((site, site_url)) = WooCommerceSite::served(test).await else { return };
+    let dir = temp_dir("store-api-https");
+    let ca = PrivateCa::new("hookgate store-api test CA");
+    let (cert_file, key_file) = (dir.join("store.pem"), dir.join("store.key"));
+    ca.certificate_files("store", &cert_file, &key_file);
+    ca.write_to(&dir.join("store-ca.pem"));
+    // The site takes X-Forwarded-Proto: https as HTTPS, and the REST key as HTTP Basic only over HTTPS. Host
+    // stays the site's own (nginx's default, said here): the REST API answers under any host, but WordPress
+    // redirects a page asked for under another to its home URL.
+    let headers = [("X-Forwarded-Proto", "https"), ("Host", "$proxy_host")];
+    let Some(proxy) = Nginx::tls_proxy(test, &dir, (&cert_file, &key_file), &site_url, &headers).await else {
+        return;
+    };
+    let store_url = format!("https://127.0.0.1:{}", proxy.port);
+    let (consumer_key, consumer_secret) = site.rest_key().await;
+    let key = (consumer_key.as_str(), consumer_secret.as_str());
+    let (store, trusts) = checked_client(&dir, &store_url, key, "      ca_file: store-ca.pem\n");
+    assert!(trusts.starts_with("the bundled roots and ") && trusts.ends_with("store-ca.pem"), "{trusts}");
+    // The creation ping goes here, and is answered 200.
+    let upstream = Upstream::start().await;
+    let delivery_url = upstream.url("/hooks/store-api-https");
+
+    let name = format!("hookgate: store-api https test {}", std::process::id());
+    let fields = WebhookFields {
+        name: Some(name.clone()),
+        status: Some(WebhookStatus::Active),
+        topic: Some("order.created".to_owned()),
+        delivery_url: Some(delivery_url.clone()),
+        secret: Some(Secret::new(b"store-api-https-webhook-secret".to_vec())),
+    };
+    let created = store.create_webhook(&fields).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((created.name.as_str(), created.delivery_url.as_str()), (name.as_str(), delivery_url.as_str()));
+    let listed = store.list_webhooks().await.unwrap_or_else(|e| panic!("{e}"));
+    let found = listed.iter().find(|webhook| webhook.id == created.id).expect("the new webhook is listed");
+    assert_eq!((found.name.as_str(), found.status), (name.as_str(), WebhookStatus::Active));
+    store.delete_webhook(created.id).await.unwrap_or_else(|e| panic!("{e}"));
+    let listed = store.list_webhooks().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(listed.iter().all(|webhook| webhook.id != created.id), "the webhook is gone: {listed:?}");
+
+    // Every request went through the proxy, with the key as HTTP Basic rather than a signed query.
+    let log = proxy.access_log();
+    assert!(log.lines().any(|line| line == "POST /wp-json/wc/v3/webhooks HTTP/1.1 201"), "{log}");
+    assert!(log.lines().any(|line| line.starts_with("GET /wp-json/wc/v3/webhooks?per_page=100&page=1 ")), "{log}");
+    assert!(log.lines().any(|line| line.starts_with(&format!("DELETE /wp-json/wc/v3/webhooks/{}?", created.id))));
+    assert!(!log.contains("oauth_"), "{log}");
+
+    // Without ca_file, the proxy's certificate is of an unknown issuer: refused before any request is sent.
+    let (untrusting, _) = checked_client(&dir, &store_url, key, "");
+    let error = untrusting.list_webhooks().await.expect_err("the store's certificate is not trusted");
+    assert!(matches!(error, StoreError::Unreachable { .. }), "{error}");
+    let shown = error.to_string();
+    assert!(shown.contains(&store_url) && shown.contains("GET /wp-json/wc/v3/webhooks"), "{shown}");
+    assert!(shown.contains("certificate") && shown.contains("UnknownIssuer"), "{shown}");
+    assert!(!shown.contains(&consumer_key) && !shown.contains(&consumer_secret), "{shown}");
+    assert!(!format!("{error:?}").contains(&consumer_secret), "{error:?}");
+    assert_eq!(proxy.access_log(), log, "no request reached the proxy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,9 @@
 //! like them, configs that accept them), `raw_http` (a raw HTTP/1.x client that shows exactly what went over
 //! the wire), `attack` (the store's deliveries during an attack), `woocommerce` (the real WooCommerce
 //! store, when `.ci/run` started it), `backend` (the queue tests' two spools, SQLite and PostgreSQL, and
-//! the macro that runs one test body on each) and `postgres` (a database of a test's own, when
-//! `HOOKGATE_POSTGRES_URL` names a server). Everything is re-exported here, so a test module needs only
+//! the macro that runs one test body on each), `postgres` (a database of a test's own, when
+//! `HOOKGATE_POSTGRES_URL` names a server) and `nginx` (the real nginx as a reverse proxy, such as one
+//! terminating TLS in front of the store). Everything is re-exported here, so a test module needs only
 //! `use crate::support::*`; what is left in this file serves every area.
 
 mod attack;
@@ -13,6 +14,7 @@ mod backend;
 mod certificates;
 mod fixtures;
 mod gateway;
+mod nginx;
 mod postgres;
 mod process;
 mod raw_http;
@@ -26,6 +28,7 @@ pub use backend::*;
 pub use certificates::*;
 pub use fixtures::*;
 pub use gateway::*;
+pub use nginx::*;
 pub use postgres::*;
 pub use process::*;
 pub use raw_http::*;
