@@ -138,6 +138,16 @@ async fn sync(
         ));
         return true;
     }
+    let sets_a_secret = changes.iter().any(|change| match change {
+        Change::Create { fields, .. } | Change::Update { fields, .. } => fields.secret.is_some(),
+        Change::Delete { .. } => false,
+    });
+    if sets_a_secret && store.url.scheme_str() == Some("http") && !dry_run {
+        eprintln!(
+            "source {}: warning: the store is reached over plain http, so the webhook secret sync sets travels in clear (the REST key does not: its requests are signed); use the store's https URL",
+            source.name
+        );
+    }
     for change in changes {
         if dry_run {
             crate::output::print(&format!("source {}: would {change}\n", source.name));
