@@ -50,3 +50,22 @@ impl fmt::Debug for StoreSettings {
             .finish()
     }
 }
+
+impl StoreSettings {
+    /// Whether `other` watches the same store in the same way: the same URL, key (compared in constant
+    /// time), delivery URL, watch, reactivate, backfill and trusted roots.
+    pub fn same_as(&self, other: &StoreSettings) -> bool {
+        use subtle::ConstantTimeEq;
+        let same_key = bool::from(
+            self.consumer_key.expose().ct_eq(other.consumer_key.expose())
+                & self.consumer_secret.expose().ct_eq(other.consumer_secret.expose()),
+        );
+        same_key
+            && self.url == other.url
+            && self.delivery_url == other.delivery_url
+            && self.watch == other.watch
+            && self.reactivate == other.reactivate
+            && self.backfill == other.backfill
+            && self.trusts == other.trusts
+    }
+}

@@ -371,6 +371,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     {
         restart.push("limits.header_timeout and limits.max_concurrent".to_owned());
     }
+    let same_store = |source: &Arc<Source>| {
+        let before = old.sources.iter().find(|s| s.name == source.name).and_then(|s| s.store.as_ref());
+        match (before, source.store.as_ref()) {
+            (Some(before), Some(now)) => before.same_as(now),
+            (before, now) => before.is_none() && now.is_none(),
+        }
+    };
+    let stores = |config: &Config| config.sources.iter().filter(|s| s.store.is_some()).count();
+    if !new.sources.iter().all(same_store) || stores(new) != stores(old) {
+        restart.push("sources[].store (the store watches run with the settings at start)".to_owned());
+    }
     restart
 }
 

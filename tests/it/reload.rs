@@ -178,3 +178,31 @@ async fn in_process_a_changed_file_adds_a_route_through_the_same_start_up_as_the
     gateway.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A source's `store` block changed in the file takes effect at a restart (its watch runs with the settings
+/// at start), and a reload says so; a reload that leaves it alone does not.
+#[tokio::test]
+async fn a_changed_store_block_needs_a_restart() {
+    let dir = temp_dir("reload-store");
+    let store = |watch: &str| {
+        format!(
+            "    store:\n      url: \"http://127.0.0.1:9\"\n      consumer_key: {{ value: \"ck_reload\" }}\n      consumer_secret: {{ value: \"cs_reload\" }}\n      delivery_url: \"https://hooks.example.com/hooks/main\"\n      watch: {watch}\n"
+        )
+    };
+    let with_store = |watch: &str| {
+        fixture_config(ROUTE_TO_NOWHERE, "").replacen(
+            "  - name: legacy\n",
+            &format!("{}  - name: legacy\n", store(watch)),
+            1,
+        )
+    };
+    let gateway = TestGateway::start(&with_store("0")).await;
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, with_store("0")).unwrap();
+    let restart = gateway.gateway.reload(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert!(restart.is_empty(), "{restart:?}");
+    std::fs::write(&file, with_store("5m")).unwrap();
+    let restart = gateway.gateway.reload(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(restart, ["sources[].store (the store watches run with the settings at start)"]);
+    gateway.stop().await;
+}

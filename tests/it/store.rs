@@ -15,6 +15,7 @@ use crate::support::*;
 mod backfill;
 mod outage;
 mod rotation;
+mod unreachable;
 
 /// A port nothing listens on now, for a config that must name its ports before the gateway starts (the
 /// store's `delivery_url` holds the gateway's).
