@@ -171,6 +171,7 @@ impl Checker<'_> {
         let mut warnings = secret_value_warnings(self.file, self.text);
         warnings.extend(route_warnings(self.file, &routes, mode, only_source));
         warnings.extend(self.topic_warnings(&raw.routes));
+        warnings.extend(store::store_warnings(self.file, &raw.sources.value, mode));
         let unrouted = self.unrouted(raw.unrouted.as_ref(), mode, &mut warnings);
         let delivery = self.delivery(&raw.delivery, &raw.dedupe);
         let log = self.log(&raw.log);

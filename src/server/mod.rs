@@ -150,9 +150,10 @@ impl Server {
         drop(config);
         // After the serving line, so that attempts and the spool-folder warning follow it (the SIGHUP handler
         // has been in place since the `Reloads` was made).
+        // The store watches read what the spool holds from each store before the dispatcher's first prune.
+        let store_watches = store_watch::spawn(&gateway).await;
         gateway.start_delivering();
         let reloads = watching.map(|watching| tokio::spawn(watching.run()));
-        let store_watches = store_watch::spawn(&gateway);
         let reports = tokio::spawn({
             let gateway = Arc::clone(&gateway);
             async move {

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::Connection;
+use serde_json::value::RawValue;
 
 use crate::config::{Config, QueueSettings, Source, StoreSettings};
 use crate::route::TopicPattern;
@@ -78,6 +79,20 @@ impl Target<'_> {
         }
     }
 
+    /// The bytes the spool takes, and `max_spool_bytes`.
+    fn room(&self, config: &Config) -> (u64, u64) {
+        match self {
+            Target::Queue(queue) => {
+                let max = config.delivery.queue().map_or(u64::MAX, |settings| settings.max_spool_bytes);
+                (queue.spool().used_bytes(), max)
+            }
+            Target::Sqlite { conn, settings } => {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                (crate::spool::store::used_bytes(&conn).unwrap_or(0), settings.max_spool_bytes)
+            }
+        }
+    }
+
     async fn store(
         &self,
         config: &Config,
@@ -107,6 +122,27 @@ impl Target<'_> {
     }
 }
 
+/// The share of `max_spool_bytes` a backfill may fill: past it, it stops, and the rest stays for the
+/// deliveries the store sends meanwhile (a spool filled by a backfill would answer them 503, and
+/// WooCommerce would count failures again).
+const BACKFILL_SHARE: (u64, u64) = (4, 5);
+
+/// What one backfill run knows as it goes.
+struct Run<'a> {
+    client: &'a StoreClient,
+    target: &'a Target<'a>,
+    config: &'a Config,
+    source: &'a Source,
+    store: &'a StoreSettings,
+    since: i64,
+    /// The newest state of each resource the spool holds (updated page by page with what arrived since
+    /// the run began, so a newer state delivered meanwhile is not followed by an older one).
+    held: HeldStates,
+    /// When the run began (unix ms).
+    began: i64,
+    done: Backfilled,
+}
+
 /// Backfills `source` from `store` (through `client`) with what was modified since `since` (unix seconds),
 /// for the topics `topics` matches (all, when `None`), into `target` under `config`.
 pub async fn backfill(
@@ -119,57 +155,94 @@ pub async fn backfill(
     topics: Option<&TopicPattern>,
 ) -> Result<Backfilled, BackfillError> {
     let margin = i64::try_from(CLOCK_MARGIN.as_millis()).unwrap_or(0);
+    let began = crate::clock::Clock::system().now_ms();
     let held = target
         .held_states(&source.name, since.saturating_mul(1000).saturating_sub(margin))
         .await
         .map_err(|e| BackfillError::Spool(e.to_string()))?;
-    let mut done = Backfilled::default();
+    let mut run = Run { client, target, config, source, store, since, held, began, done: Backfilled::default() };
     for resource in RESOURCES {
         let topic = format!("{resource}.updated");
         let routes: Vec<String> = config.routes.matching(&source.name, &topic).map(|r| r.name.clone()).collect();
         if routes.is_empty() || topics.is_some_and(|pattern| !pattern.matches(&topic)) {
             continue;
         }
+        run.resource(resource, &topic, &routes).await?;
+    }
+    Ok(run.done)
+}
+
+impl Run<'_> {
+    /// Every page of one resource's listing.
+    async fn resource(&mut self, resource: &str, topic: &str, routes: &[String]) -> Result<(), BackfillError> {
         let listing = format!("{resource}s");
         // The customers endpoint cannot filter by modification: all are listed, and filtered here.
-        let filter = (resource != "customer").then_some(since);
+        let filter = (resource != "customer").then_some(self.since);
         let mut page = 1;
         loop {
-            let (items, pages) = client.list_page(&listing, filter, page).await?;
+            let (items, pages) = self.client.list_page(&listing, filter, page).await?;
+            if pages > super::MAX_PAGES {
+                return Err(BackfillError::Spool(format!(
+                    "the store lists {pages} pages of {listing} (over {}): give a later --since",
+                    super::MAX_PAGES
+                )));
+            }
+            let arrived = self.target.held_states(&self.source.name, self.began).await;
+            for (key, modified) in arrived.map_err(|e| BackfillError::Spool(e.to_string()))? {
+                let newest = self.held.entry(key).or_insert(modified);
+                *newest = (*newest).max(modified);
+            }
             for item in items {
-                let delivery = fetched(store, &topic, resource, &item);
-                let modified = delivery.modified_at();
-                if modified.is_none_or(|at| at <= since) && filter.is_none() {
-                    continue;
-                }
-                done.fetched += 1;
-                let key = crate::spool::resource_key_of(&source.name, &delivery);
-                let newest_held = key.as_ref().and_then(|key| held.get(key));
-                if let (Some(held), Some(modified)) = (newest_held, modified)
-                    && *held >= modified
-                {
-                    done.already_held += 1;
-                    continue;
-                }
-                match target.store(config, &source.name, &delivery, routes.clone()).await {
-                    Ok(Stored::Duplicate { .. }) => done.already_held += 1,
-                    Ok(_) => done.queued += 1,
-                    Err(NotStored::Full) => return Err(BackfillError::Spool("the spool is full".to_owned())),
-                    Err(NotStored::Unavailable(error)) => return Err(BackfillError::Spool(error.to_string())),
-                }
+                let delivery = fetched(self.store, topic, resource, &item);
+                self.queue(delivery, routes, filter.is_none()).await?;
             }
             if page >= pages {
-                break;
+                return Ok(());
             }
             page += 1;
         }
     }
-    Ok(done)
+
+    /// Queues one fetched resource, unless the spool holds it at that state or a newer one (or, with
+    /// `check_since`, it was not modified since the run's time).
+    async fn queue(
+        &mut self,
+        delivery: VerifiedDelivery,
+        routes: &[String],
+        check_since: bool,
+    ) -> Result<(), BackfillError> {
+        let modified = delivery.modified_at();
+        if check_since && modified.is_none_or(|at| at <= self.since) {
+            return Ok(());
+        }
+        self.done.fetched += 1;
+        let key = crate::spool::resource_key_of(&self.source.name, &delivery);
+        if let (Some(held), Some(modified)) = (key.as_ref().and_then(|key| self.held.get(key)), modified)
+            && *held >= modified
+        {
+            self.done.already_held += 1;
+            return Ok(());
+        }
+        let (used, max) = self.target.room(self.config);
+        let (share, of) = BACKFILL_SHARE;
+        if used.saturating_add(delivery.body().len() as u64) > max / of * share {
+            return Err(BackfillError::Spool(format!(
+                "the spool holds {used} bytes, near delivery.max_spool_bytes ({max}): the backfill stops here to leave room for live deliveries"
+            )));
+        }
+        match self.target.store(self.config, &self.source.name, &delivery, routes.to_vec()).await {
+            Ok(Stored::Duplicate { .. }) => self.done.already_held += 1,
+            Ok(_) => self.done.queued += 1,
+            Err(NotStored::Full) => return Err(BackfillError::Spool("the spool is full".to_owned())),
+            Err(NotStored::Unavailable(error)) => return Err(BackfillError::Spool(error.to_string())),
+        }
+        Ok(())
+    }
 }
 
-/// The delivery a webhook of `topic` would have sent for `item`, as fetched from the store.
-fn fetched(store: &StoreSettings, topic: &str, resource: &str, item: &serde_json::Value) -> VerifiedDelivery {
-    let body = Bytes::from(serde_json::to_vec(item).expect("a JSON value serialises"));
+/// The delivery a webhook of `topic` would have sent for `item` (its bytes as the store sent them).
+fn fetched(store: &StoreSettings, topic: &str, resource: &str, item: &RawValue) -> VerifiedDelivery {
+    let body = Bytes::from(item.get().as_bytes().to_vec());
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {

@@ -66,16 +66,16 @@ pub fn run(path: &Path, only: Option<&str>, command: &Command) -> ExitCode {
     let with_store: Vec<(&Source, &StoreSettings)> =
         sources.iter().filter_map(|source| source.store.as_ref().map(|store| (*source, store))).collect();
     if with_store.is_empty() {
-        let which = only.map_or_else(|| "no source".to_owned(), |name| format!("source {name:?}"));
+        let which = only.map_or_else(|| "no source has".to_owned(), |name| format!("source {name:?} has no"));
         eprintln!(
-            "{}: {which} has a `store` block (sources[].store: url, consumer_key, consumer_secret, delivery_url)",
+            "{}: {which} `store` block (sources[].store: url, consumer_key, consumer_secret, delivery_url)",
             path.display()
         );
         return ExitCode::from(2);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     if let Command::Backfill { since, topics } = command {
-        let [(source, store)] = with_store[..] else {
+        let ([(source, store)], Some(_)) = (&with_store[..], only) else {
             eprintln!("hookgate store backfill needs --source NAME: one source at a time");
             return ExitCode::from(2);
         };
@@ -137,6 +137,13 @@ async fn sync(
             source.name
         ));
         return true;
+    }
+    if source.secrets.first().is_some_and(|secret| std::str::from_utf8(secret.expose()).is_err()) {
+        eprintln!(
+            "source {}: its first secret is not UTF-8 text, and WooCommerce's REST API takes a webhook's secret as text: give a secret of text (a random one: `openssl rand -base64 32`)",
+            source.name
+        );
+        return false;
     }
     let sets_a_secret = changes.iter().any(|change| match change {
         Change::Create { fields, .. } | Change::Update { fields, .. } => fields.secret.is_some(),

@@ -28,8 +28,11 @@ pub mod status;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most WooCommerce gives on one page.
 const PER_PAGE: u32 = 100;
+/// The largest answer read: a page of 100 resources is well under a megabyte; a store answering more is
+/// answering something else, and memory stays bounded.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 /// The most pages followed, so a store answering nonsense cannot keep a watch busy for ever.
-const MAX_PAGES: u32 = 1_000;
+pub(crate) const MAX_PAGES: u32 = 1_000;
 /// Where WooCommerce's REST API lists its webhooks.
 const WEBHOOKS: &str = "/wp-json/wc/v3/webhooks";
 
@@ -233,15 +236,15 @@ impl StoreClient {
     }
 
     /// One page (100 a page, from 1) of the store's `resources` (`orders`, `products`, `coupons`,
-    /// `customers`) in the order of their ids, and how many pages there are. With `modified_after` (unix
-    /// seconds, UTC), only those modified after it; the customers endpoint has no such filter, so all are
-    /// listed and the caller filters them.
+    /// `customers`, of every role) in the order of their ids, each as the bytes the store sent, and how many
+    /// pages there are. With `modified_after` (unix seconds, UTC), only those modified after it; the
+    /// customers endpoint has no such filter, so all are listed and the caller filters them.
     pub async fn list_page(
         &self,
         resources: &str,
         modified_after: Option<i64>,
         page: u32,
-    ) -> Result<(Vec<serde_json::Value>, u32), StoreError> {
+    ) -> Result<(Vec<Box<serde_json::value::RawValue>>, u32), StoreError> {
         let endpoint = format!("/wp-json/wc/v3/{resources}");
         let mut parameters = vec![
             ("per_page", PER_PAGE.to_string()),
@@ -249,6 +252,10 @@ impl StoreClient {
             ("orderby", "id".to_owned()),
             ("order", "asc".to_owned()),
         ];
+        if resources == "customers" {
+            // Its default is `customer`: the store's other users (shop managers who buy too) would be left out.
+            parameters.push(("role", "all".to_owned()));
+        }
         if let Some(after) = modified_after {
             let at = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(after).unwrap_or(0));
             parameters.push(("modified_after", humantime::format_rfc3339_seconds(at).to_string()));
@@ -256,7 +263,7 @@ impl StoreClient {
         }
         let (headers, body) = self.send(Method::GET, &endpoint, &parameters, None).await?;
         let items = self.parse(Method::GET, &endpoint, &body)?;
-        Ok((items, total_pages(&headers).min(MAX_PAGES)))
+        Ok((items, total_pages(&headers)))
     }
 
     /// POSTs `body` to `endpoint` of the REST API (`/wp-json/wc/v3/orders`, say) and returns the store's
@@ -279,7 +286,11 @@ impl StoreClient {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| self.unreachable(&method, endpoint, &e))?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(|e| self.unreachable(&method, endpoint, &e))?.to_bytes();
+            let body = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(&method, endpoint, &*e))?
+                .to_bytes();
             Ok((parts, body))
         };
         let (parts, body) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| StoreError::Timeout {

@@ -97,26 +97,37 @@ impl Change {
     }
 }
 
-/// Whether the gateway saw webhook `id`'s last delivery verify with the source's first secret, none
-/// refused since: only then is its secret known to be the first (the store never shows a secret).
-fn signs_with_first_secret(seen: Option<&[SeenReport]>, id: u64) -> Result<(), String> {
-    let Some(seen) = seen else {
-        return Err(
-            "secret: set again (the gateway's admin listener did not answer, so no delivery confirms it)".to_owned()
-        );
-    };
-    match seen.iter().find(|report| report.webhook_id == id) {
-        Some(report) if report.refused_since_verified > 0 => Err(format!(
+/// Why webhook `id`'s secret must be set again, if it must. The store never shows a secret, so sync goes by
+/// what the gateway saw (`None`: it could not be asked): a delivery refused since the last that verified,
+/// or one that verified with a secret other than the first, says the secret is wrong. With one secret and
+/// no such sign the secret is left alone (a wrong one would show as refused deliveries). While a rotation
+/// is under way (`rotating`: more than one secret), a webhook not yet seen signing with the first secret
+/// has it set, so that the old secret can go.
+fn secret_to_set(seen: Option<&[SeenReport]>, id: u64, rotating: bool) -> Option<String> {
+    let report = seen.and_then(|seen| seen.iter().find(|report| report.webhook_id == id));
+    match report {
+        Some(report) if report.refused_since_verified > 0 => Some(format!(
             "secret: {} deliveries failed verification since the last that verified",
             report.refused_since_verified
         )),
-        Some(SeenReport { verified_with_secret: Some(1), .. }) => Ok(()),
+        Some(SeenReport { verified_with_secret: Some(1), .. }) => None,
         Some(SeenReport { verified_with_secret: Some(n), .. }) => {
-            Err(format!("secret: its deliveries verify with secret {n}, not the first"))
+            Some(format!("secret: its deliveries verify with secret {n}, not the first"))
         }
-        Some(_) | None => {
-            Err("secret: set again (no delivery verified with the first secret since the gateway started)".to_owned())
+        Some(SeenReport { last_verified_at: Some(_), .. }) => {
+            Some("secret: its deliveries verify with a secret no longer configured".to_owned())
         }
+        _ if !rotating => None,
+        _ if seen.is_none() => Some(
+            "secret: set to the first, as the source has several (the gateway's admin listener did not answer, so \
+             no delivery confirms it)"
+                .to_owned(),
+        ),
+        _ => Some(
+            "secret: set to the first, as the source has several (no delivery of it has verified since the gateway \
+             started)"
+                .to_owned(),
+        ),
     }
 }
 
@@ -167,7 +178,7 @@ pub fn sync_plan(
             reasons.push(format!("delivery URL: {} to {delivery_url}", webhook.delivery_url));
             fields.delivery_url = Some(delivery_url.clone());
         }
-        if let Err(reason) = signs_with_first_secret(seen, webhook.id) {
+        if let Some(reason) = secret_to_set(seen, webhook.id, source.secrets.len() > 1) {
             reasons.push(reason);
             fields.secret = first_secret.clone();
         }

@@ -71,7 +71,16 @@ pub fn status(
                 None => ", no verified delivery seen".to_owned(),
             }
         );
-        let problems = problems(webhook, routes.is_some(), report, &delivery_url);
+        let twin = mine.iter().find(|other| other.id != webhook.id && other.topic == webhook.topic).map(|w| w.id);
+        let standing = Standing {
+            routed: routes.is_some(),
+            seen: report,
+            asked: seen.is_ok(),
+            ours: webhook.name == webhook_name(&source.name, &webhook.topic),
+            rotating: source.secrets.len() > 1,
+            twin,
+        };
+        let problems = problems(webhook, &standing, &delivery_url);
         needs_attention |= !problems.is_empty();
         for problem in problems {
             let _ = writeln!(text, "    ! {problem}");
@@ -93,44 +102,70 @@ pub fn status(
     Status { text, needs_attention }
 }
 
+/// How one webhook stands, for [`problems`].
+struct Standing<'a> {
+    /// A route of the source takes its topic.
+    routed: bool,
+    /// What the gateway saw of it, when it could be asked and saw something.
+    seen: Option<&'a SeenReport>,
+    /// The gateway could be asked.
+    asked: bool,
+    /// Sync names it (`hookgate: <source> <topic>`) and so manages it.
+    ours: bool,
+    /// The source has more than one secret: a rotation is under way.
+    rotating: bool,
+    /// Another webhook delivering to the source sends the same topic.
+    twin: Option<u64>,
+}
+
 /// What is wrong with one webhook, one phrase each.
-fn problems(webhook: &Webhook, routed: bool, seen: Option<&SeenReport>, delivery_url: &str) -> Vec<String> {
+fn problems(webhook: &Webhook, standing: &Standing<'_>, delivery_url: &str) -> Vec<String> {
+    // Sync mends only the webhooks it names; another is changed in WooCommerce (or deleted, for sync to
+    // make its own).
+    let mend = if standing.ours {
+        "`hookgate store sync` mends it"
+    } else {
+        "sync does not manage it (it is not named `hookgate: <source> <topic>`): change it in WooCommerce, or delete it and run `hookgate store sync`"
+    };
     let mut problems = Vec::new();
     match webhook.status {
         WebhookStatus::Active => {}
-        WebhookStatus::Paused => {
-            problems.push("paused: WooCommerce sends nothing; `hookgate store sync` sets it active".to_owned());
-        }
-        WebhookStatus::Disabled => problems.push(
-            "disabled by WooCommerce after failed deliveries: it sends nothing; `hookgate store sync` sets it \
-             active (and `watch` with `reactivate` does so by itself)"
-                .to_owned(),
-        ),
+        WebhookStatus::Paused => problems.push(format!("paused: WooCommerce sends nothing; {mend}")),
+        WebhookStatus::Disabled => problems.push(format!(
+            "disabled by WooCommerce after failed deliveries: it sends nothing; {mend} (and `watch` with `reactivate` sets it active by itself)"
+        )),
     }
-    if !routed {
+    if !standing.routed {
         problems
             .push(format!("no route of this source takes {}: its deliveries are answered as unrouted", webhook.topic));
     }
     if webhook.delivery_url != delivery_url {
-        problems.push(format!("delivers to {}, not to this source's delivery_url", webhook.delivery_url));
+        problems.push(format!("delivers to {}, not to this source's delivery_url; {mend}", webhook.delivery_url));
     }
     if let Some(version) = webhook.api_version.as_deref().filter(|version| *version != API_VERSION) {
         problems.push(format!("its payloads are {version}, not {API_VERSION}"));
     }
-    if let Some(report) = seen {
-        if report.refused_since_verified > 0 {
-            problems.push(format!(
-                "{} deliveries failed verification since the last that verified (the last at {}): it signs with \
-                 a secret that is not one of this source's; `hookgate store sync` sets the first",
-                report.refused_since_verified,
-                report.last_refused_at.map_or_else(|| "an unknown time".to_owned(), time)
-            ));
-        } else if report.verified_with_secret.is_some_and(|n| n > 1) {
-            problems.push(format!(
-                "it signs with secret {}, not the first: `hookgate store sync` sets the first",
-                report.verified_with_secret.unwrap_or_default()
-            ));
+    if let Some(twin) = standing.twin {
+        problems.push(format!("webhook #{twin} sends the same topic here: each event arrives twice; delete one"));
+    }
+    match standing.seen {
+        Some(report) if report.refused_since_verified > 0 => problems.push(format!(
+            "{} deliveries failed verification since the last that verified (the last at {}): it signs with a \
+             secret that is not one of this source's; {mend}",
+            report.refused_since_verified,
+            report.last_refused_at.map_or_else(|| "an unknown time".to_owned(), time)
+        )),
+        Some(SeenReport { verified_with_secret: Some(1), .. }) => {}
+        Some(SeenReport { verified_with_secret: Some(n), .. }) => {
+            problems.push(format!("it signs with secret {n}, not the first; {mend}"));
         }
+        Some(SeenReport { last_verified_at: Some(_), .. }) => {
+            problems.push(format!("it signs with a secret no longer configured; {mend}"));
+        }
+        _ if standing.rotating && standing.asked => problems.push(format!(
+            "the source has several secrets (a rotation), and no delivery of this webhook has verified with the first since the gateway started; {mend}, and keep the old secret until one has"
+        )),
+        _ => {}
     }
     problems
 }

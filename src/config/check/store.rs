@@ -117,3 +117,46 @@ impl Checker<'_> {
         None
     }
 }
+
+/// Warnings about the `store` blocks of `sources` (in `file`): a `delivery_url` whose path is not the
+/// source's (the store's deliveries would go to another source, or to none), and a backfill over plain
+/// http in queue mode (the requests are signed, the answers are not: what is fetched could be changed in
+/// transit).
+pub(super) fn store_warnings(
+    file: &std::path::Path,
+    sources: &[crate::config::raw::RawSource],
+    mode: crate::config::DeliveryMode,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for source in sources {
+        let Some(store) = source.store.as_ref().map(|store| &store.value) else { continue };
+        let name = &source.name.value;
+        let delivery_path = store.delivery_url.value.parse::<http::Uri>().ok().map(|uri| uri.path().to_owned());
+        if let Some(delivery_path) =
+            delivery_path.filter(|path| path.trim_end_matches('/') != source.path.value.trim_end_matches('/'))
+        {
+            warnings.push(format!(
+                "{}:{}: sources[{name}].store.delivery_url ends in {delivery_path}, not in the source's path {}: the webhooks `hookgate store sync` makes would deliver to another source, or to none, unless a proxy in front rewrites the path",
+                file.display(),
+                store.delivery_url.referenced.line(),
+                source.path.value
+            ));
+        }
+        let over_http = store.url.value.trim().starts_with("http://");
+        if over_http && store.value_backfill() && mode == crate::config::DeliveryMode::Queue {
+            warnings.push(format!(
+                "{}:{}: sources[{name}].store.url is plain http: the REST key's requests are signed, but what the store answers is not, so a backfilled resource could be changed on the way; give the store's https URL, or backfill: false",
+                file.display(),
+                store.url.referenced.line()
+            ));
+        }
+    }
+    warnings
+}
+
+impl RawStore {
+    /// `backfill`, or its default (on).
+    fn value_backfill(&self) -> bool {
+        self.backfill.unwrap_or(true)
+    }
+}

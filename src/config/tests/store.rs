@@ -120,3 +120,21 @@ fn the_examples_store_block_parses_once_uncommented() {
     assert_eq!(store.url, "https://shop.example.com");
     assert_eq!(store.watch, Some(DEFAULT_STORE_WATCH));
 }
+
+#[test]
+fn a_delivery_url_off_the_sources_path_and_a_backfill_over_http_are_located_warnings() {
+    let config = parse(&with_store(VALID)).unwrap_or_else(|e| panic!("{e}"));
+    let warnings = config.warnings.join("\n");
+    assert!(!warnings.contains("delivery_url ends in"), "the example's path is the source's: {warnings}");
+    let in_queue_mode = !MINIMAL.contains("mode: proxy");
+    assert_eq!(warnings.contains("store.url is plain http"), in_queue_mode, "{warnings}");
+
+    let elsewhere = VALID.replace("/hooks/shop\"", "/hooks/other\"");
+    let config = parse(&with_store(&elsewhere)).unwrap_or_else(|e| panic!("{e}"));
+    let warning = config.warnings.iter().find(|w| w.contains("delivery_url ends in /hooks/other")).expect("a warning");
+    assert!(warning.starts_with("test.yaml:") && warning.contains("not in the source's path /hooks/shop"), "{warning}");
+
+    let https = VALID.replace("url: \"http://127.0.0.1:18481\"", "url: \"https://shop.example.com\"");
+    let config = parse(&with_store(&https)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.warnings.iter().any(|w| w.contains("plain http")), "{:?}", config.warnings);
+}

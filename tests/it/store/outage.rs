@@ -73,5 +73,10 @@ async fn after_an_outage_the_watch_reactivates_the_disabled_webhook_and_backfill
     let (code, status, _) = setup.store_command(&["status"]).await;
     assert_eq!(code, Some(0), "{status}");
     setup.remove_webhooks().await;
-    drop(gateway);
+    gateway.signal("TERM");
+    let (_, log) = gateway.wait();
+    let shown = [log.join("\n"), metrics, status].join("\n");
+    for secret in ["the-secret-of-outage", setup.consumer_secret.as_str(), setup.consumer_key.as_str()] {
+        assert!(!shown.contains(secret), "a secret is shown in the log, the metrics or the status");
+    }
 }
