@@ -44,6 +44,7 @@ async fn after_an_outage_the_watch_reactivates_the_disabled_webhook_and_backfill
         site.run_queue().await;
     }
 
+    eprintln!("{} orders made while hookgate was down before WooCommerce disabled every webhook", during.len());
     let mut gateway = HookgateProcess::start(&setup.config_file);
     let reactivated = gateway.wait_for_log("a reactivation", |line| {
         line["message"].as_str().is_some_and(|m| m.contains("set it active again"))
@@ -70,6 +71,7 @@ async fn after_an_outage_the_watch_reactivates_the_disabled_webhook_and_backfill
     );
     let backfilled = metric_sample(&metrics, &series("hookgate_store_backfilled_total")).unwrap_or(0.0);
     assert!(backfilled >= during.len() as f64, "{backfilled} backfilled for {} orders", during.len());
+    eprintln!("backfilled {backfilled} deliveries after the outage");
     let (code, status, _) = setup.store_command(&["status"]).await;
     assert_eq!(code, Some(0), "{status}");
     setup.remove_webhooks().await;
