@@ -59,7 +59,11 @@ impl SeenWebhooks {
     pub fn verified(&self, source: &str, webhook_id: u64, secret: &Secret, now: i64) {
         self.update(source, webhook_id, |seen| {
             seen.verified_at = Some(now);
-            seen.verified_with = Some(secret.clone());
+            // On every verified delivery: the secret is copied only when it is not the one held already.
+            let same = seen.verified_with.as_ref().is_some_and(|held| bool::from(held.expose().ct_eq(secret.expose())));
+            if !same {
+                seen.verified_with = Some(secret.clone());
+            }
             seen.refused = 0;
         });
     }
@@ -74,7 +78,11 @@ impl SeenWebhooks {
 
     fn update(&self, source: &str, webhook_id: u64, change: impl FnOnce(&mut Seen)) {
         let mut sources = self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let webhooks = sources.entry(source.to_owned()).or_default();
+        // The source's name is copied only the first time it is seen.
+        if !sources.contains_key(source) {
+            sources.insert(source.to_owned(), HashMap::new());
+        }
+        let Some(webhooks) = sources.get_mut(source) else { return };
         if !webhooks.contains_key(&webhook_id) && webhooks.len() >= MAX_WEBHOOKS_PER_SOURCE {
             // Forget a webhook never verified (the oldest refused), else the one verified longest ago.
             let forgotten = webhooks

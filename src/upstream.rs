@@ -48,24 +48,20 @@ impl UpstreamClient {
     /// the configuration's checker from the route's `tls` section). `description` says what it trusts
     /// and presents, in words for `hookgate check`.
     pub fn with_tls(tls: rustls::ClientConfig, description: String) -> UpstreamClient {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector());
-        UpstreamClient { client: pooled(https), description }
+        UpstreamClient::with_config(tls, false, description)
     }
 
     /// A client with the roots and client certificate of `tls` that speaks plain http too: for a store's
     /// REST API, whose key signs each request over http (OAuth 1.0a) and goes as HTTP Basic over https.
     pub fn with_tls_or_http(tls: rustls::ClientConfig, description: String) -> UpstreamClient {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector());
+        UpstreamClient::with_config(tls, true, description)
+    }
+
+    /// A client with `tls`, speaking plain http too when `http_too`.
+    fn with_config(tls: rustls::ClientConfig, http_too: bool, description: String) -> UpstreamClient {
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if http_too { builder.https_or_http() } else { builder.https_only() };
+        let https = builder.enable_http1().enable_http2().wrap_connector(connector());
         UpstreamClient { client: pooled(https), description }
     }
 

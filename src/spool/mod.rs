@@ -28,6 +28,7 @@ use crate::verify::VerifiedDelivery;
 use crate::woocommerce::ResourceId;
 
 pub use backend::Backend;
+pub(crate) use queue::admit;
 pub use queue::{NotStored, Queue};
 use store::NewEvent;
 pub use store::{Attempted, Due, Stored};

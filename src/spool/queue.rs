@@ -87,17 +87,14 @@ impl Queue {
             return Err(NotStored::Unavailable(SpoolError::Postgres("unreachable".into())));
         }
         let used = self.spool.used_bytes();
-        if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
+        let Some(event) = admit(settings, used, self.clock.now_ms(), source, delivery, routes) else {
             tracing::warn!(
                 spool_bytes = used,
                 max_spool_bytes = settings.max_spool_bytes,
                 "spool full: refusing a delivery with 503"
             );
             return Err(NotStored::Full);
-        }
-        let topic = delivery.topic().unwrap_or_default();
-        let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
-        let event = super::new_event(self.clock.now_ms(), source, delivery, routes, dedupe_window);
+        };
         Ok(self.spool.insert(event).await?)
     }
 
@@ -110,4 +107,23 @@ impl Queue {
         }
         self.spool.close().await;
     }
+}
+
+/// The event `delivery` from `source` becomes when received at `now` (unix ms) under `settings` (its
+/// dedupe window), with a pending entry per route in `routes`; `None` when it would take the spool,
+/// holding `used` bytes, past `max_spool_bytes`.
+pub(crate) fn admit(
+    settings: &QueueSettings,
+    used: u64,
+    now: i64,
+    source: &str,
+    delivery: &VerifiedDelivery,
+    routes: Vec<String>,
+) -> Option<super::NewEvent> {
+    if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
+        return None;
+    }
+    let topic = delivery.topic().unwrap_or_default();
+    let dedupe_window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
+    Some(super::new_event(now, source, delivery, routes, dedupe_window))
 }

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::config::{Config, QueueSettings, Source, StoreSettings};
 use crate::route::TopicPattern;
 use crate::spool::held::{self, HeldStates};
-use crate::spool::{NotStored, Queue, SpoolError, Stored};
+use crate::spool::{NotStored, Queue, SpoolError, Stored, admit};
 use crate::verify::VerifiedDelivery;
 use crate::woocommerce::RESOURCES;
 
@@ -105,13 +105,8 @@ impl Target<'_> {
             Target::Sqlite { conn, settings } => {
                 let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
                 let used = crate::spool::store::used_bytes(&conn)?;
-                if used.saturating_add(delivery.body().len() as u64) > settings.max_spool_bytes {
-                    return Err(NotStored::Full);
-                }
-                let topic = delivery.topic().unwrap_or_default();
-                let window = settings.dedupe.applies_to(topic).then_some(settings.dedupe.window);
                 let now = crate::clock::Clock::system().now_ms();
-                let event = crate::spool::new_event(now, source, delivery, routes, window);
+                let event = admit(settings, used, now, source, delivery, routes).ok_or(NotStored::Full)?;
                 let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                     .map_err(SpoolError::from)?;
                 let stored = crate::spool::store::insert_event(&tx, &event)?;

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hookgate::config::StoreSettings;
 use hookgate::secret::Secret;
 use hookgate::store_api::{StoreClient, Webhook, WebhookFields, WebhookStatus};
 
@@ -43,18 +42,7 @@ impl StoreSetup {
         let source = format!("{name}-{}", std::process::id());
         let port = free_port();
         let delivery_url = format!("http://127.0.0.1:{port}/hooks/{source}");
-        let settings = StoreSettings {
-            url: store_url.parse().unwrap(),
-            consumer_key: Secret::new(consumer_key.clone().into_bytes()),
-            consumer_secret: Secret::new(consumer_secret.clone().into_bytes()),
-            key_origins: ("value".to_owned(), "value".to_owned()),
-            delivery_url: delivery_url.parse().unwrap(),
-            watch: None,
-            reactivate: true,
-            backfill: true,
-            roots: hookgate::upstream::bundled_roots(),
-            trusts: "the bundled roots".to_owned(),
-        };
+        let settings = store_settings(store_url, &consumer_key, &consumer_secret, &delivery_url);
         let store = StoreClient::new(&settings).unwrap();
         std::fs::write(dir.join("consumer-secret"), &consumer_secret).unwrap();
         let config_file = dir.join("hookgate.yaml");
@@ -90,6 +78,14 @@ impl StoreSetup {
             delivery_url = self.delivery_url,
         );
         std::fs::write(&self.config_file, config).unwrap();
+    }
+
+    /// A `delivery` section for queue mode with an SQLite spool in the setup's folder and quick retries.
+    fn queue_delivery(&self) -> String {
+        format!(
+            "delivery:\n  mode: queue\n  spool_path: {}\n  retry:\n    initial_backoff: 100ms\n    max_backoff: 1s\n",
+            self.dir.join("spool.db").display()
+        )
     }
 
     /// The admin port, chosen once and kept in the folder.

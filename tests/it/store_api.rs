@@ -7,27 +7,11 @@
 
 use std::path::Path;
 
-use hookgate::config::{Config, StoreSettings};
+use hookgate::config::Config;
 use hookgate::secret::Secret;
 use hookgate::store_api::{StoreClient, StoreError, WebhookFields, WebhookStatus};
 
 use crate::support::*;
-
-/// Settings for the served store at `url` with the key `consumer_key`/`consumer_secret`.
-fn settings(url: &str, consumer_key: &str, consumer_secret: &str, delivery_url: &str) -> StoreSettings {
-    StoreSettings {
-        url: url.parse().unwrap(),
-        consumer_key: Secret::new(consumer_key.as_bytes().to_vec()),
-        consumer_secret: Secret::new(consumer_secret.as_bytes().to_vec()),
-        key_origins: ("value".to_owned(), "value".to_owned()),
-        delivery_url: delivery_url.parse().unwrap(),
-        watch: None,
-        reactivate: true,
-        backfill: true,
-        roots: hookgate::upstream::bundled_roots(),
-        trusts: "the bundled roots".to_owned(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_created_listed_paused_and_deleted_over_oauth_on_the_real_store() {
@@ -41,7 +25,7 @@ async fn a_webhook_is_created_listed_paused_and_deleted_over_oauth_on_the_real_s
     // The creation ping goes here, and is answered 200.
     let upstream = Upstream::start().await;
     let delivery_url = upstream.url("/hooks/store-api");
-    let store = StoreClient::new(&settings(&url, &consumer_key, &consumer_secret, &delivery_url)).unwrap();
+    let store = StoreClient::new(&store_settings(&url, &consumer_key, &consumer_secret, &delivery_url)).unwrap();
 
     let name = format!("hookgate: store-api test {}", std::process::id());
     let created = store
@@ -166,7 +150,7 @@ async fn a_wrong_consumer_secret_is_a_clear_401_that_never_shows_the_key() {
     let (consumer_key, _) = site.rest_key().await;
     let wrong_secret = "cs_0000000000000000000000000000000000000000";
     let store =
-        StoreClient::new(&settings(&url, &consumer_key, wrong_secret, "http://127.0.0.1:9/hooks/none")).unwrap();
+        StoreClient::new(&store_settings(&url, &consumer_key, wrong_secret, "http://127.0.0.1:9/hooks/none")).unwrap();
     let error = store.list_webhooks().await.expect_err("a wrong secret is refused");
     let StoreError::Status { status, .. } = &error else { panic!("not an answer from the store: {error}") };
     assert_eq!(status.as_u16(), 401, "{error}");
@@ -229,7 +213,7 @@ async fn paging_store(total: u64, silent: bool) -> (String, std::sync::Arc<std::
 #[tokio::test]
 async fn every_page_of_webhooks_is_listed_one_hundred_a_page() {
     let (url, lines) = paging_store(250, false).await;
-    let store = StoreClient::new(&settings(&url, "ck_key", "cs_secret", "http://127.0.0.1:9/")).unwrap();
+    let store = StoreClient::new(&store_settings(&url, "ck_key", "cs_secret", "http://127.0.0.1:9/")).unwrap();
     let webhooks = store.list_webhooks().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(webhooks.len(), 250);
     assert_eq!(webhooks.iter().map(|w| w.id).collect::<Vec<_>>(), (1..=250).collect::<Vec<_>>());
@@ -248,7 +232,7 @@ async fn every_page_of_webhooks_is_listed_one_hundred_a_page() {
 #[tokio::test]
 async fn a_store_that_does_not_answer_times_out_with_the_store_and_endpoint_named() {
     let (url, _) = paging_store(1, true).await;
-    let store = StoreClient::new(&settings(&url, "ck_key", "cs_secret", "http://127.0.0.1:9/"))
+    let store = StoreClient::new(&store_settings(&url, "ck_key", "cs_secret", "http://127.0.0.1:9/"))
         .unwrap()
         .with_timeout(std::time::Duration::from_millis(300));
     let error = store.delete_webhook(5).await.expect_err("no answer");

@@ -10,10 +10,7 @@ async fn backfill_queues_what_the_store_modified_and_a_second_run_queues_nothing
     let Some((site, url)) = WooCommerceSite::served(test).await else { return };
     let setup = StoreSetup::new(&site, &url, "backfill").await;
     let upstream = Upstream::start().await;
-    let delivery = format!(
-        "delivery:\n  mode: queue\n  spool_path: {}\n  retry:\n    initial_backoff: 100ms\n    max_backoff: 1s\n",
-        setup.dir.join("spool.db").display()
-    );
+    let delivery = setup.queue_delivery();
     let topics = "[\"order.created\", \"order.updated\"]";
     setup.write_config_with(
         &["the-secret-of-backfill"],

@@ -14,10 +14,7 @@ async fn after_an_outage_the_watch_reactivates_the_disabled_webhook_and_backfill
     let Some((site, url)) = WooCommerceSite::served(test).await else { return };
     let setup = StoreSetup::new(&site, &url, "outage").await;
     let upstream = Upstream::start().await;
-    let delivery = format!(
-        "delivery:\n  mode: queue\n  spool_path: {}\n  retry:\n    initial_backoff: 100ms\n    max_backoff: 1s\n",
-        setup.dir.join("spool.db").display()
-    );
+    let delivery = setup.queue_delivery();
     let store_lines = "      watch: 1s\n      reactivate: true\n      backfill: true\n";
     let topics = "[\"order.created\", \"order.updated\"]";
     setup.write_config_with(&["the-secret-of-outage"], topics, &upstream.url("/fulfillment"), store_lines, &delivery);

@@ -91,3 +91,24 @@ impl WooCommerceSite {
         stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
+
+/// `store` settings (made as the config's checker makes them, with the bundled roots) for the store at `url` with the key `consumer_key`/`consumer_secret`.
+pub fn store_settings(
+    url: &str,
+    consumer_key: &str,
+    consumer_secret: &str,
+    delivery_url: &str,
+) -> hookgate::config::StoreSettings {
+    hookgate::config::StoreSettings {
+        url: url.parse().unwrap(),
+        consumer_key: hookgate::secret::Secret::new(consumer_key.as_bytes().to_vec()),
+        consumer_secret: hookgate::secret::Secret::new(consumer_secret.as_bytes().to_vec()),
+        key_origins: ("value".to_owned(), "value".to_owned()),
+        delivery_url: delivery_url.parse().unwrap(),
+        watch: None,
+        reactivate: true,
+        backfill: true,
+        roots: hookgate::upstream::bundled_roots(),
+        trusts: "the bundled roots".to_owned(),
+    }
+}
