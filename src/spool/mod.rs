@@ -403,24 +403,30 @@ fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
 }
 
 fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult>, SpoolError> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    // A savepoint per operation: one failing operation is undone alone and the rest still commit. Its
+    // statements are prepared once (rusqlite's `Savepoint` parses them anew each time).
+    let mut savepoint = tx.prepare_cached("SAVEPOINT operation")?;
+    let mut release = tx.prepare_cached("RELEASE operation")?;
+    let mut roll_back = tx.prepare_cached("ROLLBACK TO operation")?;
     for op in batch {
-        // A savepoint per operation: one failing operation is undone alone and the rest still commit.
-        let savepoint = tx.savepoint()?;
+        savepoint.execute([])?;
         let result = match op {
-            WriteOp::Insert(event, _) => store::insert_event(&savepoint, event).map(OpValue::Stored),
+            WriteOp::Insert(event, _) => store::insert_event(&tx, event).map(OpValue::Stored),
             WriteOp::Record(id, now, attempted, _) => {
-                store::record_attempt(&savepoint, *id, *now, attempted).map(|()| OpValue::Recorded)
+                store::record_attempt(&tx, *id, *now, attempted).map(|()| OpValue::Recorded)
             }
-            WriteOp::Prune(ages, _) => store::prune(&savepoint, *ages).map(OpValue::Pruned),
-            WriteOp::Stop => continue,
+            WriteOp::Prune(ages, _) => store::prune(&tx, *ages).map(OpValue::Pruned),
+            WriteOp::Stop => Ok(OpValue::Recorded),
         };
-        if result.is_ok() {
-            savepoint.commit()?;
+        if result.is_err() {
+            roll_back.execute([])?;
         }
+        release.execute([])?;
         results.push(result);
     }
+    drop((savepoint, release, roll_back));
     tx.commit()?;
     Ok(results)
 }
