@@ -10,6 +10,10 @@ use super::store::{self, NewEvent, PruneAges, RouteStats, UnroutedStats};
 use super::{Attempted, Due, Spool, SpoolError, Stored};
 use crate::config::SpoolLocation;
 
+/// See [`Backend::read_ahead`]: enough for a few dozen attempts, few enough that a read copies little
+/// (each row holds its delivery's body).
+const SQLITE_READ_AHEAD: usize = 64;
+
 /// An open spool.
 pub enum Backend {
     Sqlite(Spool),
@@ -72,6 +76,17 @@ impl Backend {
         match self {
             Backend::Sqlite(spool) => &spool.wake,
             Backend::Postgres(spool) => spool.wake(),
+        }
+    }
+
+    /// How many due deliveries a read takes beyond the free slots, per route, to start without reading
+    /// again as slots free up. An SQLite spool belongs to this gateway alone: reading ahead holds nothing
+    /// back from anyone. On PostgreSQL a read claims with a lease, which would keep deliveries from the
+    /// other replicas while they wait here: none.
+    pub fn read_ahead(&self) -> usize {
+        match self {
+            Backend::Sqlite(_) => SQLITE_READ_AHEAD,
+            Backend::Postgres(_) => 0,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Delivers what the spool holds: for each route, the pending deliveries whose time has come, up to
 //! `max_in_flight` at once, one at a time per resource, retried with backoff until delivered or dead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,9 @@ use crate::forward::UpstreamError;
 use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
 use crate::route::Route;
 use arc_swap::ArcSwap;
+use slots::Slots;
+
+mod slots;
 
 /// The event's id, the same on every attempt, so a receiver can drop a repeat.
 pub static X_HOOKGATE_EVENT_ID: HeaderName = HeaderName::from_static("x-hookgate-event-id");
@@ -92,10 +95,10 @@ struct Dispatch {
     shared_config: Arc<ArcSwap<Config>>,
     forwarder: Forwarder,
     clock: Clock,
-    /// Per route, the attempts being made now.
-    in_flight: HashMap<String, InFlight>,
-    /// Handed to every attempt, which reports on it when it ends.
-    done: mpsc::UnboundedSender<Finished>,
+    /// Per route, the deliveries read ahead, being sent, and waiting for their result's commit.
+    in_flight: HashMap<String, Slots>,
+    /// Handed to every attempt, which reports when it has its answer and when it ends.
+    done: mpsc::UnboundedSender<Progress>,
     attempts: JoinSet<()>,
     /// When the gauges were last set and the spool last pruned, in unix ms by `clock`.
     last_gauges: Option<i64>,
@@ -108,7 +111,7 @@ impl Dispatch {
     async fn run(
         mut self,
         started_with: QueueSettings,
-        mut finished: mpsc::UnboundedReceiver<Finished>,
+        mut finished: mpsc::UnboundedReceiver<Progress>,
         mut stopped: watch::Receiver<Option<Duration>>,
     ) {
         warn_about_removed_routes(&self.spool, &self.shared_config.load_full()).await;
@@ -135,28 +138,35 @@ impl Dispatch {
         drain(self.attempts, grace).await;
     }
 
-    fn finish(&mut self, finished: &Finished) {
-        self.in_flight.entry(finished.route.clone()).or_default().finish(finished);
+    fn finish(&mut self, progress: &Progress) {
+        let slots = self.in_flight.entry(progress.route().to_owned()).or_default();
+        match progress {
+            Progress::Answered { .. } => slots.answered(),
+            Progress::Finished { id, resource_key, .. } => slots.finish(*id, resource_key.as_deref()),
+        }
     }
 
     /// Starts an attempt for every delivery whose time has come, on each route up to its free slots, from
-    /// one read of the spool; returns when the next pending delivery becomes due (unix ms), if any is.
+    /// what was read ahead and, when that is too little, one read of the spool (reading ahead as many more
+    /// as the backend allows); returns when the next pending delivery becomes due (unix ms), if a read
+    /// said. Without a read, every slot is taken, and a finished attempt wakes the dispatcher.
     async fn start_due_attempts(&mut self, config: &Config, settings: &QueueSettings) -> Option<i64> {
+        let read_ahead = self.spool.read_ahead();
         let wanted: Vec<Wanted> = config
             .routes
             .iter()
             .map(|route| {
-                let busy = self.in_flight.entry(route.name.clone()).or_default();
-                let free = settings.max_in_flight.saturating_sub(busy.ids.len());
-                Wanted {
-                    route: route.name.clone(),
-                    free,
-                    in_flight: busy.ids.clone(),
-                    resources_in_flight: busy.resources.clone(),
-                    lease: lease_for(route),
-                }
+                let slots = self.in_flight.entry(route.name.clone()).or_default();
+                let free = slots.wanted_from_spool(slots.free(settings.max_in_flight), read_ahead);
+                let (in_flight, resources_in_flight) =
+                    if free == 0 { Default::default() } else { (slots.not_due(), slots.resources().clone()) };
+                Wanted { route: route.name.clone(), free, in_flight, resources_in_flight, lease: lease_for(route) }
             })
             .collect();
+        if wanted.iter().all(|wanted| wanted.free == 0) {
+            self.start_ready(config, settings);
+            return None;
+        }
         let now = self.clock.now_ms();
         let (due, next_due) = match self.spool.due(wanted, now).await {
             Ok(read) => read,
@@ -171,19 +181,23 @@ impl Dispatch {
             }
         };
         for (route, entries) in config.routes.iter().zip(due) {
-            let busy = self.in_flight.entry(route.name.clone()).or_default();
-            for entry in entries {
-                // A replay or drop from `hookgate spool` can move a resource's head while its old
-                // head is still being sent: one delivery per resource in flight, whatever the marks say.
-                if !busy.start(&entry) {
-                    continue;
-                }
+            self.in_flight.entry(route.name.clone()).or_default().read(entries);
+        }
+        self.start_ready(config, settings);
+        next_due
+    }
+
+    /// Starts, on each route, as many of the deliveries read ahead as it has free slots.
+    fn start_ready(&mut self, config: &Config, settings: &QueueSettings) {
+        for route in config.routes.iter() {
+            let slots = self.in_flight.entry(route.name.clone()).or_default();
+            while slots.free(settings.max_in_flight) > 0 {
+                let Some(entry) = slots.start_next() else { break };
                 let (forwarder, spool, done) = (self.forwarder.clone(), Arc::clone(&self.spool), self.done.clone());
                 let retry = settings.retry;
                 self.attempts.spawn(attempt(forwarder, spool, route.clone(), entry, retry, self.clock, done));
             }
         }
-        next_due
     }
 
     /// Sets the queue gauges when [`crate::metrics::UPKEEP_INTERVAL`] has passed since they were last set.
@@ -312,16 +326,15 @@ async fn attempt(
     due: Due,
     retry: Retry,
     clock: Clock,
-    done: mpsc::UnboundedSender<Finished>,
+    done: mpsc::UnboundedSender<Progress>,
 ) {
     // Says "finished" however the attempt ends, a panic included, so its resource is never held forever.
-    let _finished = FinishOnDrop {
+    let mut progress = FinishOnDrop {
         done,
-        finished: Some(Finished {
-            route: route.name.clone(),
-            id: due.delivery_id,
-            resource_key: due.resource_key.clone(),
-        }),
+        route: route.name.clone(),
+        id: due.delivery_id,
+        resource_key: due.resource_key.clone(),
+        answered: false,
     };
     let number = due.attempts + 1;
     let mut headers = decode_headers(&due.headers);
@@ -332,6 +345,8 @@ async fn attempt(
     let started = Instant::now();
     let answer =
         forwarder.post(&route, &due.source, headers, due.body.clone(), AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
+    // The upstream is done with it: its slot may take the next delivery while the result is committed.
+    progress.answered();
     let now = clock.now_ms();
     let result = classify(answer, number, due.pending_since, now, &retry, fastrand::f64());
     let (result_label, status) = match &result {
@@ -376,51 +391,45 @@ async fn attempt(
     }
 }
 
-/// What an attempt reports when it ends.
-struct Finished {
+/// What an attempt reports: that the upstream has answered (its slot is free), then that it has ended
+/// (its result recorded, or not: the delivery is let go).
+enum Progress {
+    Answered { route: String },
+    Finished { route: String, id: i64, resource_key: Option<String> },
+}
+
+impl Progress {
+    fn route(&self) -> &str {
+        match self {
+            Progress::Answered { route } | Progress::Finished { route, .. } => route,
+        }
+    }
+}
+
+/// Reports an attempt's progress, and when dropped its end (and its answer, if it never came), so that a
+/// panic never keeps a slot or a resource held.
+struct FinishOnDrop {
+    done: mpsc::UnboundedSender<Progress>,
     route: String,
     id: i64,
     resource_key: Option<String>,
+    answered: bool,
 }
 
-/// Sends its [`Finished`] when dropped.
-struct FinishOnDrop {
-    done: mpsc::UnboundedSender<Finished>,
-    finished: Option<Finished>,
+impl FinishOnDrop {
+    fn answered(&mut self) {
+        if !self.answered {
+            self.answered = true;
+            let _ = self.done.send(Progress::Answered { route: self.route.clone() });
+        }
+    }
 }
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        if let Some(finished) = self.finished.take() {
-            let _ = self.done.send(finished);
-        }
-    }
-}
-
-/// The attempts in flight on one route: their ids, and the resources they are about.
-#[derive(Default)]
-struct InFlight {
-    ids: HashSet<i64>,
-    resources: HashSet<String>,
-}
-
-impl InFlight {
-    /// Takes a delivery in flight, unless one about the same resource already is.
-    fn start(&mut self, due: &Due) -> bool {
-        if let Some(key) = &due.resource_key
-            && !self.resources.insert(key.clone())
-        {
-            return false;
-        }
-        self.ids.insert(due.delivery_id);
-        true
-    }
-
-    fn finish(&mut self, finished: &Finished) {
-        self.ids.remove(&finished.id);
-        if let Some(key) = &finished.resource_key {
-            self.resources.remove(key);
-        }
+        self.answered();
+        let (route, resource_key) = (std::mem::take(&mut self.route), self.resource_key.take());
+        let _ = self.done.send(Progress::Finished { route, id: self.id, resource_key });
     }
 }
 
