@@ -90,6 +90,22 @@ impl Backend {
         }
     }
 
+    /// The deliveries stored since the last call that may be sent at once, without a read (see
+    /// [`Spool::take_fresh`]). Only an SQLite spool hands them over: on PostgreSQL every replica stores, and
+    /// only a claim may take a delivery.
+    pub fn take_fresh(&self) -> super::Fresh {
+        match self {
+            Backend::Sqlite(spool) => spool.take_fresh(),
+            Backend::Postgres(_) => Default::default(),
+        }
+    }
+
+    /// Whether [`Backend::take_fresh`] hands over every delivery that becomes due at once (unless it says
+    /// it missed some): then a read that found all that was due need not be repeated for them.
+    pub fn hands_over_fresh(&self) -> bool {
+        matches!(self, Backend::Sqlite(_))
+    }
+
     /// Stores an event; returns once committed.
     pub async fn insert(&self, event: NewEvent) -> Result<Stored, SpoolError> {
         match self {

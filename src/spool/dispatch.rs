@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -13,13 +13,18 @@ use super::postgres::Wanted;
 use super::{Attempted, Backend, Due, decode_headers, store};
 use crate::clock::Clock;
 use crate::config::{Config, QueueSettings, Retry};
-use crate::forward::UpstreamError;
-use crate::forward::{AnswerBody, Forwarder, UpstreamAnswer};
+use crate::forward::{AnswerBody, Forwarder};
 use crate::route::Route;
 use arc_swap::ArcSwap;
 use slots::Slots;
 
+mod outcome;
+mod progress;
 mod slots;
+
+use progress::{FinishOnDrop, Progress};
+
+pub use outcome::{backoff, classify};
 
 /// The event's id, the same on every attempt, so a receiver can drop a repeat.
 pub static X_HOOKGATE_EVENT_ID: HeaderName = HeaderName::from_static("x-hookgate-event-id");
@@ -68,6 +73,7 @@ impl Dispatcher {
             in_flight: HashMap::new(),
             done,
             attempts: JoinSet::new(),
+            next_due: None,
             last_gauges: None,
             last_prune: None,
         };
@@ -100,6 +106,9 @@ struct Dispatch {
     /// Handed to every attempt, which reports when it has its answer and when it ends.
     done: mpsc::UnboundedSender<Progress>,
     attempts: JoinSet<()>,
+    /// When the next delivery waiting for its time becomes due (unix ms), as the last read and the
+    /// retries since said: then the spool is read again.
+    next_due: Option<i64>,
     /// When the gauges were last set and the spool last pruned, in unix ms by `clock`.
     last_gauges: Option<i64>,
     last_prune: Option<i64>,
@@ -119,6 +128,7 @@ impl Dispatch {
             let config = self.shared_config.load_full();
             // A file switched to proxy mode by a reload takes effect at a restart: until then, the settings at start.
             let settings = config.delivery.queue().unwrap_or(&started_with);
+            self.take_fresh();
             while let Ok(finished) = finished.try_recv() {
                 self.finish(&finished);
             }
@@ -138,11 +148,41 @@ impl Dispatch {
         drain(self.attempts, grace).await;
     }
 
+    /// Takes an attempt's progress. Before a delivery is let go, what the spool stored since the last
+    /// look is taken: a delivery handed over fresh after it was let go would be sent twice.
     fn finish(&mut self, progress: &Progress) {
+        if matches!(progress, Progress::Finished { .. }) {
+            self.take_fresh();
+        }
         let slots = self.in_flight.entry(progress.route().to_owned()).or_default();
         match progress {
             Progress::Answered { .. } => slots.answered(),
-            Progress::Finished { id, resource_key, .. } => slots.finish(*id, resource_key.as_deref()),
+            Progress::Finished { id, resource_key, retry_at, recorded, .. } => {
+                slots.finish(*id, resource_key.as_deref());
+                // Not recorded: still pending and due, which only a read finds.
+                if !recorded {
+                    slots.read_again();
+                }
+                self.next_due = earliest(self.next_due, *retry_at);
+            }
+        }
+    }
+
+    /// Adds the deliveries the spool stored since the last look, due at once, to what is ready on their
+    /// routes (leaving out any held or ready already, and any for a route no longer configured).
+    fn take_fresh(&mut self) {
+        let fresh = self.spool.take_fresh();
+        if fresh.missed {
+            self.in_flight.values_mut().for_each(Slots::read_again);
+        }
+        if fresh.due.is_empty() {
+            return;
+        }
+        let config = self.shared_config.load();
+        for due in fresh.due {
+            if config.routes.by_name(&due.route).is_some() {
+                self.in_flight.entry(due.route.clone()).or_default().fresh(due);
+            }
         }
     }
 
@@ -152,6 +192,12 @@ impl Dispatch {
     /// said. Without a read, every slot is taken, and a finished attempt wakes the dispatcher.
     async fn start_due_attempts(&mut self, config: &Config, settings: &QueueSettings) -> Option<i64> {
         let read_ahead = self.spool.read_ahead();
+        let now = self.clock.now_ms();
+        // Something waiting (a retry) has come due: only a read finds it.
+        if self.next_due.is_some_and(|at| at <= now) {
+            self.next_due = None;
+            self.in_flight.values_mut().for_each(Slots::read_again);
+        }
         let wanted: Vec<Wanted> = config
             .routes
             .iter()
@@ -165,9 +211,9 @@ impl Dispatch {
             .collect();
         if wanted.iter().all(|wanted| wanted.free == 0) {
             self.start_ready(config, settings);
-            return None;
+            return self.next_due;
         }
-        let now = self.clock.now_ms();
+        let asked: Vec<usize> = wanted.iter().map(|wanted| wanted.free).collect();
         let (due, next_due) = match self.spool.due(wanted, now).await {
             Ok(read) => read,
             // While the spool is known to be unreachable, its own log line has said so once.
@@ -180,11 +226,15 @@ impl Dispatch {
                 return None;
             }
         };
-        for (route, entries) in config.routes.iter().zip(due) {
-            self.in_flight.entry(route.name.clone()).or_default().read(entries);
+        // Only a spool that hands over what becomes due can be caught up with (on PostgreSQL, other
+        // replicas store too): else every pass reads.
+        let fresh = self.spool.hands_over_fresh();
+        for ((route, entries), asked) in config.routes.iter().zip(due).zip(asked) {
+            self.in_flight.entry(route.name.clone()).or_default().read(entries, if fresh { asked } else { 0 });
         }
         self.start_ready(config, settings);
-        next_due
+        self.next_due = next_due;
+        self.next_due
     }
 
     /// Starts, on each route, as many of the deliveries read ahead as it has free slots.
@@ -224,6 +274,14 @@ async fn warn_about_removed_routes(spool: &Backend, config: &Config) {
     let stats = spool.stats().await.map(|(stats, _)| stats).unwrap_or_default();
     for stats in stats.iter().filter(|s| s.pending > 0 && config.routes.by_name(&s.route).is_none()) {
         tracing::warn!(route = %stats.route, pending = stats.pending, "pending deliveries for a route that is no longer configured stay in the spool");
+    }
+}
+
+/// The earlier of two times (unix ms), either of which may be unknown.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -335,6 +393,8 @@ async fn attempt(
         id: due.delivery_id,
         resource_key: due.resource_key.clone(),
         answered: false,
+        retry_at: None,
+        recorded: false,
     };
     let number = due.attempts + 1;
     let mut headers = decode_headers(&due.headers);
@@ -383,188 +443,23 @@ async fn attempt(
     } else {
         log_attempt!(info, "delivery attempt");
     }
-    if let Err(error) = spool.record(&due, now, result).await {
-        // Not recorded: it is still pending and due, and will be sent again. Hold its slot for a while
-        // first, so that a failing disk does not turn into a stream of repeats to the upstream.
-        tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
-        tokio::time::sleep(RECORD_FAILURE_PAUSE).await;
+    if let Attempted::Retry { next_attempt_at, .. } = &result {
+        progress.retry_at = Some(*next_attempt_at);
     }
-}
-
-/// What an attempt reports: that the upstream has answered (its slot is free), then that it has ended
-/// (its result recorded, or not: the delivery is let go).
-enum Progress {
-    Answered { route: String },
-    Finished { route: String, id: i64, resource_key: Option<String> },
-}
-
-impl Progress {
-    fn route(&self) -> &str {
-        match self {
-            Progress::Answered { route } | Progress::Finished { route, .. } => route,
+    match spool.record(&due, now, result).await {
+        Ok(()) => progress.recorded = true,
+        // Not recorded: it is still pending and due, and will be sent again. Hold it for a while first, so
+        // that a failing disk does not turn into a stream of repeats to the upstream.
+        Err(error) => {
+            tracing::error!(route = %route.name, event_id = %due.public_id, %error, "cannot record an attempt");
+            tokio::time::sleep(RECORD_FAILURE_PAUSE).await;
         }
     }
-}
-
-/// Reports an attempt's progress, and when dropped its end (and its answer, if it never came), so that a
-/// panic never keeps a slot or a resource held.
-struct FinishOnDrop {
-    done: mpsc::UnboundedSender<Progress>,
-    route: String,
-    id: i64,
-    resource_key: Option<String>,
-    answered: bool,
-}
-
-impl FinishOnDrop {
-    fn answered(&mut self) {
-        if !self.answered {
-            self.answered = true;
-            let _ = self.done.send(Progress::Answered { route: self.route.clone() });
-        }
-    }
-}
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        self.answered();
-        let (route, resource_key) = (std::mem::take(&mut self.route), self.resource_key.take());
-        let _ = self.done.send(Progress::Finished { route, id: self.id, resource_key });
-    }
-}
-
-/// Turns an attempt's outcome into what the spool records. 2xx is delivered; 408, 429, 5xx and transport
-/// failures are retried; any other status (3xx, other 4xx) cannot be fixed by retrying and is a dead letter
-/// at once. A retry that would fall past `give_up_after` makes a dead letter instead. `random` is in [0, 1).
-pub fn classify(
-    answer: Result<UpstreamAnswer, UpstreamError>,
-    attempt: u32,
-    pending_since: i64,
-    now: i64,
-    retry: &Retry,
-    random: f64,
-) -> Attempted {
-    let (status, error, answer_start, retry_after) = match answer {
-        Ok(answer) if answer.status.is_success() => return Attempted::Delivered { status: answer.status.as_u16() },
-        Ok(answer) => {
-            let status = answer.status;
-            let retryable = status == StatusCode::REQUEST_TIMEOUT
-                || status == StatusCode::TOO_MANY_REQUESTS
-                || status.is_server_error();
-            let error = format!("the upstream answered {status}");
-            if !retryable {
-                return Attempted::Dead { status: Some(status.as_u16()), error, answer: answer.body.to_vec() };
-            }
-            let retry_after = retry_after(&answer);
-            (Some(status.as_u16()), error, answer.body.to_vec(), retry_after)
-        }
-        Err(error) => (None, error.to_string(), Vec::new(), None),
-    };
-    let delay = retry_after.map_or_else(|| backoff(retry, attempt, random), |hint| hint.min(retry.max_backoff));
-    let next_attempt_at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-    let give_up_at = pending_since.saturating_add(i64::try_from(retry.give_up_after.as_millis()).unwrap_or(i64::MAX));
-    if next_attempt_at > give_up_at {
-        let error = format!(
-            "gave up after {attempt} attempts (give_up_after {}): {error}",
-            humantime::format_duration(retry.give_up_after)
-        );
-        return Attempted::Dead { status, error, answer: answer_start };
-    }
-    Attempted::Retry { next_attempt_at, status, error, answer: answer_start }
-}
-
-/// Exponential backoff with full jitter: a uniform wait in [0, min(max_backoff, initial_backoff × 2^(attempt−1))].
-pub fn backoff(retry: &Retry, attempt: u32, random: f64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(40);
-    let ceiling = retry.initial_backoff.saturating_mul(1u32 << doublings.min(31)).min(retry.max_backoff);
-    ceiling.mul_f64(random.clamp(0.0, 1.0))
-}
-
-/// `Retry-After` in seconds on a 429 or 503 (an HTTP date is not honoured: backoff applies then).
-fn retry_after(answer: &UpstreamAnswer) -> Option<Duration> {
-    if answer.status != StatusCode::TOO_MANY_REQUESTS && answer.status != StatusCode::SERVICE_UNAVAILABLE {
-        return None;
-    }
-    let seconds: u64 = answer.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http::HeaderMap;
-
-    const RETRY: Retry = Retry {
-        initial_backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(300),
-        give_up_after: Duration::from_secs(72 * 3600),
-    };
-
-    fn answer(status: u16, headers: &[(&str, &str)]) -> Result<UpstreamAnswer, UpstreamError> {
-        let mut map = HeaderMap::new();
-        for (n, v) in headers {
-            map.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        Ok(UpstreamAnswer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: map,
-            body: Bytes::from_static(b"nope"),
-        })
-    }
-
-    #[test]
-    fn backoff_stays_within_its_bounds() {
-        for attempt in 1..=64 {
-            let ceiling = Duration::from_secs(1u64 << (attempt - 1).min(20)).min(RETRY.max_backoff);
-            assert_eq!(backoff(&RETRY, attempt, 0.0), Duration::ZERO);
-            assert_eq!(backoff(&RETRY, attempt, 1.0), ceiling, "attempt {attempt}");
-            let middle = backoff(&RETRY, attempt, 0.5);
-            assert!(middle <= ceiling && middle >= ceiling / 2 - Duration::from_millis(1), "attempt {attempt}");
-        }
-        assert_eq!(backoff(&RETRY, 1, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(&RETRY, 3, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(&RETRY, 10, 1.0), Duration::from_secs(300), "capped at max_backoff");
-        assert_eq!(backoff(&RETRY, u32::MAX, 1.0), Duration::from_secs(300), "no overflow");
-    }
-
-    #[test]
-    fn success_retry_and_dead_letter_statuses() {
-        assert_eq!(classify(answer(200, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Delivered { status: 200 });
-        assert_eq!(classify(answer(204, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Delivered { status: 204 });
-        for status in [408, 429, 500, 502, 503, 504] {
-            assert!(matches!(classify(answer(status, &[]), 1, 0, 0, &RETRY, 0.5), Attempted::Retry { .. }), "{status}");
-        }
-        for status in [301, 302, 400, 401, 403, 404, 410, 422] {
-            match classify(answer(status, &[]), 1, 0, 0, &RETRY, 0.5) {
-                Attempted::Dead { status: Some(s), answer, .. } => {
-                    assert_eq!(s, status);
-                    assert_eq!(answer, b"nope");
-                }
-                other => panic!("{status}: {other:?}"),
-            }
-        }
-        let timeout = classify(Err(UpstreamError::Timeout), 1, 0, 0, &RETRY, 0.5);
-        assert!(matches!(timeout, Attempted::Retry { status: None, .. }));
-        let refused = classify(Err(UpstreamError::Connect("refused".into())), 1, 0, 0, &RETRY, 0.5);
-        assert!(matches!(refused, Attempted::Retry { status: None, .. }));
-    }
-
-    #[test]
-    fn retry_after_is_honoured_up_to_max_backoff() {
-        let at = |r: Attempted| match r {
-            Attempted::Retry { next_attempt_at, .. } => next_attempt_at,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(at(classify(answer(429, &[("retry-after", "7")]), 1, 0, 1000, &RETRY, 0.0)), 8000);
-        assert_eq!(at(classify(answer(503, &[("retry-after", "7")]), 1, 0, 1000, &RETRY, 0.0)), 8000);
-        assert_eq!(at(classify(answer(429, &[("retry-after", "86400")]), 1, 0, 0, &RETRY, 0.0)), 300_000);
-        // A date is not honoured: the jittered backoff (here 0) applies.
-        assert_eq!(
-            at(classify(answer(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), 1, 0, 0, &RETRY, 0.0)),
-            0
-        );
-    }
 
     #[test]
     fn an_interval_has_passed_at_first_after_it_and_when_the_clock_went_back() {
@@ -581,18 +476,5 @@ mod tests {
         assert_eq!(wait_for(Some(100_000), 1_000), POLL_INTERVAL);
         assert_eq!(wait_for(Some(1_000), 1_000), POLL_INTERVAL, "due and not started: a finished attempt wakes it");
         assert_eq!(wait_for(None, 1_000), POLL_INTERVAL);
-    }
-
-    #[test]
-    fn retries_end_in_a_dead_letter_after_give_up_after() {
-        let give_up = i64::try_from(RETRY.give_up_after.as_millis()).unwrap();
-        let late = classify(answer(503, &[]), 30, 0, give_up - 1000, &RETRY, 1.0);
-        match late {
-            Attempted::Dead { status: Some(503), error, .. } => {
-                assert!(error.starts_with("gave up after 30 attempts"), "{error}")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(classify(answer(503, &[]), 30, 0, give_up - 400_000, &RETRY, 1.0), Attempted::Retry { .. }));
     }
 }

@@ -15,12 +15,13 @@ pub mod held;
 pub mod postgres;
 mod queue;
 pub mod store;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -32,16 +33,9 @@ pub(crate) use queue::admit;
 pub use queue::{NotStored, Queue};
 use store::NewEvent;
 pub use store::{Attempted, Due, Stored};
+pub use writer::Fresh;
+use writer::{Shared, WriteOp, write_loop};
 
-/// Operations waiting for the writer are committed together, up to this many in one transaction.
-const MAX_BATCH: usize = 512;
-/// A write-ahead log larger than this is checkpointed and truncated once the writer is idle, so that the
-/// log is back under a MiB whenever the backlog has drained (SQLite's own checkpoints, every 1,000 pages,
-/// reuse the file but never shrink it).
-const WAL_TRUNCATE_BYTES: u64 = 1024 * 1024;
-/// How long that checkpoint waits for a reader to finish before it leaves the log for the next idle
-/// moment.
-const WAL_TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Requests queue for the writer up to this depth; past it they wait (backpressure, not unbounded memory).
 const WRITER_QUEUE_DEPTH: usize = 4096;
 
@@ -119,16 +113,6 @@ fn resource_key(source: &str, topic: &str, id: impl FnOnce() -> Option<ResourceI
     Some(format!("{source}/{resource}:{}", id()?).replace('\0', "\\u0000"))
 }
 
-enum WriteOp {
-    Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
-    /// A delivery's id, when the attempt ended (unix ms), and its result.
-    Record(i64, i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
-    /// What is old enough to go, and when (see [`store::prune`]).
-    Prune(store::PruneAges, oneshot::Sender<Result<usize, SpoolError>>),
-    /// Commit what came before, then end the writer.
-    Stop,
-}
-
 /// A handle on an open spool, shared by the request handlers and the dispatcher.
 pub struct Spool {
     path: PathBuf,
@@ -139,6 +123,9 @@ pub struct Spool {
     writable: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when something may have become due: a new delivery, a finished attempt.
     pub(crate) wake: Arc<Notify>,
+    /// The deliveries committed since the dispatcher last looked that may be sent at once (see
+    /// [`Spool::take_fresh`]).
+    fresh: Arc<Mutex<Fresh>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held while the spool is open: a second gateway on the same file would send every delivery twice.
     _lock: std::fs::File,
@@ -160,13 +147,17 @@ impl Spool {
         let (ops, receiver) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let wake = Arc::new(Notify::new());
         let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let fresh = Arc::new(Mutex::new(Fresh::default()));
         let writer = {
-            let used_bytes = Arc::clone(&used_bytes);
-            let wake = Arc::clone(&wake);
-            let writable = Arc::clone(&writable);
+            let shared = Shared {
+                used_bytes: Arc::clone(&used_bytes),
+                wake: Arc::clone(&wake),
+                writable: Arc::clone(&writable),
+                fresh: Arc::clone(&fresh),
+            };
             std::thread::Builder::new()
                 .name("hookgate-spool-writer".into())
-                .spawn(move || write_loop(writer_conn, receiver, &used_bytes, &wake, &writable))
+                .spawn(move || write_loop(writer_conn, receiver, &shared))
                 .map_err(|e| SpoolError::Open(format!("cannot start the spool writer: {e}")))?
         };
         Ok(Spool {
@@ -176,6 +167,7 @@ impl Spool {
             used_bytes,
             writable,
             wake,
+            fresh,
             writer: Mutex::new(Some(writer)),
             _lock: lock,
         })
@@ -231,6 +223,16 @@ impl Spool {
         let (reply, answer) = oneshot::channel();
         self.ops.send(WriteOp::Prune(ages, reply)).await.map_err(|_| SpoolError::WriterGone)?;
         answer.await.map_err(|_| SpoolError::WriterGone)?
+    }
+
+    /// Takes the deliveries committed since the last call that may be sent at once (each its resource's
+    /// head, due now), as a read of the spool would have returned them. Each is handed over once, and
+    /// before any operation after its commit is answered (the writer adds them before it answers the
+    /// batch, and before it takes the next): so a dispatcher that takes them before it lets go of a
+    /// delivery it held can never be handed that delivery again afterwards. Some may be missing (past
+    /// [`FRESH_CAPACITY`]); a read finds those.
+    pub fn take_fresh(&self) -> Fresh {
+        std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Runs a read on the reader connection, off the async threads.
@@ -305,150 +307,6 @@ fn lock(path: &Path) -> Result<std::fs::File, SpoolError> {
         Err(std::fs::TryLockError::Error(e)) => {
             Err(SpoolError::Open(format!("cannot lock {}: {e}", Path::new(&lock_path).display())))
         }
-    }
-}
-
-/// The writer thread: takes every operation waiting, runs them in one transaction, commits, then answers
-/// each. A failed commit fails every operation in it, so nobody is told "stored" for what was not.
-fn write_loop(
-    mut conn: Connection,
-    mut ops: mpsc::Receiver<WriteOp>,
-    used_bytes: &AtomicU64,
-    wake: &Notify,
-    writable: &std::sync::atomic::AtomicBool,
-) {
-    let wal = wal_path(conn.path().map(Path::new));
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut stopping = false;
-    while let Some(first) = ops.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(op) = next.take() {
-            if matches!(op, WriteOp::Stop) {
-                stopping = true;
-                break;
-            }
-            batch.push(op);
-            if batch.len() < MAX_BATCH {
-                next = ops.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let outcome = commit_batch(&mut conn, &batch);
-        match outcome {
-            Ok(results) => {
-                writable.store(true, Ordering::Relaxed);
-                for (op, result) in batch.drain(..).zip(results) {
-                    reply(op, result);
-                }
-                if let Ok(bytes) = store::used_bytes(&conn) {
-                    used_bytes.store(bytes, Ordering::Relaxed);
-                }
-                wake.notify_one();
-                if ops.is_empty() {
-                    truncate_wal_when_large(&conn, wal.as_deref());
-                }
-            }
-            Err(error) => {
-                writable.store(false, Ordering::Relaxed);
-                tracing::error!(%error, operations = batch.len(), "spool commit failed; answering 503");
-                let message = error.to_string();
-                for op in batch.drain(..) {
-                    reply(op, Err(SpoolError::Open(message.clone())));
-                }
-            }
-        }
-        if stopping {
-            break;
-        }
-    }
-}
-
-/// What one operation of a batch came to, before it is answered.
-type OpResult = Result<OpValue, SpoolError>;
-enum OpValue {
-    Stored(Stored),
-    Recorded,
-    Pruned(usize),
-}
-
-/// The write-ahead log beside the spool file.
-fn wal_path(spool: Option<&Path>) -> Option<PathBuf> {
-    let mut wal = spool?.as_os_str().to_owned();
-    wal.push("-wal");
-    Some(PathBuf::from(wal))
-}
-
-/// With nothing waiting to be written, a write-ahead log past [`WAL_TRUNCATE_BYTES`] is checkpointed and
-/// truncated: SQLite reuses its log from the start but never shrinks the file, so a burst (or a reader
-/// that held a checkpoint back) would leave it at its largest for good. A reader in the way makes the
-/// attempt give up at once; the next idle moment tries again.
-fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
-    let large = wal.and_then(|wal| std::fs::metadata(wal).ok()).is_some_and(|m| m.len() > WAL_TRUNCATE_BYTES);
-    if !large {
-        return;
-    }
-    // A reader's transactions are short: wait a little for one, never the full busy timeout (new
-    // deliveries may be waiting for the writer by then).
-    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
-    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
-        Ok(0) => tracing::debug!("write-ahead log checkpointed and truncated"),
-        Ok(_) => {
-            tracing::debug!("write-ahead log not truncated: a reader is in the way; trying at the next idle moment")
-        }
-        Err(error) => tracing::debug!(%error, "write-ahead log not truncated"),
-    }
-    let _ = conn.busy_timeout(store::BUSY_TIMEOUT);
-}
-
-fn commit_batch(conn: &mut Connection, batch: &[WriteOp]) -> Result<Vec<OpResult>, SpoolError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    // A savepoint per operation: one failing operation is undone alone and the rest still commit. Its
-    // statements are prepared once (rusqlite's `Savepoint` parses them anew each time).
-    let mut savepoint = tx.prepare_cached("SAVEPOINT operation")?;
-    let mut release = tx.prepare_cached("RELEASE operation")?;
-    let mut roll_back = tx.prepare_cached("ROLLBACK TO operation")?;
-    for op in batch {
-        savepoint.execute([])?;
-        let result = match op {
-            WriteOp::Insert(event, _) => store::insert_event(&tx, event).map(OpValue::Stored),
-            WriteOp::Record(id, now, attempted, _) => {
-                store::record_attempt(&tx, *id, *now, attempted).map(|()| OpValue::Recorded)
-            }
-            WriteOp::Prune(ages, _) => store::prune(&tx, *ages).map(OpValue::Pruned),
-            WriteOp::Stop => Ok(OpValue::Recorded),
-        };
-        if result.is_err() {
-            roll_back.execute([])?;
-        }
-        release.execute([])?;
-        results.push(result);
-    }
-    drop((savepoint, release, roll_back));
-    tx.commit()?;
-    Ok(results)
-}
-
-fn reply(op: WriteOp, result: OpResult) {
-    match op {
-        WriteOp::Insert(_, reply) => {
-            let _ = reply.send(result.map(|v| match v {
-                OpValue::Stored(stored) => stored,
-                _ => unreachable!("an insert yields Stored"),
-            }));
-        }
-        WriteOp::Record(_, _, _, reply) => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        WriteOp::Prune(_, reply) => {
-            let _ = reply.send(result.map(|v| match v {
-                OpValue::Pruned(n) => n,
-                _ => 0,
-            }));
-        }
-        WriteOp::Stop => {}
     }
 }
 

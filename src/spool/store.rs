@@ -45,6 +45,12 @@ pub enum Stored {
 
 /// Stores an event and its pending deliveries, unless it repeats an earlier one.
 pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, SpoolError> {
+    insert_event_due(conn, event, &mut Vec::new())
+}
+
+/// [`insert_event`], adding to `due` each delivery it stored that may be sent at once (its resource's head
+/// on its route), as the dispatcher's read would return it.
+pub fn insert_event_due(conn: &Connection, event: &NewEvent, due: &mut Vec<Due>) -> Result<Stored, SpoolError> {
     if let Some((key, since)) = &event.dedupe {
         let earlier: Option<String> = conn
             .prepare_cached("SELECT event_id FROM dedupe WHERE key = ?1 AND seen_at >= ?2")?
@@ -69,7 +75,21 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
         unrouted
     ])?;
     let event_id = conn.last_insert_rowid();
-    insert_deliveries(conn, event_id, event.resource_key.as_deref(), &event.routes, event.received_at)?;
+    for (delivery_id, route) in
+        insert_deliveries(conn, event_id, event.resource_key.as_deref(), &event.routes, event.received_at)?
+    {
+        due.push(Due {
+            delivery_id,
+            route,
+            resource_key: event.resource_key.clone(),
+            attempts: 0,
+            pending_since: event.received_at,
+            public_id: event.public_id.clone(),
+            source: event.source.clone(),
+            headers: event.headers.clone(),
+            body: event.body.clone(),
+        });
+    }
     // An unrouted event is remembered too: its repeat is a duplicate, and a replay delivers it once.
     if let Some((key, _)) = &event.dedupe {
         conn.prepare_cached("INSERT OR REPLACE INTO dedupe (key, event_id, seen_at) VALUES (?1, ?2, ?3)")?
@@ -80,25 +100,32 @@ pub fn insert_event(conn: &Connection, event: &NewEvent) -> Result<Stored, Spool
 }
 
 /// One pending delivery of event `event_id` per route in `routes`, due at `at`. A delivery is its
-/// resource's head on its route unless an earlier one is still pending there.
+/// resource's head on its route unless an earlier one is still pending there. Returns the id and route of
+/// each that is its resource's head.
 fn insert_deliveries(
     conn: &Connection,
     event_id: i64,
     resource_key: Option<&str>,
     routes: &[String],
     at: i64,
-) -> Result<(), SpoolError> {
+) -> Result<Vec<(i64, String)>, SpoolError> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
          VALUES (?1, ?2, ?3, 'pending',
                  ?3 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries o
                                            WHERE o.route = ?2 AND o.resource_key = ?3 AND o.state = 'pending'),
-                 ?4, ?4)",
+                 ?4, ?4)
+         RETURNING id, is_head",
     )?;
+    let mut heads = Vec::with_capacity(routes.len());
     for route in routes {
-        insert.execute(params![event_id, route, resource_key, at])?;
+        let (id, head) =
+            insert.query_row(params![event_id, route, resource_key, at], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if head {
+            heads.push((id, route.clone()));
+        }
     }
-    Ok(())
+    Ok(heads)
 }
 
 /// A pending delivery whose turn has come, with what is needed to send it.
@@ -130,27 +157,13 @@ pub fn due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut statement = conn.prepare_cached(
-        "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body, d.resource_key
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.route = ?1 AND d.state = 'pending' AND d.is_head = 1 AND d.next_attempt_at <= ?2
+    let mut statement = conn.prepare_cached(&format!(
+        "{DUE_COLUMNS} WHERE d.route = ?1 AND d.state = 'pending' AND d.is_head = 1 AND d.next_attempt_at <= ?2
          ORDER BY d.next_attempt_at, d.id
-         LIMIT ?3",
-    )?;
+         LIMIT ?3"
+    ))?;
     let fetch = i64::try_from(limit + in_flight.len()).unwrap_or(i64::MAX);
-    let rows = statement.query_map(params![route, now, fetch], |row| {
-        Ok(Due {
-            delivery_id: row.get(0)?,
-            route: route.to_owned(),
-            attempts: row.get(1)?,
-            pending_since: row.get(2)?,
-            public_id: row.get(3)?,
-            source: row.get(4)?,
-            headers: row.get(5)?,
-            body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
-            resource_key: row.get(7)?,
-        })
-    })?;
+    let rows = statement.query_map(params![route, now, fetch], due_row)?;
     let mut due = Vec::with_capacity(limit);
     for row in rows {
         let row = row?;
@@ -162,6 +175,25 @@ pub fn due(
         }
     }
     Ok(due)
+}
+
+/// What a [`Due`] is read from, by [`due_row`].
+const DUE_COLUMNS: &str =
+    "SELECT d.id, d.attempts, d.pending_since, e.public_id, e.source, e.headers, e.body, d.resource_key, d.route
+     FROM deliveries d JOIN events e ON e.id = d.event_id";
+
+fn due_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
+    Ok(Due {
+        delivery_id: row.get(0)?,
+        attempts: row.get(1)?,
+        pending_since: row.get(2)?,
+        public_id: row.get(3)?,
+        source: row.get(4)?,
+        headers: row.get(5)?,
+        body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
+        resource_key: row.get(7)?,
+        route: row.get(8)?,
+    })
 }
 
 /// When the next delivery of `route` that may be sent (a resource's head) becomes due, if any is pending.
@@ -187,6 +219,18 @@ pub enum Attempted {
 /// Records an attempt's result. A delivery that leaves the pending state hands the head of its resource to
 /// the next pending delivery about the same resource.
 pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &Attempted) -> Result<(), SpoolError> {
+    record_attempt_due(conn, delivery_id, now, result, &mut Vec::new())
+}
+
+/// [`record_attempt`], adding to `due` the delivery it made its resource's head, when that one may be sent
+/// at `now`.
+pub fn record_attempt_due(
+    conn: &Connection,
+    delivery_id: i64,
+    now: i64,
+    result: &Attempted,
+    due: &mut Vec<Due>,
+) -> Result<(), SpoolError> {
     if !matches!(result, Attempted::Retry { .. }) {
         conn.prepare_cached("UPDATE deliveries SET is_head = 0 WHERE id = ?1")?.execute([delivery_id])?;
     }
@@ -210,23 +254,31 @@ pub fn record_attempt(conn: &Connection, delivery_id: i64, now: i64, result: &At
             )?
             .execute(params![delivery_id, now, status, error, answer])?,
     };
-    if !matches!(result, Attempted::Retry { .. }) {
-        promote_next_head(conn, delivery_id, now)?;
+    if !matches!(result, Attempted::Retry { .. })
+        && let Some(head) = promote_next_head(conn, delivery_id, now)?
+    {
+        let mut read = conn.prepare_cached(&format!(
+            "{DUE_COLUMNS} WHERE d.id = ?1 AND d.state = 'pending' AND d.is_head = 1 AND d.next_attempt_at <= ?2"
+        ))?;
+        due.extend(read.query_row(params![head, now], due_row).optional()?);
     }
     Ok(())
 }
 
-/// Makes the oldest pending delivery about the same route and resource as `finished` the head. Its
-/// give-up clock starts now: the time it waited behind a failing delivery does not count against it.
-fn promote_next_head(conn: &Connection, finished: i64, now: i64) -> Result<(), SpoolError> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET is_head = 1, pending_since = MAX(pending_since, ?2) WHERE id = (
+/// Makes the oldest pending delivery about the same route and resource as `finished` the head, and returns
+/// its id. Its give-up clock starts now: the time it waited behind a failing delivery does not count
+/// against it.
+fn promote_next_head(conn: &Connection, finished: i64, now: i64) -> Result<Option<i64>, SpoolError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE deliveries SET is_head = 1, pending_since = MAX(pending_since, ?2) WHERE id = (
              SELECT MIN(o.id) FROM deliveries o JOIN deliveries f ON f.id = ?1
              WHERE f.resource_key IS NOT NULL AND o.route = f.route AND o.resource_key = f.resource_key
-               AND o.state = 'pending')",
-    )?
-    .execute(params![finished, now])?;
-    Ok(())
+               AND o.state = 'pending')
+         RETURNING id",
+        )?
+        .query_row(params![finished, now], |row| row.get(0))
+        .optional()?)
 }
 
 /// Sets the head marks of one route's resource from scratch: its oldest pending delivery is the head.

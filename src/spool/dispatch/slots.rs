@@ -31,9 +31,17 @@ pub struct Slots {
     resources: HashSet<String>,
     /// How many held deliveries are talking to the upstream now.
     sending: usize,
-    /// Read from the spool, due, not yet started; and when they were read.
+    /// Read from the spool or handed over fresh, due, not yet started (and their ids); and when the first
+    /// of them came.
     ready: VecDeque<Due>,
+    ready_ids: HashSet<i64>,
     read_at: Option<Instant>,
+    /// When a read last found fewer due than it asked for. From then on what becomes due comes fresh from
+    /// the spool's writer (new deliveries, the next head of a resource), so no read is needed until
+    /// [`READ_AHEAD_FOR`] has passed (a `hookgate spool` command in another process may have changed
+    /// the spool), a retry's time comes, a result was not recorded, or the writer missed handing some over
+    /// ([`Slots::read_again`]).
+    caught_up_at: Option<Instant>,
 }
 
 impl Slots {
@@ -49,13 +57,26 @@ impl Slots {
     pub fn wanted_from_spool(&mut self, free: usize, read_ahead: usize) -> usize {
         if self.read_at.is_some_and(|at| at.elapsed() > READ_AHEAD_FOR) {
             self.ready.clear();
+            self.ready_ids.clear();
         }
-        if free == 0 || self.ready.len() >= free { 0 } else { free + read_ahead - self.ready.len() }
+        if self.caught_up_at.is_some_and(|at| at.elapsed() > READ_AHEAD_FOR) {
+            self.caught_up_at = None;
+        }
+        if free == 0 || self.ready.len() >= free || self.caught_up_at.is_some() {
+            0
+        } else {
+            free + read_ahead - self.ready.len()
+        }
+    }
+
+    /// The next pass reads the spool (when a slot is free), caught up or not.
+    pub fn read_again(&mut self) {
+        self.caught_up_at = None;
     }
 
     /// The ids a read must leave out: those held and those already read ahead.
     pub fn not_due(&self) -> HashSet<i64> {
-        self.held.iter().copied().chain(self.ready.iter().map(|due| due.delivery_id)).collect()
+        self.held.union(&self.ready_ids).copied().collect()
     }
 
     /// The resources of the held deliveries.
@@ -63,32 +84,45 @@ impl Slots {
         &self.resources
     }
 
-    /// Adds what a read found, in its order, behind what was ready.
-    pub fn read(&mut self, due: Vec<Due>) {
+    /// Adds what a read that `asked` for so many found, in its order, behind what was ready (`asked` is 0
+    /// when the spool does not hand over what becomes due: then the slots are never caught up).
+    pub fn read(&mut self, due: Vec<Due>, asked: usize) {
+        if asked > 0 {
+            self.caught_up_at = (due.len() < asked).then(Instant::now);
+        }
+        for due in due {
+            self.fresh(due);
+        }
+    }
+
+    /// Adds a delivery that may be sent now behind what is ready, unless it is held or ready already.
+    pub fn fresh(&mut self, due: Due) {
+        if self.held.contains(&due.delivery_id) || !self.ready_ids.insert(due.delivery_id) {
+            return;
+        }
         if self.ready.is_empty() {
             self.read_at = Some(Instant::now());
         }
-        self.ready.extend(due);
+        self.ready.push_back(due);
     }
 
-    /// The next ready delivery that may start now, taken as sending; a ready one whose resource is held
-    /// (a replay or drop from `hookgate spool` moved its resource's head while its old head is being sent)
-    /// is let go, to be read again once due.
+    /// The next ready delivery that may start now, taken as sending. One whose resource is held stays
+    /// ready, for when it is let go: the next head of a resource is handed over fresh just before the
+    /// delivery ahead of it is let go, and a replay from `hookgate spool` may have moved a resource's head
+    /// while its old head is being sent.
     pub fn start_next(&mut self) -> Option<Due> {
-        while let Some(due) = self.ready.pop_front() {
-            if self.held.contains(&due.delivery_id) {
-                continue;
-            }
-            if let Some(key) = &due.resource_key
-                && !self.resources.insert(key.clone())
-            {
-                continue;
-            }
-            self.held.insert(due.delivery_id);
-            self.sending += 1;
-            return Some(due);
+        let startable = self.ready.iter().position(|due| {
+            !self.held.contains(&due.delivery_id)
+                && due.resource_key.as_ref().is_none_or(|key| !self.resources.contains(key))
+        })?;
+        let due = self.ready.remove(startable)?;
+        self.ready_ids.remove(&due.delivery_id);
+        if let Some(key) = &due.resource_key {
+            self.resources.insert(key.clone());
         }
-        None
+        self.held.insert(due.delivery_id);
+        self.sending += 1;
+        Some(due)
     }
 
     /// An attempt has its answer: its slot is free; the delivery stays held until [`Slots::finish`].
@@ -126,7 +160,7 @@ mod tests {
     #[test]
     fn a_slot_is_free_once_answered_and_the_delivery_held_until_recorded() {
         let mut slots = Slots::default();
-        slots.read(vec![due(1, Some("o:1")), due(2, Some("o:2"))]);
+        slots.read(vec![due(1, Some("o:1")), due(2, Some("o:2"))], 2);
         assert_eq!(slots.free(1), 1);
         let first = slots.start_next().unwrap();
         assert_eq!(slots.free(1), 0, "sending takes the slot");
@@ -142,18 +176,25 @@ mod tests {
     #[test]
     fn one_delivery_per_resource_and_none_twice() {
         let mut slots = Slots::default();
-        slots.read(vec![due(1, Some("o:1")), due(3, Some("o:1")), due(4, None), due(5, None)]);
+        slots.read(vec![due(1, Some("o:1")), due(3, Some("o:1")), due(4, None), due(5, None)], 4);
         assert_eq!(slots.start_next().unwrap().delivery_id, 1);
         assert_eq!(slots.start_next().unwrap().delivery_id, 4, "3 is about o:1, held by 1");
-        slots.read(vec![due(4, None)]);
+        slots.read(vec![due(4, None)], 1);
         assert_eq!(slots.start_next().unwrap().delivery_id, 5);
-        assert!(slots.start_next().is_none(), "4 is held already");
+        assert!(slots.start_next().is_none(), "4 is held already, 3 waits for o:1");
+        slots.read(vec![due(6, None), due(6, None)], 2);
+        slots.fresh(due(6, None));
+        assert_eq!(slots.start_next().unwrap().delivery_id, 6);
+        assert!(slots.start_next().is_none(), "6 was ready once");
+        slots.answered();
+        slots.finish(1, Some("o:1"));
+        assert_eq!(slots.start_next().unwrap().delivery_id, 3, "o:1's next once 1 is let go");
     }
 
     #[test]
     fn results_waiting_for_their_commit_are_bounded() {
         let mut slots = Slots::default();
-        slots.read((0..MAX_RECORDING as i64).map(|id| due(id, None)).collect());
+        slots.read((0..MAX_RECORDING as i64).map(|id| due(id, None)).collect(), MAX_RECORDING);
         while slots.start_next().is_some() {
             slots.answered();
         }
@@ -167,11 +208,28 @@ mod tests {
         let mut slots = Slots::default();
         assert_eq!(slots.wanted_from_spool(0, 64), 0, "no free slot, nothing read");
         assert_eq!(slots.wanted_from_spool(8, 64), 72);
-        slots.read((0..72).map(|id| due(id, None)).collect());
+        slots.read((0..72).map(|id| due(id, None)).collect(), 72);
         assert_eq!(slots.wanted_from_spool(8, 64), 0, "enough ready");
         assert_eq!(slots.not_due().len(), 72, "what is ready is not read again");
         slots.read_at = Some(Instant::now() - READ_AHEAD_FOR - Duration::from_millis(1));
         assert_eq!(slots.wanted_from_spool(8, 64), 72, "read too long ago: read again");
         assert!(slots.not_due().is_empty());
+    }
+
+    #[test]
+    fn caught_up_it_waits_for_fresh_deliveries_until_told_to_read_again() {
+        let mut slots = Slots::default();
+        slots.read(vec![due(1, None)], 72);
+        slots.start_next().unwrap();
+        assert_eq!(slots.wanted_from_spool(7, 64), 0, "the read found all there was: the rest comes fresh");
+        slots.fresh(due(2, None));
+        assert_eq!(slots.start_next().unwrap().delivery_id, 2);
+        slots.read_again();
+        assert_eq!(slots.wanted_from_spool(6, 64), 70, "told to read again");
+        slots.read((10..80).map(|id| due(id, None)).collect(), 70);
+        while slots.start_next().is_some() {}
+        assert_eq!(slots.wanted_from_spool(1, 64), 65, "a full read: there may be more");
+        slots.caught_up_at = Some(Instant::now() - READ_AHEAD_FOR - Duration::from_millis(1));
+        assert_eq!(slots.wanted_from_spool(1, 64), 65, "caught up too long ago: read again");
     }
 }

@@ -1,0 +1,206 @@
+//! The spool's writer thread: it owns the write connection and commits every operation waiting for it
+//! in one transaction (group commit), then answers each.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::store::{self, NewEvent};
+use super::{Attempted, Due, SpoolError, Stored};
+
+/// Operations waiting for the writer are committed together, up to this many in one transaction.
+const MAX_BATCH: usize = 512;
+/// A write-ahead log larger than this is checkpointed and truncated once the writer is idle, so that the
+/// log is back under a MiB whenever the backlog has drained (SQLite's own checkpoints, every 1,000 pages,
+/// reuse the file but never shrink it).
+const WAL_TRUNCATE_BYTES: u64 = 1024 * 1024;
+/// How long that checkpoint waits for a reader to finish before it leaves the log for the next idle
+/// moment.
+const WAL_TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// Deliveries just stored and due at once, handed to the dispatcher without a read of the spool, up to
+/// this many waiting; past it the dispatcher's reads find the rest.
+const FRESH_CAPACITY: usize = 1024;
+
+/// What the writer is asked to do.
+pub(super) enum WriteOp {
+    Insert(Box<NewEvent>, oneshot::Sender<Result<Stored, SpoolError>>),
+    /// A delivery's id, when the attempt ended (unix ms), and its result.
+    Record(i64, i64, Attempted, oneshot::Sender<Result<(), SpoolError>>),
+    /// What is old enough to go, and when (see [`store::prune`]).
+    Prune(store::PruneAges, oneshot::Sender<Result<usize, SpoolError>>),
+    /// Commit what came before, then end the writer.
+    Stop,
+}
+
+/// The writer thread: takes every operation waiting, runs them in one transaction, commits, then answers
+/// each. A failed commit fails every operation in it, so nobody is told "stored" for what was not.
+pub(super) fn write_loop(mut conn: Connection, mut ops: mpsc::Receiver<WriteOp>, shared: &Shared) {
+    let Shared { used_bytes, wake, writable, fresh } = shared;
+    let wal = wal_path(conn.path().map(Path::new));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stopping = false;
+    while let Some(first) = ops.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            if matches!(op, WriteOp::Stop) {
+                stopping = true;
+                break;
+            }
+            batch.push(op);
+            if batch.len() < MAX_BATCH {
+                next = ops.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let mut due = Vec::new();
+        let outcome = commit_batch(&mut conn, &batch, &mut due);
+        match outcome {
+            Ok(results) => {
+                writable.store(true, Ordering::Relaxed);
+                fresh.lock().unwrap_or_else(|p| p.into_inner()).add(due);
+                for (op, result) in batch.drain(..).zip(results) {
+                    reply(op, result);
+                }
+                if let Ok(bytes) = store::used_bytes(&conn) {
+                    used_bytes.store(bytes, Ordering::Relaxed);
+                }
+                wake.notify_one();
+                if ops.is_empty() {
+                    truncate_wal_when_large(&conn, wal.as_deref());
+                }
+            }
+            Err(error) => {
+                writable.store(false, Ordering::Relaxed);
+                tracing::error!(%error, operations = batch.len(), "spool commit failed; answering 503");
+                let message = error.to_string();
+                for op in batch.drain(..) {
+                    reply(op, Err(SpoolError::Open(message.clone())));
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// What the writer thread shares with the spool's handle.
+pub(super) struct Shared {
+    pub(super) used_bytes: Arc<AtomicU64>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) writable: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) fresh: Arc<Mutex<Fresh>>,
+}
+
+/// Deliveries committed and due at once, waiting for the dispatcher to take them.
+#[derive(Default)]
+pub struct Fresh {
+    pub due: VecDeque<Due>,
+    /// Some were left out (past [`FRESH_CAPACITY`]): only a read of the spool finds them.
+    pub missed: bool,
+}
+
+impl Fresh {
+    fn add(&mut self, due: Vec<Due>) {
+        let room = FRESH_CAPACITY.saturating_sub(self.due.len());
+        self.missed |= due.len() > room;
+        self.due.extend(due.into_iter().take(room));
+    }
+}
+
+/// What one operation of a batch came to, before it is answered.
+type OpResult = Result<OpValue, SpoolError>;
+enum OpValue {
+    Stored(Stored),
+    Recorded,
+    Pruned(usize),
+}
+
+/// The write-ahead log beside the spool file.
+fn wal_path(spool: Option<&Path>) -> Option<PathBuf> {
+    let mut wal = spool?.as_os_str().to_owned();
+    wal.push("-wal");
+    Some(PathBuf::from(wal))
+}
+
+/// With nothing waiting to be written, a write-ahead log past [`WAL_TRUNCATE_BYTES`] is checkpointed and
+/// truncated: SQLite reuses its log from the start but never shrinks the file, so a burst (or a reader
+/// that held a checkpoint back) would leave it at its largest for good. A reader in the way makes the
+/// attempt give up at once; the next idle moment tries again.
+fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
+    let large = wal.and_then(|wal| std::fs::metadata(wal).ok()).is_some_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+    if !large {
+        return;
+    }
+    // A reader's transactions are short: wait a little for one, never the full busy timeout (new
+    // deliveries may be waiting for the writer by then).
+    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0)) {
+        Ok(0) => tracing::debug!("write-ahead log checkpointed and truncated"),
+        Ok(_) => {
+            tracing::debug!("write-ahead log not truncated: a reader is in the way; trying at the next idle moment")
+        }
+        Err(error) => tracing::debug!(%error, "write-ahead log not truncated"),
+    }
+    let _ = conn.busy_timeout(store::BUSY_TIMEOUT);
+}
+
+/// Runs `batch` in one transaction and commits it; adds to `due` the deliveries it stored that may be sent
+/// at once.
+fn commit_batch(conn: &mut Connection, batch: &[WriteOp], due: &mut Vec<Due>) -> Result<Vec<OpResult>, SpoolError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    // A savepoint per operation: one failing operation is undone alone and the rest still commit. Its
+    // statements are prepared once (rusqlite's `Savepoint` parses them anew each time).
+    let mut savepoint = tx.prepare_cached("SAVEPOINT operation")?;
+    let mut release = tx.prepare_cached("RELEASE operation")?;
+    let mut roll_back = tx.prepare_cached("ROLLBACK TO operation")?;
+    for op in batch {
+        savepoint.execute([])?;
+        let stored_before = due.len();
+        let result = match op {
+            WriteOp::Insert(event, _) => store::insert_event_due(&tx, event, due).map(OpValue::Stored),
+            WriteOp::Record(id, now, attempted, _) => {
+                store::record_attempt_due(&tx, *id, *now, attempted, due).map(|()| OpValue::Recorded)
+            }
+            WriteOp::Prune(ages, _) => store::prune(&tx, *ages).map(OpValue::Pruned),
+            WriteOp::Stop => Ok(OpValue::Recorded),
+        };
+        if result.is_err() {
+            roll_back.execute([])?;
+            due.truncate(stored_before);
+        }
+        release.execute([])?;
+        results.push(result);
+    }
+    drop((savepoint, release, roll_back));
+    tx.commit()?;
+    Ok(results)
+}
+
+fn reply(op: WriteOp, result: OpResult) {
+    match op {
+        WriteOp::Insert(_, reply) => {
+            let _ = reply.send(result.map(|v| match v {
+                OpValue::Stored(stored) => stored,
+                _ => unreachable!("an insert yields Stored"),
+            }));
+        }
+        WriteOp::Record(_, _, _, reply) => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        WriteOp::Prune(_, reply) => {
+            let _ = reply.send(result.map(|v| match v {
+                OpValue::Pruned(n) => n,
+                _ => 0,
+            }));
+        }
+        WriteOp::Stop => {}
+    }
+}
