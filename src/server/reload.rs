@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Gateway;
 
 mod changes;
+mod watch;
 
 /// SIGHUP, installed before the gateway says it serves (its default action would end the process).
 #[cfg(unix)]
@@ -37,52 +38,18 @@ impl Reloads {
     }
 
     /// Starts watching now: the folders of the config file and of every file it reads (secret files, TLS
-    /// certificate and key), so that a change made from here on is seen. The folder is watched, not the
-    /// file: Kubernetes updates a mounted ConfigMap by swapping a `..data` symlink in that folder.
+    /// certificate and key), so that a change made from here on is seen (see [`watch`] for why folders).
     pub(super) fn watch(self, gateway: Arc<Gateway>) -> Watching {
-        use notify::Watcher as _;
-        let (causes, cause) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
         let mut files: Vec<PathBuf> = vec![self.path.clone()];
         files.extend(gateway.config().files.iter().cloned());
-        let mut folders: Vec<PathBuf> = files
-            .iter()
-            .map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
-            .collect();
-        folders.sort();
-        folders.dedup();
+        let changes = watch::FileChanges::watch(&files);
         let spool_watched = gateway.config().delivery.queue().and_then(|queue| {
             let path = queue.spool.sqlite_path()?;
             let folder = path.parent()?;
-            folders.iter().any(|f| same_folder(f, folder)).then(|| path.to_path_buf())
+            let watched = files.iter().filter_map(|f| f.parent()).any(|f| same_folder(f, folder));
+            (watch::WAKES_ON_EVERY_WRITE && watched).then(|| path.to_path_buf())
         });
-        let names: Vec<std::ffi::OsString> =
-            files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            let ours = event.paths.iter().any(|changed| {
-                changed
-                    .file_name()
-                    .is_some_and(|file| names.iter().any(|n| n == file) || file.to_string_lossy().starts_with("..data"))
-            });
-            if ours && !event.kind.is_access() {
-                let _ = causes.send("file change");
-            }
-        });
-        let watcher = match watcher {
-            Ok(mut watcher) => {
-                for folder in &folders {
-                    if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
-                        tracing::warn!(%error, folder = %folder.display(), "cannot watch a folder the config reads from: reload with SIGHUP");
-                    }
-                }
-                Some(watcher)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch the config file: reload with SIGHUP");
-                None
-            }
-        };
-        Watching { gateway, path: self.path, hangups: self.hangups, cause, _watcher: watcher, spool_watched }
+        Watching { gateway, path: self.path, hangups: self.hangups, changes, spool_watched }
     }
 }
 
@@ -91,10 +58,9 @@ pub(super) struct Watching {
     gateway: Arc<Gateway>,
     path: PathBuf,
     hangups: Option<Hangups>,
-    cause: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
-    /// Kept alive: dropping it stops the watching.
-    _watcher: Option<notify::RecommendedWatcher>,
-    /// The spool, when it lies in a watched folder.
+    /// Closed when dropped: ending the task ends the watching.
+    changes: watch::FileChanges,
+    /// The spool, when it lies in a watched folder and the watcher wakes on its every write.
     spool_watched: Option<PathBuf>,
 }
 
@@ -111,7 +77,7 @@ impl Watching {
         }
         loop {
             let first = tokio::select! {
-                Some(first) = self.cause.recv() => first,
+                Some(()) = self.changes.next() => "file change",
                 Some(()) = hangup(&mut self.hangups) => "SIGHUP",
                 else => return,
             };
@@ -122,7 +88,7 @@ impl Watching {
             loop {
                 tokio::select! {
                     () = &mut settle => break,
-                    Some(_) = self.cause.recv() => {}
+                    Some(()) = self.changes.next() => {}
                     Some(()) = hangup(&mut self.hangups) => {}
                 }
             }
@@ -169,7 +135,8 @@ async fn hangup(hangups: &mut Option<Hangups>) -> Option<()> {
 }
 
 fn same_folder(a: &Path, b: &Path) -> bool {
-    let b = if b.as_os_str().is_empty() { Path::new(".") } else { b };
+    let here = |p: &'_ Path| if p.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { p.to_path_buf() };
+    let (a, b) = (here(a), here(b));
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,

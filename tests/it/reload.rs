@@ -206,3 +206,46 @@ async fn a_changed_store_block_needs_a_restart() {
     assert_eq!(restart, ["sources[].store (the store watches run with the settings at start)"]);
     gateway.stop().await;
 }
+
+/// A spool beside the config file: its commits write in the watched folder, yet no reload is attempted for
+/// them, and a change to the config file is still reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_beside_the_config_file_triggers_no_reload_and_the_file_still_reloads() {
+    let dir = temp_dir("reload-spool-beside");
+    let (orders, coupons) = (Upstream::start().await, Upstream::start().await);
+    let file = dir.join("hookgate.yaml");
+    // Every delivery stored (the same fixture 20 times), so that each one writes the spool.
+    let queue = "delivery:\n  mode: queue\n  spool_path: ./hookgate.db\ndedupe:\n  window: 0s\n";
+    std::fs::write(&file, config(&route("orders", "\"order.*\"", &orders), queue)).unwrap();
+    let mut process = HookgateProcess::start(&file);
+    let addr = process.addr;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..20 {
+        assert_eq!(send_raw(addr, &Fixture::load("order-created").request("/hooks/main")).await.status, 200);
+    }
+    eventually(Duration::from_secs(10), "the 20 deliveries", || orders.received().len() == 20).await;
+    assert!(dir.join("hookgate.db-wal").exists(), "the spool wrote its log beside the config");
+    // Longer than the reload's settle window: a reload the spool's writes had caused would be done.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = process.metrics().await;
+    assert!(
+        metrics.contains("hookgate_config_reloads_total{result=\"success\"} 1"),
+        "only the load at start, no reload for the spool's writes: {metrics}"
+    );
+
+    // The config file written in place, beside the spool: reloaded.
+    let both = format!("{}{}", route("orders", "\"order.*\"", &orders), route("coupons", "\"coupon.*\"", &coupons));
+    std::fs::write(&file, config(&both, queue)).unwrap();
+    let line = process.wait_for_log("the reload", reloaded);
+    assert_eq!(line["cause"], "file change");
+    assert_eq!(line["changes"], "routes added: coupons", "{line}");
+    let metrics = process.metrics().await;
+    assert!(metrics.contains("hookgate_config_reloads_total{result=\"success\"} 2"), "one reload: {metrics}");
+    process.signal("TERM");
+    let (status, log) = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    #[cfg(target_os = "linux")]
+    assert!(!log.join("\n").contains("watched for config changes"), "no warning where the writes wake nothing");
+    let _ = log;
+    std::fs::remove_dir_all(dir).unwrap();
+}

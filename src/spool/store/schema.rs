@@ -93,10 +93,12 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Sorting and grouping stay in memory: the root filesystem may be read-only (Kubernetes).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 4 MiB of page cache per connection holds the pending deliveries' index pages, the part that is read
-    // again and again. Measured under the 64-connection bench: the same throughput as 16 MiB, and a peak
-    // resident size of 37 MiB instead of 51 MiB.
-    conn.pragma_update(None, "cache_size", -4 * 1024)?;
+    // 2 MiB of page cache per connection holds the pending deliveries' index pages, the part that is read
+    // again and again. Measured under the 64-connection bench: 16 MiB gave a peak resident size of 51 MiB,
+    // 4 MiB 42 to 46 MiB and 2 MiB 38 to 39 MiB (2026-12-01), at the same answers per second. The caches
+    // are SQLite's, in the C allocator's per-thread arenas: at a peak with 4 MiB, three arenas held 8.6,
+    // 4.4 and 4.4 MiB.
+    conn.pragma_update(None, "cache_size", -2 * 1024)?;
     // A plan that does not depend on the values bound: without it SQLite compiles a statement again each
     // time a value it looked at while planning changes (a `LIMIT ?`, a parameter compared with a partial
     // index's condition), which was a fifth of the writer's time under load. Every query here names its
