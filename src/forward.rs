@@ -130,12 +130,59 @@ impl Forwarder {
             Ok(answer) => crate::metrics::upstream_status_class(answer.status),
             Err(error) => error.metric_label(),
         };
-        metrics::counter!(crate::metrics::UPSTREAM_REQUESTS_TOTAL, "route" => route.name.clone(), "result" => label)
-            .increment(1);
-        metrics::histogram!(crate::metrics::UPSTREAM_DURATION_SECONDS, "route" => route.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        RouteSeries::with(&route.name, |series| {
+            series.requests(&route.name, label).increment(1);
+            series.duration.record(started.elapsed().as_secs_f64());
+        });
         result
     }
+}
+
+/// The metric series an upstream exchange of one route is counted in, registered once per thread (an
+/// exchange then builds no label and makes no lookup in the recorder's registry).
+struct RouteSeries {
+    /// `hookgate_upstream_requests_total` by result (a fixed set of labels), each registered the first time
+    /// it is counted, as before.
+    requests: Vec<(&'static str, metrics::Counter)>,
+    duration: metrics::Histogram,
+}
+
+impl RouteSeries {
+    /// Calls `record` with the series of `route`, registering them on this thread's first use.
+    fn with(route: &str, record: impl FnOnce(&mut RouteSeries)) {
+        ROUTE_SERIES.with_borrow_mut(|series| {
+            if !series.contains_key(route) {
+                // The recorder is in place before a handle is taken, or the handle would count nothing.
+                crate::metrics::handle();
+                let duration =
+                    metrics::histogram!(crate::metrics::UPSTREAM_DURATION_SECONDS, "route" => route.to_owned());
+                series.insert(route.into(), RouteSeries { requests: Vec::new(), duration });
+            }
+            if let Some(found) = series.get_mut(route) {
+                record(found);
+            }
+        });
+    }
+
+    /// The counter of `route`'s exchanges that ended with `result`.
+    fn requests(&mut self, route: &str, result: &'static str) -> &metrics::Counter {
+        let position = match self.requests.iter().position(|(label, _)| *label == result) {
+            Some(position) => position,
+            None => {
+                let name = crate::metrics::UPSTREAM_REQUESTS_TOTAL;
+                let counter = metrics::counter!(name, "route" => route.to_owned(), "result" => result);
+                self.requests.push((result, counter));
+                self.requests.len() - 1
+            }
+        };
+        &self.requests[position].1
+    }
+}
+
+thread_local! {
+    /// The series of each route name seen on this thread (route names come from the configuration only).
+    static ROUTE_SERIES: std::cell::RefCell<std::collections::HashMap<Box<str>, RouteSeries>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// Sends `request` through `client` and reads as much of the answer as `answer_body` says.
