@@ -1,6 +1,7 @@
 //! Forwarding: POSTs a verified delivery, byte for byte, to a route's upstream over a pooled, kept-alive
-//! connection (the shared client, or the route's own for its `tls`, see [`crate::upstream`]), with the
-//! route's own headers, and brings back the whole answer within the route's timeout.
+//! connection (the shared client, a connection worker's own, or the route's own for its `tls`, see
+//! [`crate::upstream`]), with the route's own headers, and brings back the whole answer within the route's
+//! timeout.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -116,7 +117,8 @@ impl Forwarder {
         for (name, value) in route.headers.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let client = route.client.as_ref().unwrap_or(&self.shared);
+        let own = if route.client.is_none() { THIS_THREADS_CLIENT.with(|own| own.get().cloned()) } else { None };
+        let client = route.client.as_ref().or(own.as_ref()).unwrap_or(&self.shared);
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = route.upstream.clone();
@@ -183,6 +185,17 @@ thread_local! {
     /// The series of each route name seen on this thread (route names come from the configuration only).
     static ROUTE_SERIES: std::cell::RefCell<std::collections::HashMap<Box<str>, RouteSeries>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
+    /// A connection worker's own client, used instead of the shared one (see [`use_a_client_of_this_thread`]).
+    static THIS_THREADS_CLIENT: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+}
+
+/// Makes requests sent from this thread to routes without `tls` go through a client (and so a pool of
+/// connections) of this thread's own: for a connection worker (see [`crate::server::workers`]), whose
+/// upstream connections are then driven on its thread, never woken from another.
+pub fn use_a_client_of_this_thread() {
+    THIS_THREADS_CLIENT.with(|own| {
+        own.get_or_init(UpstreamClient::with_bundled_roots);
+    });
 }
 
 /// Sends `request` through `client` and reads as much of the answer as `answer_body` says.
