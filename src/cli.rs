@@ -290,7 +290,7 @@ fn serve(path: &Path) -> ExitCode {
         let stop = stop_signal();
         let reloads = Reloads::on_file_change_and_sighup(path);
         let server = match Server::bind(config).await {
-            Ok(server) => server.reload(reloads),
+            Ok(server) => server.reload(reloads).with_connection_workers(connection_workers()),
             Err(error) => {
                 tracing::error!("{error}");
                 return ExitCode::FAILURE;
@@ -307,6 +307,12 @@ fn serve(path: &Path) -> ExitCode {
             }
         }
     })
+}
+
+/// One connection worker per core the process may run on (its CPU affinity and cgroup quota count): the
+/// webhook path then runs on threads that never hand a request's work to each other.
+fn connection_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Completes on SIGINT or SIGTERM (what Kubernetes and systemd send to stop a process).

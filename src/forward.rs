@@ -1,6 +1,7 @@
 //! Forwarding: POSTs a verified delivery, byte for byte, to a route's upstream over a pooled, kept-alive
-//! connection (the shared client, or the route's own for its `tls`, see [`crate::upstream`]), with the
-//! route's own headers, and brings back the whole answer within the route's timeout.
+//! connection (the shared client, a connection worker's own, or the route's own for its `tls`, see
+//! [`crate::upstream`]), with the route's own headers, and brings back the whole answer within the route's
+//! timeout.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -91,10 +92,8 @@ impl Forwarder {
         source: &str,
         delivery: &VerifiedDelivery,
     ) -> Result<UpstreamAnswer, UpstreamError> {
-        let mut headers = HeaderMap::with_capacity(delivery.headers().len() + 2);
-        for (name, value) in delivery.headers() {
-            headers.append(name, value.clone());
-        }
+        // A clone keeps the names, values and their order as they are, without hashing each name again.
+        let headers = delivery.headers().clone();
         self.post(route, source, headers, delivery.body().clone(), AnswerBody::Whole).await
     }
 
@@ -116,7 +115,8 @@ impl Forwarder {
         for (name, value) in route.headers.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let client = route.client.as_ref().unwrap_or(&self.shared);
+        let own = if route.client.is_none() { THIS_THREADS_CLIENT.with(|own| own.get().cloned()) } else { None };
+        let client = route.client.as_ref().or(own.as_ref()).unwrap_or(&self.shared);
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = route.upstream.clone();
@@ -130,12 +130,70 @@ impl Forwarder {
             Ok(answer) => crate::metrics::upstream_status_class(answer.status),
             Err(error) => error.metric_label(),
         };
-        metrics::counter!(crate::metrics::UPSTREAM_REQUESTS_TOTAL, "route" => route.name.clone(), "result" => label)
-            .increment(1);
-        metrics::histogram!(crate::metrics::UPSTREAM_DURATION_SECONDS, "route" => route.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        RouteSeries::with(&route.name, |series| {
+            series.requests(&route.name, label).increment(1);
+            series.duration.record(started.elapsed().as_secs_f64());
+        });
         result
     }
+}
+
+/// The metric series an upstream exchange of one route is counted in, registered once per thread (an
+/// exchange then builds no label and makes no lookup in the recorder's registry).
+struct RouteSeries {
+    /// `hookgate_upstream_requests_total` by result (a fixed set of labels), each registered the first time
+    /// it is counted, as before.
+    requests: Vec<(&'static str, metrics::Counter)>,
+    duration: metrics::Histogram,
+}
+
+impl RouteSeries {
+    /// Calls `record` with the series of `route`, registering them on this thread's first use.
+    fn with(route: &str, record: impl FnOnce(&mut RouteSeries)) {
+        ROUTE_SERIES.with_borrow_mut(|series| {
+            if !series.contains_key(route) {
+                // The recorder is in place before a handle is taken, or the handle would count nothing.
+                crate::metrics::handle();
+                let duration =
+                    metrics::histogram!(crate::metrics::UPSTREAM_DURATION_SECONDS, "route" => route.to_owned());
+                series.insert(route.into(), RouteSeries { requests: Vec::new(), duration });
+            }
+            if let Some(found) = series.get_mut(route) {
+                record(found);
+            }
+        });
+    }
+
+    /// The counter of `route`'s exchanges that ended with `result`.
+    fn requests(&mut self, route: &str, result: &'static str) -> &metrics::Counter {
+        let position = match self.requests.iter().position(|(label, _)| *label == result) {
+            Some(position) => position,
+            None => {
+                let name = crate::metrics::UPSTREAM_REQUESTS_TOTAL;
+                let counter = metrics::counter!(name, "route" => route.to_owned(), "result" => result);
+                self.requests.push((result, counter));
+                self.requests.len() - 1
+            }
+        };
+        &self.requests[position].1
+    }
+}
+
+thread_local! {
+    /// The series of each route name seen on this thread (route names come from the configuration only).
+    static ROUTE_SERIES: std::cell::RefCell<std::collections::HashMap<Box<str>, RouteSeries>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// A connection worker's own client, used instead of the shared one (see [`use_a_client_of_this_thread`]).
+    static THIS_THREADS_CLIENT: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+}
+
+/// Makes requests sent from this thread to routes without `tls` go through a client (and so a pool of
+/// connections) of this thread's own: for a connection worker (see [`crate::server::workers`]), whose
+/// upstream connections are then driven on its thread, never woken from another.
+pub fn use_a_client_of_this_thread() {
+    THIS_THREADS_CLIENT.with(|own| {
+        own.get_or_init(UpstreamClient::with_bundled_roots);
+    });
 }
 
 /// Sends `request` through `client` and reads as much of the answer as `answer_body` says.

@@ -1,6 +1,8 @@
 //! One log line and one set of metric samples per request, written when it is answered, whatever answered
 //! it: the contract's steps, or a layer that refused it (the per-client cap, overload).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,14 +66,13 @@ impl RequestLog {
     ) {
         let found = &self.found;
         let source = found.source.as_ref().map_or(crate::metrics::NO_SOURCE, |s| s.name.as_str());
-        metrics::counter!(crate::metrics::REQUESTS_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
-            .increment(1);
-        metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "source" => source.to_owned())
-            .record(took.as_secs_f64());
-        if found.bytes > 0 {
-            metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned())
-                .record(found.bytes as f64);
-        }
+        SourceSeries::with(source, |series| {
+            series.requests(source, outcome).increment(1);
+            series.duration.record(took.as_secs_f64());
+            if found.bytes > 0 {
+                series.body_bytes.record(found.bytes as f64);
+            }
+        });
         // Its topic is known only once a delivery is verified.
         if !throttle.admit(outcome, found.topic.is_some()) {
             return;
@@ -92,6 +93,48 @@ impl RequestLog {
             error,
             "request"
         );
+    }
+}
+
+/// The metric series a request of one source is counted in, registered once per thread (a request then
+/// builds no label and makes no lookup in the recorder's registry, only one in this thread's map).
+struct SourceSeries {
+    /// `hookgate_requests_total` by outcome, each registered the first time it is counted, as before.
+    requests: [Option<metrics::Counter>; Outcome::COUNT],
+    duration: metrics::Histogram,
+    body_bytes: metrics::Histogram,
+}
+
+thread_local! {
+    /// The series of each source name seen on this thread (source names come from the configuration only).
+    static SOURCE_SERIES: RefCell<HashMap<Box<str>, SourceSeries>> = RefCell::new(HashMap::new());
+}
+
+impl SourceSeries {
+    /// Calls `record` with the series of `source`, registering them on this thread's first use.
+    fn with(source: &str, record: impl FnOnce(&mut SourceSeries)) {
+        SOURCE_SERIES.with_borrow_mut(|series| {
+            if !series.contains_key(source) {
+                // The recorder is in place before a handle is taken, or the handle would count nothing.
+                crate::metrics::handle();
+                let new = SourceSeries {
+                    requests: [const { None }; Outcome::COUNT],
+                    duration: metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "source" => source.to_owned()),
+                    body_bytes: metrics::histogram!(crate::metrics::REQUEST_BODY_BYTES, "source" => source.to_owned()),
+                };
+                series.insert(source.into(), new);
+            }
+            if let Some(found) = series.get_mut(source) {
+                record(found);
+            }
+        });
+    }
+
+    /// The counter of `source`'s requests that ended with `outcome`.
+    fn requests(&mut self, source: &str, outcome: Outcome) -> &metrics::Counter {
+        self.requests[outcome as usize].get_or_insert_with(|| {
+            metrics::counter!(crate::metrics::REQUESTS_TOTAL, "source" => source.to_owned(), "outcome" => outcome.as_str())
+        })
     }
 }
 

@@ -22,6 +22,7 @@ mod reload;
 pub mod service;
 mod store_watch;
 pub mod unverified;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -70,6 +71,9 @@ pub struct Server {
     webhook: TcpListener,
     admin: TcpListener,
     reloads: Option<Reloads>,
+    /// Threads serving the webhook listener's connections (see [`workers`]); none: the caller's runtime
+    /// serves them.
+    connection_workers: usize,
 }
 
 impl Server {
@@ -96,12 +100,21 @@ impl Server {
     ) -> Result<Server, StartError> {
         let file = config.file.display().to_string();
         let gateway = Gateway::with_clock(config, clock).await.map_err(|error| StartError::Spool { file, error })?;
-        Ok(Server { gateway: Arc::new(gateway), webhook, admin, reloads: None })
+        Ok(Server { gateway: Arc::new(gateway), webhook, admin, reloads: None, connection_workers: 0 })
     }
 
     /// Reloads the configuration while serving, as `reloads` says (see [`Reloads`]).
     pub fn reload(mut self, reloads: Reloads) -> Server {
         self.reloads = Some(reloads);
+        self
+    }
+
+    /// Serves the webhook listener's connections on `count` threads of their own, each with a
+    /// current-thread runtime and its own pool of upstream connections, the connections handed to them in
+    /// turn (see [`workers`]); 0, the default, serves them on the runtime [`Server::run`] runs on (tests
+    /// do, so that tokio's paused clock governs their connections too).
+    pub fn with_connection_workers(mut self, count: usize) -> Server {
+        self.connection_workers = count;
         self
     }
 
@@ -124,7 +137,7 @@ impl Server {
     /// requests in flight and then delivery attempts get what is left of `shutdown_grace`, the spool is
     /// closed, and the admin listener closes last.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Server { gateway, webhook, admin, reloads } = self;
+        let Server { gateway, webhook, admin, reloads, connection_workers } = self;
         let (listen, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
         crate::metrics::config_loaded();
         let upkeep = crate::metrics::spawn_upkeep();
@@ -164,7 +177,10 @@ impl Server {
                 }
             }
         });
-        let result = serve_webhooks(webhook, Arc::clone(&gateway), shutdown).await;
+        let result = match workers::Workers::start(connection_workers) {
+            Ok(workers) => serve_webhooks(webhook, Arc::clone(&gateway), workers, shutdown).await,
+            Err(error) => Err(error),
+        };
         reports.abort();
         store_watches.iter().for_each(tokio::task::JoinHandle::abort);
         gateway.throttle.report();
@@ -197,10 +213,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The webhook listener's accept loop, then the stop: one grace period for requests being answered and
-/// then delivery attempts in flight.
+/// then delivery attempts in flight. Connections are served by `workers` when given (which end once the
+/// stop is done), or else on the runtime this runs on.
 async fn serve_webhooks(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    workers: Option<workers::Workers>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let protocols = conn::Protocols::new(&gateway.config().limits, gateway.config().http2);
@@ -236,11 +254,15 @@ async fn serve_webhooks(
             let (webhook, gateway) = (webhook.clone(), Arc::clone(&gateway));
             async move { Ok::<_, Infallible>(service::respond(webhook, &gateway, request).await) }
         });
-        let serve = protocols.serve(stream, peer, tls, hyper_service, stop.clone());
-        tokio::spawn(async move {
-            serve.await;
+        let stop = stop.clone();
+        let serve = move |stream| async move {
+            protocols.serve(stream, peer, tls, hyper_service, stop).await;
             drop(admitted);
-        });
+        };
+        match &workers {
+            Some(workers) => workers.serve(stream, serve),
+            None => drop(tokio::spawn(serve(stream))),
+        }
     }
     gateway.health.set_stopping();
     drop(listener);

@@ -48,6 +48,35 @@ async fn http_1_0_close_and_http_1_1_keep_alive_with_expect_continue_work() {
     gateway.stop().await;
 }
 
+// `hookgate serve` serves connections on one worker thread per core, each with its own upstream pool.
+#[tokio::test]
+async fn connections_served_by_workers_are_relayed_and_each_worker_keeps_its_upstream_connection() {
+    let upstream = Upstream::start().await;
+    let routes = format!("  - name: everything\n    topics: [\"*\"]\n    upstream: \"{}\"\n", upstream.url("/in"));
+    let gateway = TestGateway::start_with_workers(&fixture_config(&routes, ""), 2).await;
+    let fixture = Fixture::load("order-created");
+    let mut request = headers(&[("Host", "x")]);
+    request.extend(fixture.headers());
+    let request = raw_request("POST", "/hooks/main", "HTTP/1.1", &request, &fixture.body);
+    // Four kept-alive connections, handed to the two workers in turn, two deliveries each, one at a time.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(TcpStream::connect(gateway.addr).await.unwrap());
+    }
+    for _ in 0..2 {
+        for stream in &mut streams {
+            stream.write_all(&request).await.unwrap();
+            assert_eq!(read_response(stream).await.status, 200);
+        }
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 8);
+    assert!(received.iter().all(|delivery| delivery.body == fixture.body));
+    assert_eq!(upstream.connections(), 2, "one kept-alive upstream connection per worker");
+    drop(streams);
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_that_stalls_is_cut_off_at_body_timeout() {
     let upstream = Upstream::start().await;

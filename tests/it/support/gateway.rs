@@ -40,11 +40,22 @@ impl TestGateway {
     /// Starts hookgate the way `hookgate serve` does (the same [`Server`]), on loopback listeners, reloading
     /// from `reload_from` when given.
     pub async fn serve(config: Config, reload_from: Option<&Path>) -> TestGateway {
+        TestGateway::serve_with_workers(config, reload_from, 0).await
+    }
+
+    /// Starts hookgate on `config_yaml` with `count` connection workers, as `hookgate serve` does (one per
+    /// core there): connections are then served on threads of their own, outside the test's runtime.
+    pub async fn start_with_workers(config_yaml: &str, count: usize) -> TestGateway {
+        let config = Config::from_yaml(config_yaml, Path::new("test-config.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        TestGateway::serve_with_workers(config, None, count).await
+    }
+
+    async fn serve_with_workers(config: Config, reload_from: Option<&Path>, workers: usize) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         // Its clock follows tokio's, so that a test can move the gateway's time with `skip_time`.
         let server = Server::with_listeners(config, listener, admin_listener, Clock::following_tokio()).await;
-        let mut server = server.unwrap_or_else(|e| panic!("{e}"));
+        let mut server = server.unwrap_or_else(|e| panic!("{e}")).with_connection_workers(workers);
         if let Some(path) = reload_from {
             server = server.reload(Reloads::on_file_change(path));
         }
