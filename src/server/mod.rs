@@ -139,6 +139,9 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let Server { gateway, webhook, admin, reloads, connection_workers } = self;
         let (listen, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
+        // Before the serving line: a worker's runtime needs files of its own, which a flood of connections
+        // right after the line could take (a worker that cannot start is a start-up failure, not a stop).
+        let workers = workers::Workers::start(connection_workers)?;
         crate::metrics::config_loaded();
         let upkeep = crate::metrics::spawn_upkeep();
         // Watching from before the serving line, so that no change made after it is missed.
@@ -177,10 +180,7 @@ impl Server {
                 }
             }
         });
-        let result = match workers::Workers::start(connection_workers) {
-            Ok(workers) => serve_webhooks(webhook, Arc::clone(&gateway), workers, shutdown).await,
-            Err(error) => Err(error),
-        };
+        let result = serve_webhooks(webhook, Arc::clone(&gateway), workers, shutdown).await;
         reports.abort();
         store_watches.iter().for_each(tokio::task::JoinHandle::abort);
         gateway.throttle.report();
