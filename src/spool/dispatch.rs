@@ -381,7 +381,7 @@ async fn attempt(
     forwarder: Forwarder,
     spool: Arc<Backend>,
     route: Route,
-    due: Due,
+    mut due: Due,
     retry: Retry,
     clock: Clock,
     done: mpsc::UnboundedSender<Progress>,
@@ -403,8 +403,9 @@ async fn attempt(
     }
     headers.insert(X_HOOKGATE_ATTEMPT.clone(), HeaderValue::from(number));
     let started = Instant::now();
-    let answer =
-        forwarder.post(&route, &due.source, headers, due.body.clone(), AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
+    let body = std::mem::take(&mut due.body);
+    // The body goes with the request: while the result waits for its commit, the attempt holds none of it.
+    let answer = forwarder.post(&route, &due.source, headers, body, AnswerBody::Start(RECORDED_ANSWER_BYTES)).await;
     // The upstream is done with it: its slot may take the next delivery while the result is committed.
     progress.answered();
     let now = clock.now_ms();

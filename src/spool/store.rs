@@ -143,7 +143,12 @@ pub struct Due {
     pub body: Bytes,
 }
 
-/// Up to `limit` pending deliveries of `route` that are due at `now`, earliest due first, leaving out those
+/// What one read of due deliveries holds at most, in bodies and headers (past it the read ends, with at least
+/// one delivery): with bodies up to `max_body_bytes` each, a read of many stays a few MiB.
+pub const DUE_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// Up to `limit` pending deliveries of `route` that are due at `now` (fewer once they hold
+/// [`DUE_READ_BYTES`]), earliest due first, leaving out those
 /// in `in_flight`. Only a resource's head (its oldest pending delivery on the route) is ever due, so
 /// deliveries about one resource go one at a time, in the order received, and the query reads no more
 /// rows than it returns plus those in flight, however long the backlog behind a failing resource.
@@ -165,11 +170,13 @@ pub fn due(
     let fetch = i64::try_from(limit + in_flight.len()).unwrap_or(i64::MAX);
     let rows = statement.query_map(params![route, now, fetch], due_row)?;
     let mut due = Vec::with_capacity(limit);
+    let mut bytes = 0;
     for row in rows {
         let row = row?;
         if !in_flight.contains(&row.delivery_id) {
+            bytes += row.body.len() + row.headers.len();
             due.push(row);
-            if due.len() == limit {
+            if due.len() == limit || bytes >= DUE_READ_BYTES {
                 break;
             }
         }

@@ -24,6 +24,8 @@ const WAL_TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(
 /// Deliveries just stored and due at once, handed to the dispatcher without a read of the spool, up to
 /// this many waiting; past it the dispatcher's reads find the rest.
 const FRESH_CAPACITY: usize = 1024;
+/// The same bound in bodies and headers: bodies may be up to `max_body_bytes` each.
+const FRESH_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the writer is asked to do.
 pub(super) enum WriteOp {
@@ -102,15 +104,24 @@ pub(super) struct Shared {
 #[derive(Default)]
 pub struct Fresh {
     pub due: VecDeque<Due>,
-    /// Some were left out (past [`FRESH_CAPACITY`]): only a read of the spool finds them.
+    /// Some were left out (past [`FRESH_CAPACITY`] or [`FRESH_BYTES`]): only a read of the spool finds
+    /// them.
     pub missed: bool,
+    /// What the waiting deliveries hold in bodies and headers.
+    bytes: usize,
 }
 
 impl Fresh {
     fn add(&mut self, due: Vec<Due>) {
-        let room = FRESH_CAPACITY.saturating_sub(self.due.len());
-        self.missed |= due.len() > room;
-        self.due.extend(due.into_iter().take(room));
+        for due in due {
+            let size = due.body.len() + due.headers.len();
+            if self.due.len() >= FRESH_CAPACITY || self.bytes + size > FRESH_BYTES {
+                self.missed = true;
+                continue;
+            }
+            self.bytes += size;
+            self.due.push_back(due);
+        }
     }
 }
 

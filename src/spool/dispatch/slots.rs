@@ -11,6 +11,11 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::spool::Due;
+use crate::spool::store::DUE_READ_BYTES;
+
+/// What a route's ready list holds at most, in bodies and headers: a delivery handed over fresh past it is
+/// left for a read to find.
+pub const READY_BYTES: usize = 2 * DUE_READ_BYTES;
 
 /// Deliveries whose result waits for its commit, per route, beyond the attempts in flight. They are held
 /// (never sent again while held) but take no slot; past this many, no new attempt starts until commits
@@ -35,6 +40,7 @@ pub struct Slots {
     /// of them came.
     ready: VecDeque<Due>,
     ready_ids: HashSet<i64>,
+    ready_bytes: usize,
     read_at: Option<Instant>,
     /// When a read last found fewer due than it asked for. From then on what becomes due comes fresh from
     /// the spool's writer (new deliveries, the next head of a resource), so no read is needed until
@@ -58,6 +64,7 @@ impl Slots {
         if self.read_at.is_some_and(|at| at.elapsed() > READ_AHEAD_FOR) {
             self.ready.clear();
             self.ready_ids.clear();
+            self.ready_bytes = 0;
         }
         if self.caught_up_at.is_some_and(|at| at.elapsed() > READ_AHEAD_FOR) {
             self.caught_up_at = None;
@@ -88,21 +95,33 @@ impl Slots {
     /// when the spool does not hand over what becomes due: then the slots are never caught up).
     pub fn read(&mut self, due: Vec<Due>, asked: usize) {
         if asked > 0 {
-            self.caught_up_at = (due.len() < asked).then(Instant::now);
+            // A read that ended at its size bound may have left more due behind it.
+            let bytes: usize = due.iter().map(size).sum();
+            self.caught_up_at = (due.len() < asked && bytes < DUE_READ_BYTES).then(Instant::now);
         }
         for due in due {
-            self.fresh(due);
+            self.add(due);
         }
     }
 
-    /// Adds a delivery that may be sent now behind what is ready, unless it is held or ready already.
+    /// Adds a delivery handed over fresh behind what is ready, unless it is held or ready already; past
+    /// [`READY_BYTES`] it is left for a read to find, and the route reads again.
     pub fn fresh(&mut self, due: Due) {
+        if self.ready_bytes >= READY_BYTES {
+            self.read_again();
+            return;
+        }
+        self.add(due);
+    }
+
+    fn add(&mut self, due: Due) {
         if self.held.contains(&due.delivery_id) || !self.ready_ids.insert(due.delivery_id) {
             return;
         }
         if self.ready.is_empty() {
             self.read_at = Some(Instant::now());
         }
+        self.ready_bytes += size(&due);
         self.ready.push_back(due);
     }
 
@@ -117,6 +136,7 @@ impl Slots {
         })?;
         let due = self.ready.remove(startable)?;
         self.ready_ids.remove(&due.delivery_id);
+        self.ready_bytes = self.ready_bytes.saturating_sub(size(&due));
         if let Some(key) = &due.resource_key {
             self.resources.insert(key.clone());
         }
@@ -137,6 +157,11 @@ impl Slots {
             self.resources.remove(key);
         }
     }
+}
+
+/// What a ready delivery holds in memory, near enough: its body and headers.
+fn size(due: &Due) -> usize {
+    due.body.len() + due.headers.len()
 }
 
 #[cfg(test)]
@@ -231,5 +256,23 @@ mod tests {
         assert_eq!(slots.wanted_from_spool(1, 64), 65, "a full read: there may be more");
         slots.caught_up_at = Some(Instant::now() - READ_AHEAD_FOR - Duration::from_millis(1));
         assert_eq!(slots.wanted_from_spool(1, 64), 65, "caught up too long ago: read again");
+    }
+
+    #[test]
+    fn what_is_ready_is_bounded_in_bytes() {
+        let big = |id| Due { body: bytes::Bytes::from(vec![b'x'; DUE_READ_BYTES / 2]), ..due(id, None) };
+        let mut slots = Slots::default();
+        slots.read(vec![big(1)], 72);
+        assert_eq!(slots.wanted_from_spool(8, 64), 0, "one of 72: caught up");
+        slots.read(vec![big(2), big(3)], 72);
+        assert_eq!(slots.wanted_from_spool(8, 64), 69, "a read that ended at its size bound is not caught up");
+        slots.fresh(big(4));
+        assert_eq!(slots.not_due().len(), 4);
+        slots.read(vec![], 72);
+        slots.fresh(big(5));
+        assert_eq!(slots.not_due().len(), 4, "past READY_BYTES a fresh delivery is left to a read");
+        assert!(slots.wanted_from_spool(8, 64) > 0, "and the route reads again");
+        while slots.start_next().is_some() {}
+        assert_eq!(slots.ready_bytes, 0);
     }
 }

@@ -105,7 +105,11 @@ async fn deliveries_about_one_resource_are_never_in_flight_together(backend: Bac
     }
     // Different orders do go in parallel: the first update of each arrived before any was answered.
     let firsts: Vec<_> = received.iter().take(4).map(|r| r.at).collect();
-    assert!(firsts[3].duration_since(firsts[0]) < delay, "different resources are delivered in parallel");
+    assert!(
+        firsts[3].duration_since(firsts[0]) < delay,
+        "different resources are delivered in parallel: {:?}",
+        received.iter().map(|r| (sequence_of(r), r.at.duration_since(firsts[0]))).collect::<Vec<_>>()
+    );
     gateway.stop().await;
 }
 
