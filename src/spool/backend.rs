@@ -176,7 +176,7 @@ fn read_due(
     let mut due = Vec::with_capacity(wanted.len());
     for Wanted { route, free, in_flight, .. } in wanted {
         due.push(store::due(conn, &route, now, free, &in_flight)?);
-        if let Some(at) = store::next_due_at(conn, &route)? {
+        if let Some(at) = store::next_due_at(conn, &route, now)? {
             next_due = Some(next_due.map_or(at, |n| n.min(at)));
         }
     }

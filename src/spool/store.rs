@@ -203,13 +203,16 @@ fn due_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
     })
 }
 
-/// When the next delivery of `route` that may be sent (a resource's head) becomes due, if any is pending.
-pub fn next_due_at(conn: &Connection, route: &str) -> Result<Option<i64>, SpoolError> {
+/// When the next delivery of `route` that may be sent (a resource's head) becomes due after `now`, if one
+/// waits for its time. Those due already are not counted: they are being sent, or ready, or were left out
+/// of a read only by its limit (and the dispatcher then reads again as slots free up).
+pub fn next_due_at(conn: &Connection, route: &str, now: i64) -> Result<Option<i64>, SpoolError> {
     Ok(conn
         .prepare_cached(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE route = ?1 AND state = 'pending' AND is_head = 1",
+            "SELECT MIN(next_attempt_at) FROM deliveries
+             WHERE route = ?1 AND state = 'pending' AND is_head = 1 AND next_attempt_at > ?2",
         )?
-        .query_row([route], |row| row.get(0))?)
+        .query_row(params![route, now], |row| row.get(0))?)
 }
 
 /// What an attempt came to, as recorded.

@@ -65,6 +65,8 @@ impl Slots {
             self.ready.clear();
             self.ready_ids.clear();
             self.ready_bytes = 0;
+            // What was let go may have come fresh only: a read must find it.
+            self.caught_up_at = None;
         }
         if self.caught_up_at.is_some_and(|at| at.elapsed() > READ_AHEAD_FOR) {
             self.caught_up_at = None;
@@ -239,6 +241,10 @@ mod tests {
         slots.read_at = Some(Instant::now() - READ_AHEAD_FOR - Duration::from_millis(1));
         assert_eq!(slots.wanted_from_spool(8, 64), 72, "read too long ago: read again");
         assert!(slots.not_due().is_empty());
+        slots.read(vec![due(100, None)], 72);
+        slots.fresh(due(101, None));
+        slots.read_at = Some(Instant::now() - READ_AHEAD_FOR - Duration::from_millis(1));
+        assert_eq!(slots.wanted_from_spool(8, 64), 72, "caught up, but what was ready is let go: read again");
     }
 
     #[test]

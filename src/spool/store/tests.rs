@@ -300,3 +300,26 @@ fn retry_now_cuts_short_only_the_waits_it_is_asked_to() {
     assert_eq!(attempts, 1, "the attempts already made still count");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_next_due_time_is_of_a_delivery_waiting_for_its_time_and_heads_come_back_when_promoted() {
+    let (dir, conn) = temp_db("next-due");
+    insert_event(&conn, &event("a1", Some("shop/order:1"), &["r"], 10)).unwrap();
+    let mut heads = Vec::new();
+    insert_event_due(&conn, &event("a2", Some("shop/order:1"), &["r"], 11), &mut heads).unwrap();
+    assert!(heads.is_empty(), "a2 waits behind a1: not due at once");
+    insert_event_due(&conn, &event("b1", Some("shop/order:2"), &["r"], 12), &mut heads).unwrap();
+    assert_eq!(heads.iter().map(|d| d.public_id.as_str()).collect::<Vec<_>>(), ["b1"], "a head is due at once");
+    // Everything pending is due already (being sent, or ready): nothing waits for its time.
+    assert_eq!(next_due_at(&conn, "r", 100).unwrap(), None);
+    let b1 = heads[0].delivery_id;
+    let retry = Attempted::Retry { next_attempt_at: 500, status: Some(503), error: "e".into(), answer: vec![] };
+    record_attempt(&conn, b1, 100, &retry).unwrap();
+    assert_eq!(next_due_at(&conn, "r", 100).unwrap(), Some(500), "b1 waits for its retry");
+    let a1 = due(&conn, "r", 100, 1, &HashSet::new()).unwrap()[0].delivery_id;
+    let mut promoted = Vec::new();
+    record_attempt_due(&conn, a1, 120, &Attempted::Delivered { status: 200 }, &mut promoted).unwrap();
+    assert_eq!(promoted.iter().map(|d| d.public_id.as_str()).collect::<Vec<_>>(), ["a2"], "a2 is due once a1 is done");
+    assert_eq!(promoted[0].body, Bytes::from("{\"id\":\"a2\"}"), "as a read would return it");
+    let _ = std::fs::remove_dir_all(dir);
+}
