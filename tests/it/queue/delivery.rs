@@ -173,3 +173,47 @@ async fn max_in_flight_bounds_the_attempts_per_route(backend: Backend) {
     assert_eq!(upstream.max_concurrency(), 2, "eight resources, but at most two attempts at once");
     gateway.stop().await;
 }
+
+on_both_backends!(many_resources_at_once_each_update_arrives_exactly_once_and_in_order);
+/// Many orders updated at once, each several times: every update arrives once, each order's in the order
+/// sent, and nothing more arrives in the second and a half after the last (the other tests stop looking
+/// once the count is reached, so a late second copy would go unseen there).
+async fn many_resources_at_once_each_update_arrives_exactly_once_and_in_order(backend: Backend) {
+    const ORDERS: u64 = 40;
+    const UPDATES: u64 = 5;
+    let dir = backend.temp_dir("queue-exactly-once");
+    let upstream = Upstream::answering(UpstreamAnswer { delay: Duration::from_millis(5), ..Default::default() }).await;
+    let config =
+        fixture_config(&route("orders", "\"order.*\"", &upstream.url("/")), &queue_delivery(&backend, &dir, ""));
+    let gateway = TestGateway::start(&config).await;
+    let mut senders = tokio::task::JoinSet::new();
+    for id in 1..=ORDERS {
+        let addr = gateway.addr;
+        senders.spawn(async move {
+            for sequence in 0..UPDATES {
+                let answer =
+                    send_raw(addr, &signed_request("/hooks/main", "order.updated", &order_body(id, sequence))).await;
+                assert_eq!(answer.status, 200, "{}", answer.text());
+            }
+        });
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent.unwrap();
+    }
+    let total = usize::try_from(ORDERS * UPDATES).unwrap();
+    eventually(WAIT, "every update arrives", || upstream.received().len() >= total).await;
+    // Longer than the dispatcher keeps what it read ahead (1 s): a second copy would have come by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = upstream.received();
+    let mut seen = std::collections::HashSet::new();
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for got in &received {
+        let (id, sequence) = sequence_of(got);
+        assert!(seen.insert((id, sequence)), "order {id} update {sequence} arrived twice");
+        if let Some(previous) = last.insert(id, sequence) {
+            assert_eq!(sequence, previous + 1, "order {id} out of order");
+        }
+    }
+    assert_eq!(received.len(), total, "each update once, nothing more");
+    gateway.stop().await;
+}
