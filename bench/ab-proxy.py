@@ -4,6 +4,9 @@ plain proxy_pass, in front of one nginx upstream answering 200, loaded in turn b
 
     bench/ab-proxy.py NAME=BINARY[,VAR=VALUE...] ...   (nginx is always measured too)
 
+A BINARY named floor_proxy is the bare hyper proxy of examples/floor_proxy.rs, with MODE=legacy or
+MODE=conn (and "verify SECRET" after it to check signatures), e.g. floor=target/release/examples/floor_proxy,MODE=conn.
+
     ROUNDS=3 SECONDS=8 CONNECTIONS="16 64" LUA=bench/post.lua bench/ab-proxy.py \
         base=/tmp/hookgate-base new=target/release/hookgate
 
@@ -101,8 +104,14 @@ delivery:
   mode: proxy
 """)
     log = open(folder / "log", "w")
+    command = [binary, "serve", "--config", str(folder / "hookgate.yaml")]
+    if Path(binary).name == "floor_proxy":
+        # The floor (examples/floor_proxy.rs): MODE is "legacy" or "conn", and "verify" checks signatures.
+        mode = environment.get("MODE", "legacy").split()
+        mode = [secret if word == "SECRET" else word for word in mode]
+        command = [binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{upstream_port}/orders", *mode]
     process = subprocess.Popen(
-        [binary, "serve", "--config", str(folder / "hookgate.yaml")],
+        command,
         stderr=log,
         env={**os.environ, **environment},
     )
