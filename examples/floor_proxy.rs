@@ -81,10 +81,10 @@ fn main() -> std::io::Result<()> {
 async fn handle(setup: Setup, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    if let Some(secret) = &setup.secret {
-        if !signed(secret, &parts.headers, &body) {
-            return Ok(answer(StatusCode::UNAUTHORIZED, Bytes::new()));
-        }
+    if let Some(secret) = &setup.secret
+        && !signed(secret, &parts.headers, &body)
+    {
+        return Ok(answer(StatusCode::UNAUTHORIZED, Bytes::new()));
     }
     let mut headers = HeaderMap::with_capacity(16);
     for (name, value) in &parts.headers {
