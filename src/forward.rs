@@ -9,7 +9,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::route::Route;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, error_chain};
 use crate::verify::VerifiedDelivery;
 
 /// An upstream's answer is relayed to WooCommerce, which only logs it: 1 MiB is far more than any receiver
@@ -32,37 +32,7 @@ pub struct UpstreamAnswer {
     pub body: Bytes,
 }
 
-/// Why a verified delivery did not get an answer from its upstream. Its text never holds request input.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection could be made (refused, unreachable, no answer to the connect within 5 s).
-    #[error("cannot connect to the upstream: {0}")]
-    Connect(String),
-    /// The upstream did not answer in full within the route's `timeout`.
-    #[error("the upstream did not answer within the route's timeout")]
-    Timeout,
-    /// The answer passed the bound on relayed answers.
-    #[error("the upstream's answer is larger than {limit} bytes")]
-    AnswerTooLarge {
-        /// The bound, in bytes.
-        limit: usize,
-    },
-    /// The exchange broke after the connection was made.
-    #[error("the exchange with the upstream failed: {0}")]
-    Failed(String),
-}
-
-impl UpstreamError {
-    /// The `result` label of `hookgate_upstream_requests_total` for this failure.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "connect_error",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::AnswerTooLarge { .. } => "answer_too_large",
-            UpstreamError::Failed(_) => "exchange_error",
-        }
-    }
-}
+pub use crate::upstream::UpstreamError;
 
 /// The pooled HTTP/HTTPS client shared by every route without `tls`; a route with `tls` brings its own
 /// (see [`Route::client`]).
@@ -116,13 +86,19 @@ impl Forwarder {
             headers.insert(name.clone(), value.clone());
         }
         let own = if route.client.is_none() { THIS_THREADS_CLIENT.with(|own| own.get().cloned()) } else { None };
-        let client = route.client.as_ref().or(own.as_ref()).unwrap_or(&self.shared);
+        // On a connection worker, a plain-http route without `tls` goes on the worker's own connections.
+        let through = match (&route.client, &own) {
+            (Some(client), _) => Through::Pooled(client),
+            (None, Some(_)) if route.upstream.scheme() == Some(&http::uri::Scheme::HTTP) => Through::Own,
+            (None, Some(own)) => Through::Pooled(own),
+            (None, None) => Through::Pooled(&self.shared),
+        };
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = route.upstream.clone();
         *request.headers_mut() = headers;
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(route.timeout, exchange(client, request, answer_body)).await {
+        let result = match tokio::time::timeout(route.timeout, exchange(through, request, answer_body)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout),
         };
@@ -187,26 +163,47 @@ thread_local! {
     static THIS_THREADS_CLIENT: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
 }
 
-/// Makes requests sent from this thread to routes without `tls` go through a client (and so a pool of
-/// connections) of this thread's own: for a connection worker (see [`crate::server::workers`]), whose
-/// upstream connections are then driven on its thread, never woken from another.
+/// Makes requests sent from this thread to routes without `tls` go on connections of this thread's own: for
+/// a connection worker (see [`crate::server::workers`]), whose upstream connections are then driven on its
+/// thread, never woken from another. An `http://` upstream's go on [`crate::upstream::own`]'s connections,
+/// an `https://` one's through a pooled client of the thread's own.
 pub fn use_a_client_of_this_thread() {
     THIS_THREADS_CLIENT.with(|own| {
         own.get_or_init(UpstreamClient::with_bundled_roots);
     });
 }
 
-/// Sends `request` through `client` and reads as much of the answer as `answer_body` says.
+/// What an exchange goes through: a pooled client, or a connection worker's own connections.
+enum Through<'a> {
+    Pooled(&'a UpstreamClient),
+    Own,
+}
+
+/// Sends `request` through `through` and reads as much of the answer as `answer_body` says.
 async fn exchange(
-    client: &UpstreamClient,
+    through: Through<'_>,
     request: Request<Full<Bytes>>,
     answer_body: AnswerBody,
 ) -> Result<UpstreamAnswer, UpstreamError> {
-    let response = client.client().request(request).await.map_err(|e| {
-        if e.is_connect() { UpstreamError::Connect(error_chain(&e)) } else { UpstreamError::Failed(error_chain(&e)) }
-    })?;
+    let (response, taken) = match through {
+        Through::Pooled(client) => (
+            client.client().request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(error_chain(&e))
+                } else {
+                    UpstreamError::Failed(error_chain(&e))
+                }
+            })?,
+            None,
+        ),
+        Through::Own => {
+            let (response, taken) = crate::upstream::own::send(request).await?;
+            (response, Some(taken))
+        }
+    };
     let (parts, mut body) = response.into_parts();
     let mut collected = BytesMut::new();
+    let mut whole = true;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UpstreamError::Failed(error_chain(&e)))?;
         if let Ok(data) = frame.into_data() {
@@ -216,11 +213,16 @@ async fn exchange(
                 }
                 AnswerBody::Start(keep) if collected.len() + data.len() >= keep => {
                     collected.extend_from_slice(&data[..keep - collected.len()]);
+                    whole = false;
                     break;
                 }
                 _ => collected.extend_from_slice(&data),
             }
         }
+    }
+    // A connection whose answer was not read to its end cannot carry another request.
+    if let Some(taken) = taken.filter(|_| whole) {
+        taken.give_back();
     }
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -238,9 +240,27 @@ pub enum AnswerBody {
     Start(usize),
 }
 
+/// The peer of one connection, with its address as `X-Forwarded-For` writes it: made once per connection,
+/// so that a request costs a reference count rather than formatting the address again.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The connection's remote address.
+    pub address: std::net::SocketAddr,
+    /// Its IP address as a header value.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `address`.
+    pub fn new(address: std::net::SocketAddr) -> Peer {
+        let forwarded_for = header_value(&address.ip().to_string());
+        Peer { address, forwarded_for }
+    }
+}
+
 /// The headers sent upstream: what WooCommerce sent about the delivery (`Content-Type`, `User-Agent`, every
 /// `X-WC-Webhook-*`) and the usual `X-Forwarded-*`. Everything else, hop-by-hop headers included, stays here.
-pub fn forwarded_headers(parts: &http::request::Parts, peer: std::net::SocketAddr, scheme: &'static str) -> HeaderMap {
+pub fn forwarded_headers(parts: &http::request::Parts, peer: &Peer, scheme: &'static str) -> HeaderMap {
     let incoming = &parts.headers;
     let connection_only = connection_named(incoming);
     let mut headers = HeaderMap::with_capacity(16);
@@ -253,10 +273,10 @@ pub fn forwarded_headers(parts: &http::request::Parts, peer: std::net::SocketAdd
         }
     }
     let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", peer.address.ip())).ok(),
+        None => Some(peer.forwarded_for.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert("x-forwarded-for", value);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
@@ -276,18 +296,6 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The error and its causes on one line, for logs (an upstream error never holds a secret).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The headers a `Connection` header names: they describe that connection only.
 pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
@@ -300,12 +308,20 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110, section 7.6.1),
-/// including any the `Connection` header names.
+/// including any the `Connection` header names. The headers are looked over once, and only those found are
+/// removed (an answer usually has one, `Connection` itself).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
+    let named = connection_named(headers);
+    let found: Vec<HeaderName> =
+        headers.keys().filter(|name| is_hop_by_hop(name) || named.contains(name)).cloned().collect();
+    for name in found {
         headers.remove(name);
     }
-    for name in [
+}
+
+/// Whether `name` is one of the headers that are hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
         header::CONNECTION,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
@@ -313,11 +329,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    ]
+    .contains(name)
+        || name == "keep-alive"
+        || name == "proxy-connection"
 }
 
 #[cfg(test)]
@@ -335,5 +350,30 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_is_removed_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "content-type",
+            "x-answer",
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+        strip_hop_by_hop(&mut headers);
+        let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "x-answer"]);
     }
 }

@@ -15,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::secret::Secret;
 
+pub mod own;
+
 /// Idle upstream connections are kept this long for the next delivery.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// An upstream that does not accept a connection within this time is unreachable (502), not slow (504).
@@ -188,6 +190,50 @@ pub fn refused_header(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Why a verified delivery did not get an answer from its upstream. Its text never holds request input.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, no answer to the connect within 5 s).
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    /// The upstream did not answer in full within the route's `timeout`.
+    #[error("the upstream did not answer within the route's timeout")]
+    Timeout,
+    /// The answer passed the bound on relayed answers.
+    #[error("the upstream's answer is larger than {limit} bytes")]
+    AnswerTooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+    },
+    /// The exchange broke after the connection was made.
+    #[error("the exchange with the upstream failed: {0}")]
+    Failed(String),
+}
+
+impl UpstreamError {
+    /// The `result` label of `hookgate_upstream_requests_total` for this failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect_error",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::AnswerTooLarge { .. } => "answer_too_large",
+            UpstreamError::Failed(_) => "exchange_error",
+        }
+    }
+}
+
+/// The error and its causes on one line, for logs (an upstream error never holds a secret).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! delivery mode (proxy: relay to the first route; queue: store for every route). Each step either moves
 //! on or ends the request with an [`Accepted`] or a [`Rejection`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use hyper::body::Incoming;
 use crate::answer::{Accepted, Rejection};
 use crate::clock::Clock;
 use crate::config::{Config, Delivery, Source, Unrouted};
-use crate::forward::{Forwarder, forwarded_headers};
+use crate::forward::{Forwarder, Peer, forwarded_headers};
 use crate::spool::{NotStored, Queue, SpoolError, Stored};
 use crate::verify::{Signature, UnverifiedDelivery, VerifiedDelivery};
 use crate::woocommerce::{
@@ -195,7 +194,7 @@ impl Gateway {
         &self,
         config: &Config,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         found: &mut Found,
     ) -> Result<Accepted, Rejection> {
         let source = config.source_for_path(request.uri().path());
@@ -214,7 +213,7 @@ impl Gateway {
         }
 
         // The client the per-client caps count (the peer, or behind a trusted proxy the one it names).
-        let client = parts.extensions.get::<Client>().map_or(peer.ip(), |client| client.0);
+        let client = parts.extensions.get::<Client>().map_or(peer.address.ip(), |client| client.0);
         let mut reservation = self.unverified.reservation(client, config.limits.max_unverified_bytes_per_client);
         let mut signatures = parts.headers.get_all(&X_WC_WEBHOOK_SIGNATURE).iter();
         let Some(signature_header) = signatures.next() else {
@@ -250,11 +249,13 @@ impl Gateway {
         {
             return Ok(Accepted::Stale);
         }
-        // Only now does the request take one of the `max_concurrent` slots.
+        // Only now does the request take one of the `max_concurrent` slots. Each mode's work is boxed: its
+        // future is the largest part of a request's, and nested unboxed in the layers' futures it would be
+        // laid out several times over and moved whole at each layer's box (8 KiB per request, was).
         capacity::within(&self.permits, async {
             match &self.mode {
-                Mode::Proxy => self.proxy(config, source, delivery, found).await,
-                Mode::Queue(queue) => enqueue(config, queue, source, delivery, found).await,
+                Mode::Proxy => Box::pin(self.proxy(config, source, delivery, found)).await,
+                Mode::Queue(queue) => Box::pin(enqueue(config, queue, source, delivery, found)).await,
             }
         })
         .await

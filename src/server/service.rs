@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::answer::{Accepted, Body, Rejection};
+use crate::forward::Peer;
 
 use super::clients::{self, InFlight};
 use super::gateway::Gateway;
@@ -24,7 +25,7 @@ use super::log::{Found, RequestLog};
 #[derive(Clone)]
 pub struct Steps {
     gateway: Arc<Gateway>,
-    peer: SocketAddr,
+    peer: Peer,
 }
 
 /// How the steps ended a request, and what they learnt on the way.
@@ -45,12 +46,12 @@ impl tower::Service<Request<Incoming>> for Steps {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let (gateway, peer) = (Arc::clone(&self.gateway), self.peer);
+        let (gateway, peer) = (Arc::clone(&self.gateway), self.peer.clone());
         Box::pin(async move {
             // A request keeps the configuration it started with, whatever a reload swaps in meanwhile.
             let config = gateway.config();
             let mut found = Found::default();
-            let result = gateway.steps(&config, request, peer, &mut found).await;
+            let result = gateway.steps(&config, request, &peer, &mut found).await;
             Ok(Handled { result, found, in_flight: None })
         })
     }
@@ -75,7 +76,7 @@ impl tower::Service<Request<Incoming>> for PerClient {
     }
 
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
-        let (gateway, peer) = (&self.steps.gateway, self.steps.peer);
+        let (gateway, peer) = (&self.steps.gateway, self.steps.peer.address);
         let config = gateway.config();
         let client = clients::client_address(peer.ip(), request.headers(), &config.trusted_proxies);
         let Some(in_flight) = gateway.requests.admit(client, config.limits.max_requests_per_client) else {
@@ -102,7 +103,7 @@ pub type Webhook = PerClient;
 
 /// The webhook service for a connection from `peer`.
 pub fn webhook(gateway: Arc<Gateway>, peer: SocketAddr) -> Webhook {
-    PerClient { steps: Steps { gateway, peer } }
+    PerClient { steps: Steps { gateway, peer: Peer::new(peer) } }
 }
 
 /// Answers one request through `service`. Every path ends here in exactly one answer and one log line.
