@@ -37,6 +37,12 @@ impl Clock {
         Clock { source: Source::FollowingTokio }
     }
 
+    /// Whether this clock follows tokio's (a test's): it reads the paused time only inside the runtime
+    /// that serves the gateway, so what schedules by it must run there.
+    pub fn follows_tokio(&self) -> bool {
+        matches!(self.source, Source::FollowingTokio)
+    }
+
     /// The current time in unix milliseconds (0 before 1970).
     pub fn now_ms(&self) -> i64 {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as i128;

@@ -164,8 +164,8 @@ thread_local! {
 }
 
 /// Makes requests sent from this thread to routes without `tls` go on connections of this thread's own: for
-/// a connection worker (see [`crate::server::workers`]), whose upstream connections are then driven on its
-/// thread, never woken from another. An `http://` upstream's go on [`crate::upstream::own`]'s connections,
+/// a connection worker (see [`crate::server::workers`]) and queue mode's dispatcher on its own thread, whose
+/// upstream connections are then driven on their thread, never woken from another. An `http://` upstream's go on [`crate::upstream::own`]'s connections,
 /// an `https://` one's through a pooled client of the thread's own.
 pub fn use_a_client_of_this_thread() {
     THIS_THREADS_CLIENT.with(|own| {

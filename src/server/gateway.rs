@@ -63,7 +63,7 @@ enum Mode {
     /// Each delivery is relayed now; nothing is kept.
     Proxy,
     /// Each delivery is stored, and the queue's dispatcher delivers it.
-    Queue(Queue),
+    Queue(Box<Queue>),
 }
 
 /// Readiness: serving once everything is started, not once a stop has begun.
@@ -102,7 +102,7 @@ impl Gateway {
         let forwarder = Forwarder::new();
         let mode = match &config.delivery {
             Delivery::Proxy => Mode::Proxy,
-            Delivery::Queue(settings) => Mode::Queue(Queue::open(settings, clock).await?),
+            Delivery::Queue(settings) => Mode::Queue(Box::new(Queue::open(settings, clock).await?)),
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent));
         let unverified = UnverifiedBytes::new(config.limits.max_unverified_bytes);

@@ -21,8 +21,10 @@ use slots::Slots;
 mod outcome;
 mod progress;
 mod slots;
+mod thread;
 
 use progress::{FinishOnDrop, Progress};
+use thread::on_a_thread_of_its_own;
 
 pub use outcome::{backoff, classify};
 
@@ -48,6 +50,8 @@ pub struct Dispatcher {
     /// `Some(grace)` once a stop is asked for.
     stop: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
+    /// Keeps the dispatcher's own thread running, when it has one (see [`thread`]).
+    _thread: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Dispatcher {
@@ -77,8 +81,18 @@ impl Dispatcher {
             last_gauges: None,
             last_prune: None,
         };
-        let task = tokio::spawn(dispatch.run(started_with, finished, stopped));
-        Dispatcher { stop, task }
+        let own_thread = !clock.follows_tokio() && dispatch.spool.hands_over_fresh();
+        let run = dispatch.run(started_with, finished, stopped);
+        if own_thread {
+            match on_a_thread_of_its_own(run) {
+                Ok((task, thread)) => return Dispatcher { stop, task, _thread: Some(thread) },
+                Err((error, run)) => {
+                    tracing::warn!(%error, "cannot start the dispatcher's thread; it runs on the shared runtime");
+                    return Dispatcher { stop, task: tokio::spawn(run), _thread: None };
+                }
+            }
+        }
+        Dispatcher { stop, task: tokio::spawn(run), _thread: None }
     }
 
     /// Starts no new attempt, waits up to `grace` (`shutdown_grace`, what is left of it) for those in flight, then abandons the rest: they stay

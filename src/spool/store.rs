@@ -241,13 +241,11 @@ pub fn record_attempt_due(
     result: &Attempted,
     due: &mut Vec<Due>,
 ) -> Result<(), SpoolError> {
-    if !matches!(result, Attempted::Retry { .. }) {
-        conn.prepare_cached("UPDATE deliveries SET is_head = 0 WHERE id = ?1")?.execute([delivery_id])?;
-    }
+    // A delivery that leaves the pending state stops being its resource's head in the same statement.
     match result {
         Attempted::Delivered { status } => conn
             .prepare_cached(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_attempt_at = ?2,
+                "UPDATE deliveries SET state = 'delivered', is_head = 0, attempts = attempts + 1, last_attempt_at = ?2,
                  last_status = ?3, last_error = NULL, last_answer = NULL, finished_at = ?2 WHERE id = ?1",
             )?
             .execute(params![delivery_id, now, status])?,
@@ -259,7 +257,7 @@ pub fn record_attempt_due(
             .execute(params![delivery_id, now, next_attempt_at, status, error, answer])?,
         Attempted::Dead { status, error, answer } => conn
             .prepare_cached(
-                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_attempt_at = ?2,
+                "UPDATE deliveries SET state = 'dead', is_head = 0, attempts = attempts + 1, last_attempt_at = ?2,
                  last_status = ?3, last_error = ?4, last_answer = ?5, finished_at = ?2 WHERE id = ?1",
             )?
             .execute(params![delivery_id, now, status, error, answer])?,

@@ -1,11 +1,12 @@
 //! A connection worker's own connections to plain-http upstreams (an `http://` route without `tls`):
 //! hyper's `client::conn::http1`, each connection driven by a task on the worker's runtime, and the idle
-//! ones kept by upstream address for the worker's next request.
+//! ones kept by upstream address for the worker's next request. Queue mode's dispatcher on its own thread
+//! (the SQLite spool) sends its attempts on such connections of its thread too.
 //!
 //! On a worker every request and its upstream connection are on one thread already, so what the pooled
 //! client adds on the way (its checkout, a lock and a hashed key per request, the Host header formatted
 //! each time) is bookkeeping for sharing across threads that a worker does not do. HTTPS upstreams, a
-//! route's own `tls` client and everything off the workers (queue mode's dispatcher, the store's REST API)
+//! route's own `tls` client and everything else (a PostgreSQL spool's dispatcher, the store's REST API)
 //! still go through the pooled client of [`super::UpstreamClient`].
 //!
 //! As the pooled client does: a request is sent on the most recently used idle connection; one found
