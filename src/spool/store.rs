@@ -109,20 +109,24 @@ fn insert_deliveries(
     routes: &[String],
     at: i64,
 ) -> Result<Vec<(i64, String)>, SpoolError> {
+    // Two plain statements, not one INSERT ... RETURNING: SQLite gathers a RETURNING clause's rows in a
+    // temporary b-tree, built and torn down for every row (measured with callgrind in bench/ANALYSIS.md).
+    let mut earlier = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?1 AND resource_key = ?2 AND state = 'pending')",
+    )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'pending',
-                 ?3 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries o
-                                           WHERE o.route = ?2 AND o.resource_key = ?3 AND o.state = 'pending'),
-                 ?4, ?4)
-         RETURNING id, is_head",
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?5)",
     )?;
     let mut heads = Vec::with_capacity(routes.len());
     for route in routes {
-        let (id, head) =
-            insert.query_row(params![event_id, route, resource_key, at], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let head = match resource_key {
+            None => true,
+            Some(key) => !earlier.query_row(params![route, key], |row| row.get::<_, bool>(0))?,
+        };
+        insert.execute(params![event_id, route, resource_key, head, at])?;
         if head {
-            heads.push((id, route.clone()));
+            heads.push((conn.last_insert_rowid(), route.clone()));
         }
     }
     Ok(heads)
@@ -277,16 +281,20 @@ pub fn record_attempt_due(
 /// its id. Its give-up clock starts now: the time it waited behind a failing delivery does not count
 /// against it.
 fn promote_next_head(conn: &Connection, finished: i64, now: i64) -> Result<Option<i64>, SpoolError> {
-    Ok(conn
+    // A read, then an UPDATE by id only when there is a next one: an UPDATE ... RETURNING would build a
+    // temporary b-tree for its row every time, and most resources have no delivery waiting behind.
+    let next: Option<i64> = conn
         .prepare_cached(
-            "UPDATE deliveries SET is_head = 1, pending_since = MAX(pending_since, ?2) WHERE id = (
-             SELECT MIN(o.id) FROM deliveries o JOIN deliveries f ON f.id = ?1
+            "SELECT MIN(o.id) FROM deliveries o JOIN deliveries f ON f.id = ?1
              WHERE f.resource_key IS NOT NULL AND o.route = f.route AND o.resource_key = f.resource_key
-               AND o.state = 'pending')
-         RETURNING id",
+               AND o.state = 'pending'",
         )?
-        .query_row(params![finished, now], |row| row.get(0))
-        .optional()?)
+        .query_row([finished], |row| row.get(0))?;
+    if let Some(next) = next {
+        conn.prepare_cached("UPDATE deliveries SET is_head = 1, pending_since = MAX(pending_since, ?2) WHERE id = ?1")?
+            .execute(params![next, now])?;
+    }
+    Ok(next)
 }
 
 /// Sets the head marks of one route's resource from scratch: its oldest pending delivery is the head.

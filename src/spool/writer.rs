@@ -163,26 +163,31 @@ fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
 }
 
 /// Runs `batch` in one transaction and commits it; adds to `due` the deliveries it stored that may be sent
-/// at once.
+/// at once. Operations almost never fail alone, so the batch first runs without a savepoint per operation
+/// (a savepoint makes SQLite copy each page an operation touches into its statement journal first); if one
+/// fails, that transaction is rolled back and the batch runs again with a savepoint around each operation,
+/// so that the failing one is undone alone and the rest still commit.
 fn commit_batch(conn: &mut Connection, batch: &[WriteOp], due: &mut Vec<Due>) -> Result<Vec<OpResult>, SpoolError> {
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let results: Vec<OpResult> = batch.iter().map(|op| run_op(&tx, op, due)).collect();
+        if results.iter().all(Result::is_ok) {
+            tx.commit()?;
+            return Ok(results);
+        }
+        // Dropping the transaction rolls it back.
+    }
+    due.clear();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
-    // A savepoint per operation: one failing operation is undone alone and the rest still commit. Its
-    // statements are prepared once (rusqlite's `Savepoint` parses them anew each time).
+    // Its statements are prepared once (rusqlite's `Savepoint` parses them anew each time).
     let mut savepoint = tx.prepare_cached("SAVEPOINT operation")?;
     let mut release = tx.prepare_cached("RELEASE operation")?;
     let mut roll_back = tx.prepare_cached("ROLLBACK TO operation")?;
     for op in batch {
         savepoint.execute([])?;
         let stored_before = due.len();
-        let result = match op {
-            WriteOp::Insert(event, _) => store::insert_event_due(&tx, event, due).map(OpValue::Stored),
-            WriteOp::Record(id, now, attempted, _) => {
-                store::record_attempt_due(&tx, *id, *now, attempted, due).map(|()| OpValue::Recorded)
-            }
-            WriteOp::Prune(ages, _) => store::prune(&tx, *ages).map(OpValue::Pruned),
-            WriteOp::Stop => Ok(OpValue::Recorded),
-        };
+        let result = run_op(&tx, op, due);
         if result.is_err() {
             roll_back.execute([])?;
             due.truncate(stored_before);
@@ -193,6 +198,17 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteOp], due: &mut Vec<Due>) ->
     drop((savepoint, release, roll_back));
     tx.commit()?;
     Ok(results)
+}
+
+fn run_op(tx: &Connection, op: &WriteOp, due: &mut Vec<Due>) -> OpResult {
+    match op {
+        WriteOp::Insert(event, _) => store::insert_event_due(tx, event, due).map(OpValue::Stored),
+        WriteOp::Record(id, now, attempted, _) => {
+            store::record_attempt_due(tx, *id, *now, attempted, due).map(|()| OpValue::Recorded)
+        }
+        WriteOp::Prune(ages, _) => store::prune(tx, *ages).map(OpValue::Pruned),
+        WriteOp::Stop => Ok(OpValue::Recorded),
+    }
 }
 
 fn reply(op: WriteOp, result: OpResult) {

@@ -204,6 +204,49 @@ fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_version_2_spool_gets_the_state_check_without_in_and_keeps_its_rows() {
+    let dir = std::env::temp_dir().join(format!("hookgate-store-v2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v2.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        insert_event(&conn, &event("kept", Some("shop/order:1"), &["r"], 5)).unwrap();
+    }
+    // A reader that holds the file open across the migration, as `hookgate spool` might.
+    let reader = Connection::open(&path).unwrap();
+    let conn = open(&path).unwrap();
+    assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+    let table: String = conn
+        .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'deliveries'", [], |r| r.get(0))
+        .unwrap();
+    assert!(table.contains("CHECK (state = 'pending' OR state = 'delivered' OR state = 'dead')"), "{table}");
+    assert!(!table.contains("state IN"), "{table}");
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    assert_eq!(due_ids(&conn, "r", 10, 10, &HashSet::new()), ["kept"], "the pending delivery is still due");
+    // The check still holds, on this connection and on one that had read the old definition.
+    for c in [&conn, &reader] {
+        let refused = c.execute("UPDATE deliveries SET state = 'lost'", []).expect_err("not a state");
+        assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
+    }
+    // Neither storing a delivery nor recording its end builds a temporary b-tree any more.
+    for statement in [
+        "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at) VALUES (1, 'r', NULL, 'pending', 1, 1, 1)",
+        "UPDATE deliveries SET state = 'delivered', is_head = 0, finished_at = 1 WHERE id = 1",
+    ] {
+        let mut explain = conn.prepare(&format!("EXPLAIN {statement}")).unwrap();
+        let opcodes: Vec<String> = explain.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect();
+        assert!(!opcodes.iter().any(|op| op == "OpenEphemeral"), "{statement}: {opcodes:?}");
+    }
+    drop((conn, reader));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn route_set(yaml_routes: &[(&str, &str)]) -> crate::route::Routes {
     yaml_routes
         .iter()
