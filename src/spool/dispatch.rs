@@ -24,7 +24,7 @@ mod slots;
 mod thread;
 
 use progress::{FinishOnDrop, Progress};
-use thread::on_a_thread_of_its_own;
+use thread::{OwnThread, on_a_thread_of_its_own};
 
 pub use outcome::{backoff, classify};
 
@@ -50,8 +50,8 @@ pub struct Dispatcher {
     /// `Some(grace)` once a stop is asked for.
     stop: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
-    /// Keeps the dispatcher's own thread running, when it has one (see [`thread`]).
-    _thread: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The dispatcher's own thread, when it has one (see [`thread`]).
+    thread: Option<OwnThread>,
 }
 
 impl Dispatcher {
@@ -85,14 +85,14 @@ impl Dispatcher {
         let run = dispatch.run(started_with, finished, stopped);
         if own_thread {
             match on_a_thread_of_its_own(run) {
-                Ok((task, thread)) => return Dispatcher { stop, task, _thread: Some(thread) },
+                Ok((task, thread)) => return Dispatcher { stop, task, thread: Some(thread) },
                 Err((error, run)) => {
                     tracing::warn!(%error, "cannot start the dispatcher's thread; it runs on the shared runtime");
-                    return Dispatcher { stop, task: tokio::spawn(run), _thread: None };
+                    return Dispatcher { stop, task: tokio::spawn(run), thread: None };
                 }
             }
         }
-        Dispatcher { stop, task: tokio::spawn(run), _thread: None }
+        Dispatcher { stop, task: tokio::spawn(run), thread: None }
     }
 
     /// Starts no new attempt, waits up to `grace` (`shutdown_grace`, what is left of it) for those in flight, then abandons the rest: they stay
@@ -104,6 +104,9 @@ impl Dispatcher {
             // Never left running past its grace: it holds the spool (and its lock) while it runs.
             task.abort();
             let _ = task.await;
+        }
+        if let Some(thread) = self.thread {
+            thread.end().await;
         }
     }
 }

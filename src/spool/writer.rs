@@ -170,12 +170,23 @@ fn truncate_wal_when_large(conn: &Connection, wal: Option<&Path>) {
 fn commit_batch(conn: &mut Connection, batch: &[WriteOp], due: &mut Vec<Due>) -> Result<Vec<OpResult>, SpoolError> {
     {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let results: Vec<OpResult> = batch.iter().map(|op| run_op(&tx, op, due)).collect();
-        if results.iter().all(Result::is_ok) {
+        let mut results = Vec::with_capacity(batch.len());
+        for op in batch {
+            match run_op(&tx, op, due) {
+                Ok(value) => results.push(Ok(value)),
+                // Some errors (I/O, a full disk) make SQLite roll back the whole transaction itself:
+                // what ran before is undone, and what ran after would commit alone. Nothing of the
+                // batch is kept then, and every operation in it fails.
+                Err(error) if tx.is_autocommit() => return Err(error),
+                // Otherwise the transaction is rolled back when it is dropped, and the batch runs again
+                // with a savepoint around each operation.
+                Err(_) => break,
+            }
+        }
+        if results.len() == batch.len() {
             tx.commit()?;
             return Ok(results);
         }
-        // Dropping the transaction rolls it back.
     }
     due.clear();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -229,5 +240,50 @@ fn reply(op: WriteOp, result: OpResult) {
             }));
         }
         WriteOp::Stop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(public_id: &str, order: u32) -> (WriteOp, oneshot::Receiver<Result<Stored, SpoolError>>) {
+        let (reply, answer) = oneshot::channel();
+        let event = NewEvent {
+            public_id: public_id.to_owned(),
+            received_at: 5,
+            source: "shop".into(),
+            topic: "order.created".into(),
+            resource_key: Some(format!("shop/order:{order}")),
+            headers: Vec::new(),
+            body: bytes::Bytes::from(format!("{{\"id\":{order}}}")),
+            routes: vec!["r".into()],
+            dedupe: None,
+        };
+        (WriteOp::Insert(Box::new(event), reply), answer)
+    }
+
+    #[test]
+    fn an_operation_that_fails_is_undone_alone_and_the_rest_of_its_batch_commits_once() {
+        let dir = std::env::temp_dir().join(format!("hookgate-writer-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut conn = store::open(&dir.join("spool.db")).unwrap();
+        // The second repeats the first's public id, which the spool refuses (UNIQUE): only it fails.
+        let (first, _a) = insert("a", 1);
+        let (repeat, _b) = insert("a", 2);
+        let (third, _c) = insert("c", 3);
+        let batch = vec![first, repeat, third];
+        let mut due = Vec::new();
+        let results = commit_batch(&mut conn, &batch, &mut due).unwrap();
+        assert!(matches!(results[0], Ok(OpValue::Stored(Stored::Queued { .. }))));
+        assert!(results[1].is_err(), "the repeated id is refused");
+        assert!(matches!(results[2], Ok(OpValue::Stored(Stored::Queued { .. }))));
+        // Each stored delivery is handed over once, though the batch ran twice.
+        let handed: Vec<&str> = due.iter().map(|d| d.public_id.as_str()).collect();
+        assert_eq!(handed, ["a", "c"]);
+        let stored: i64 = conn.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, 2, "the failed operation's delivery is not kept, the others are, once each");
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -217,8 +217,12 @@ fn a_version_2_spool_gets_the_state_check_without_in_and_keeps_its_rows() {
         conn.pragma_update(None, "user_version", 2).unwrap();
         insert_event(&conn, &event("kept", Some("shop/order:1"), &["r"], 5)).unwrap();
     }
-    // A reader that holds the file open across the migration, as `hookgate spool` might.
+    // A reader that holds the file open across the migration, as `hookgate spool` might, having read the
+    // old definition.
     let reader = Connection::open(&path).unwrap();
+    let pending: i64 =
+        reader.query_row("SELECT count(*) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0)).unwrap();
+    assert_eq!(pending, 1);
     let conn = open(&path).unwrap();
     assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
     let table: String = conn
@@ -229,17 +233,22 @@ fn a_version_2_spool_gets_the_state_check_without_in_and_keeps_its_rows() {
     let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
     assert_eq!(due_ids(&conn, "r", 10, 10, &HashSet::new()), ["kept"], "the pending delivery is still due");
-    // The check still holds, on this connection and on one that had read the old definition.
+    // The check still holds, on this connection and on the one that had read the old definition (which
+    // reads the new one now: the bumped cookie tells it to).
     for c in [&conn, &reader] {
         let refused = c.execute("UPDATE deliveries SET state = 'lost'", []).expect_err("not a state");
         assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
     }
-    // Neither storing a delivery nor recording its end builds a temporary b-tree any more.
-    for statement in [
-        "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at) VALUES (1, 'r', NULL, 'pending', 1, 1, 1)",
-        "UPDATE deliveries SET state = 'delivered', is_head = 0, finished_at = 1 WHERE id = 1",
-    ] {
-        let mut explain = conn.prepare(&format!("EXPLAIN {statement}")).unwrap();
+    // Neither storing a delivery nor recording its end builds a temporary b-tree any more, on either
+    // connection.
+    for (c, statement) in [&conn, &reader].into_iter().flat_map(|c| {
+        [
+            "INSERT INTO deliveries (event_id, route, resource_key, state, is_head, pending_since, next_attempt_at) VALUES (1, 'r', NULL, 'pending', 1, 1, 1)",
+            "UPDATE deliveries SET state = 'delivered', is_head = 0, finished_at = 1 WHERE id = 1",
+        ]
+        .map(|statement| (c, statement))
+    }) {
+        let mut explain = c.prepare(&format!("EXPLAIN {statement}")).unwrap();
         let opcodes: Vec<String> = explain.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect();
         assert!(!opcodes.iter().any(|op| op == "OpenEphemeral"), "{statement}: {opcodes:?}");
     }
