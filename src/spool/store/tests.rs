@@ -172,28 +172,36 @@ fn a_replayed_or_dropped_head_keeps_one_head_per_resource() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
-    let dir = std::env::temp_dir().join(format!("hookgate-store-v1-{}", std::process::id()));
+/// A spool file as a hookgate of schema `version` left it (its first `version` migrations run, not
+/// opened through [`open`]), in a fresh folder: the folder, the file, and a connection to it.
+fn spool_at_version(version: usize) -> (PathBuf, PathBuf, Connection) {
+    let dir = std::env::temp_dir().join(format!("hookgate-store-v{version}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("v1.db");
-    {
-        // The file as hookgate 1's schema left it, with a pending delivery in it.
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-        conn.execute(
-            "INSERT INTO events (public_id, received_at, source, topic, headers, body) VALUES ('old', 5, 'shop', 'order.created', x'', x'7b7d')",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO deliveries (event_id, route, state, pending_since, next_attempt_at) VALUES (1, 'r', 'pending', 5, 5)",
-            [],
-        )
-        .unwrap();
+    let path = dir.join(format!("v{version}.db"));
+    let conn = Connection::open(&path).unwrap();
+    for migration in &schema::MIGRATIONS[..version] {
+        conn.execute_batch(migration).unwrap();
     }
+    conn.pragma_update(None, "user_version", version as i64).unwrap();
+    (dir, path, conn)
+}
+
+#[test]
+fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
+    // The file as hookgate 1's schema left it, with a pending delivery in it.
+    let (dir, path, conn) = spool_at_version(1);
+    conn.execute(
+        "INSERT INTO events (public_id, received_at, source, topic, headers, body) VALUES ('old', 5, 'shop', 'order.created', x'', x'7b7d')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO deliveries (event_id, route, state, pending_since, next_attempt_at) VALUES (1, 'r', 'pending', 5, 5)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
     let conn = open(&path).unwrap();
     assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
     assert_eq!(due_ids(&conn, "r", 10, 10, &HashSet::new()), ["old"], "the pending delivery is still due");
@@ -206,17 +214,9 @@ fn a_version_1_spool_is_migrated_in_place_and_keeps_what_it_held() {
 
 #[test]
 fn a_version_2_spool_gets_the_state_check_without_in_and_keeps_its_rows() {
-    let dir = std::env::temp_dir().join(format!("hookgate-store-v2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("v2.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
-        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
-        conn.pragma_update(None, "user_version", 2).unwrap();
-        insert_event(&conn, &event("kept", Some("shop/order:1"), &["r"], 5)).unwrap();
-    }
+    let (dir, path, conn) = spool_at_version(2);
+    insert_event(&conn, &event("kept", Some("shop/order:1"), &["r"], 5)).unwrap();
+    drop(conn);
     // A reader that holds the file open across the migration, as `hookgate spool` might, having read the
     // old definition.
     let reader = Connection::open(&path).unwrap();
